@@ -1,0 +1,74 @@
+"""The interface between the dispatcher and the things that run chunks.
+
+A backend (the serial runner, the thread pool, the process pool, an external executor)
+accepts chunks with :meth:`Backend.submit` and reports what happened to them through
+:meth:`Backend.poll` as :class:`Done`, :class:`Crashed` or :class:`Requeue` outcomes.
+The dispatcher never needs to know which kind of backend it drives.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+from .chunking import Chunk
+from .tasks import Call
+
+__all__ = ["Backend", "Done", "Crashed", "Requeue", "Outcome"]
+
+
+class Done(NamedTuple):
+    """The chunk ran. ``errors`` holds ready-to-raise exceptions, already naming their item."""
+
+    chunk: Chunk
+    values: list[Any]
+    errors: list[tuple[int, BaseException]]
+    seconds: float
+
+
+class Crashed(NamedTuple):
+    """The worker running ``chunk`` died.
+
+    ``culprit`` is the offset of the item that was running, when known; ``error`` is the
+    :class:`~fastparallel.errors.WorkerDiedError` to raise or to put in its slot.
+    """
+
+    chunk: Chunk
+    culprit: int | None
+    error: BaseException
+
+
+class Requeue(NamedTuple):
+    """The chunk never started (its worker went away first); submit it again."""
+
+    chunk: Chunk
+
+
+Outcome = Done | Crashed | Requeue
+
+
+class Backend(Protocol):
+    """What the dispatcher needs from a pool, for the length of one call."""
+
+    #: True when the backend cannot interrupt an item once it started (threads).
+    abandons_work: bool
+
+    def begin(self, call: Call, n_workers: int, stop_on_error: bool) -> None:
+        """Prepare for a call of ``call`` on ``n_workers`` workers."""
+
+    def capacity(self) -> int:
+        """How many more chunks can be submitted now without queueing deeply."""
+
+    def submit(self, chunk: Chunk) -> None: ...
+
+    def poll(self, timeout: float | None) -> list[Outcome]:
+        """Wait up to ``timeout`` seconds (None: forever) for at least one outcome."""
+
+    def abort(self) -> None:
+        """Stop all work of this call now (kill busy processes, cancel threads)."""
+
+    def end(self) -> None:
+        """The call is over (after success or abort)."""
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the pool may serve a later call."""

@@ -1,0 +1,90 @@
+"""Splitting the input into chunks, lazily, and choosing how big each chunk is.
+
+A chunk is a run of consecutive items sent to a worker as one unit, so that many tiny
+items do not each pay a round trip. With ``chunksize=None`` the size adapts:
+
+* the first chunks hold one item, to measure how long an item takes;
+* then each chunk aims at about ``TARGET_SECONDS`` of work;
+* when the number of items is known, no chunk exceeds ``n / (4 * workers)``, so a few
+  long, uneven items stay spread over all workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+__all__ = ["Chunk", "ChunkSizer", "ChunkReader"]
+
+TARGET_SECONDS = 0.02
+MAX_CHUNK = 100_000
+
+
+class Chunk(NamedTuple):
+    """Consecutive input items ``items``, the first of which has input index ``start``."""
+
+    id: int
+    start: int
+    items: list[Any]
+
+
+class ChunkSizer:
+    """Chooses chunk sizes from a fixed ``chunksize`` or from measured item times."""
+
+    def __init__(self, chunksize: int | None, total: int | None, n_workers: int):
+        self.fixed = chunksize
+        self.cap = MAX_CHUNK if total is None else max(1, min(MAX_CHUNK, math.ceil(total / (4 * n_workers))))
+        self._items_measured = 0
+        self._seconds_measured = 0.0
+
+    def record(self, n_items: int, seconds: float) -> None:
+        """Learn from a finished chunk: ``n_items`` items took ``seconds`` of work."""
+        self._items_measured += n_items
+        self._seconds_measured += seconds
+
+    def next_size(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        if not self._items_measured:
+            return 1
+        per_item = self._seconds_measured / self._items_measured
+        if per_item <= 0:
+            return self.cap
+        return max(1, min(self.cap, int(TARGET_SECONDS / per_item)))
+
+
+class ChunkReader:
+    """Reads chunks from an iterator on demand; never reads further than asked."""
+
+    def __init__(self, items: Iterator[Any], sizer: ChunkSizer):
+        self._items = items
+        self._sizer = sizer
+        self._next_id = 0
+        self.read = 0  # items read so far
+        self.exhausted = False
+
+    def next_chunk(self, size: int | None = None) -> Chunk | None:
+        """The next chunk, or None when the input is exhausted.
+
+        Exceptions raised by the input iterator propagate unchanged.
+        """
+        if self.exhausted:
+            return None
+        n = self._sizer.next_size() if size is None else size
+        batch = list(itertools.islice(self._items, n))
+        if len(batch) < n:
+            self.exhausted = True
+        if not batch:
+            return None
+        chunk = Chunk(self._next_id, self.read, batch)
+        self._next_id += 1
+        self.read += len(batch)
+        return chunk
+
+    def single(self, index: int, item: Any) -> Chunk:
+        """A one-item chunk for an item that must run again on its own (after a crash)."""
+        chunk = Chunk(self._next_id, index, [item])
+        self._next_id += 1
+        return chunk

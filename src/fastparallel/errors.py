@@ -1,0 +1,255 @@
+"""Exceptions raised by fastparallel, and how a worker's exception travels back to the caller.
+
+A failing item is always named in the error (index and a short repr), the original
+exception type is kept where it can be rebuilt, and the worker's traceback is
+attached as ``__cause__`` (the same convention as :mod:`concurrent.futures`).
+"""
+
+from __future__ import annotations
+
+import pickle
+import reprlib
+import signal
+import traceback
+from concurrent.futures import BrokenExecutor
+from typing import Any
+
+__all__ = [
+    "FastParallelError",
+    "WorkerDiedError",
+    "TaskExitError",
+    "ParallelTimeoutError",
+    "RemoteError",
+    "RemoteTraceback",
+    "describe_item",
+    "add_note",
+]
+
+try:  # BrokenProcessPool lives in concurrent.futures.process; importing that module is cheap enough.
+    from concurrent.futures.process import BrokenProcessPool
+except ImportError:  # pragma: no cover - platforms without multiprocessing
+    BrokenProcessPool = BrokenExecutor  # type: ignore[misc,assignment]
+
+try:  # On 3.10 concurrent.futures.TimeoutError is not the builtin one; subclass both.
+    from concurrent.futures import TimeoutError as _FuturesTimeoutError
+except ImportError:  # pragma: no cover
+    _FuturesTimeoutError = TimeoutError  # type: ignore[misc,assignment]
+
+
+class FastParallelError(Exception):
+    """Base class of the errors that fastparallel itself raises."""
+
+
+class WorkerDiedError(FastParallelError, BrokenProcessPool):
+    """A worker process died (``os._exit``, a signal such as SIGKILL, a segfault) while running items.
+
+    Attributes:
+        indices: input indices of the items that were running in the dead worker.
+        exitcode: the process exit code; negative for a signal (``-9`` is SIGKILL).
+    """
+
+    def __init__(self, message: str, indices: tuple[int, ...] = (), exitcode: int | None = None):
+        super().__init__(message)
+        self.indices = indices
+        self.exitcode = exitcode
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.indices, self.exitcode))
+
+
+class TaskExitError(FastParallelError):
+    """``fn`` raised ``SystemExit``, ``KeyboardInterrupt`` or another non-``Exception``.
+
+    Such an exception would otherwise end the caller; it is wrapped and the original is
+    kept as ``__cause__``.
+    """
+
+
+_TIMEOUT_BASES: tuple[type, ...] = (
+    (TimeoutError,) if _FuturesTimeoutError is TimeoutError else (TimeoutError, _FuturesTimeoutError)
+)
+
+
+class ParallelTimeoutError(FastParallelError, *_TIMEOUT_BASES):  # type: ignore[misc]
+    """The whole call took longer than ``timeout`` seconds (a ``TimeoutError``)."""
+
+
+class RemoteError(FastParallelError):
+    """Stand-in for an exception whose class could not be rebuilt in the caller.
+
+    ``type_name`` holds the original class's qualified name.
+    """
+
+    def __init__(self, message: str, type_name: str = ""):
+        super().__init__(message)
+        self.type_name = type_name
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.type_name))
+
+
+class RemoteTraceback(Exception):
+    """Carries a worker's formatted traceback; set as ``__cause__`` of the re-raised error."""
+
+    def __init__(self, tb: str):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = 60
+_repr.maxother = 60
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 4
+
+
+def short_repr(obj: Any) -> str:
+    """A repr of at most about 80 characters that never raises."""
+    try:
+        text = _repr.repr(obj)
+    except Exception:
+        text = f"<{type(obj).__name__} object>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def describe_item(index: int, item: Any) -> str:
+    """``"item 7 ('abc')"``: how errors name an input item."""
+    return f"item {index} ({short_repr(item)})"
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also on Python 3.10 (where notes are stored but not printed)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        notes = getattr(exc, "__notes__", None)
+        try:
+            if notes is None:
+                exc.__notes__ = [note]  # type: ignore[attr-defined]
+            else:
+                notes.append(note)
+        except Exception:
+            pass
+
+
+def item_error(exc: BaseException, index: int, item: Any) -> BaseException:
+    """The exception to deliver for an item whose call raised ``exc``.
+
+    An ``Exception`` is returned as it is, with a note naming the item. Anything else
+    (``SystemExit``, ``KeyboardInterrupt``, ...) is wrapped in :class:`TaskExitError`.
+    """
+    where = describe_item(index, item)
+    if isinstance(exc, Exception):
+        add_note(exc, f"fastparallel: raised by fn on {where}")
+        return exc
+    wrapped = TaskExitError(
+        f"fn raised {type(exc).__name__}({short_repr(exc.args[0]) if exc.args else ''}) on {where}; "
+        "fastparallel stopped it from ending the caller"
+    )
+    wrapped.__cause__ = exc
+    return wrapped
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """Human words for a dead worker's exit code."""
+    if exitcode is None:
+        return "died (exit status unknown)"
+    if exitcode < 0:
+        name = signal_name(-exitcode)
+        text = f"was killed by {name}"
+        if -exitcode == getattr(signal, "SIGKILL", 9):
+            text += " (it may have run out of memory: the OOM killer sends SIGKILL)"
+        elif -exitcode == getattr(signal, "SIGSEGV", 11):
+            text += " (a segmentation fault; the worker's Python traceback is on stderr)"
+        return text
+    return f"exited with code {exitcode}"
+
+
+# ---------------------------------------------------------------------------
+# Carrying exceptions across the process boundary.
+#
+# A packed exception is a plain tuple of picklable parts. ``pack_exception`` runs in
+# the worker; ``unpack_exception`` in the caller.
+
+
+def _round_trips(blob: bytes) -> bool:
+    try:
+        pickle.loads(blob)
+        return True
+    except Exception:
+        return False
+
+
+def _picklable_or_repr(value: Any, dumps: Any) -> Any:
+    try:
+        dumps(value)
+        return value
+    except Exception:
+        return short_repr(value)
+
+
+def pack_exception(exc: BaseException, dumps: Any) -> tuple[Any, ...]:
+    """Turn ``exc`` into picklable parts; never raises.
+
+    ``dumps`` is the serializer to use (plain pickle with a cloudpickle fallback).
+    """
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        blob = dumps(exc)
+        if _round_trips(blob):
+            return ("pickled", blob, tb)
+    except Exception:
+        pass
+    cls = type(exc)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<{cls.__qualname__} whose str() failed>"
+    try:
+        cls_blob: bytes | None = dumps(cls)
+    except Exception:
+        cls_blob = None
+    try:
+        args = tuple(_picklable_or_repr(a, dumps) for a in exc.args)
+        state = {k: _picklable_or_repr(v, dumps) for k, v in vars(exc).items()}
+        parts_blob: bytes | None = dumps((args, state))
+    except Exception:
+        parts_blob = None
+    return ("rebuilt", cls_blob, parts_blob, name, message, tb)
+
+
+def unpack_exception(packed: tuple[Any, ...]) -> BaseException:
+    """Rebuild an exception packed by :func:`pack_exception`, worker traceback as ``__cause__``."""
+    exc: BaseException | None = None
+    if packed[0] == "pickled":
+        _, blob, tb = packed
+        try:
+            exc = pickle.loads(blob)
+        except Exception:
+            exc = RemoteError(f"an exception that could not be unpickled:\n{tb}")
+    else:
+        _, cls_blob, parts_blob, name, message, tb = packed
+        try:
+            cls = pickle.loads(cls_blob) if cls_blob is not None else None
+            args, state = pickle.loads(parts_blob) if parts_blob is not None else ((message,), {})
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                exc = cls.__new__(cls, *args)
+                exc.args = args
+                exc.__dict__.update(state)
+        except Exception:
+            exc = None
+        if exc is None:
+            exc = RemoteError(f"{name}: {message}", type_name=name)
+    assert exc is not None
+    exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
+    return exc

@@ -1,0 +1,343 @@
+"""A pool of worker processes, each with its own pipe, that notices and survives crashes.
+
+Because every worker has its own pipe and the caller decides which worker gets which
+chunk, the pool always knows what a dead worker was running. A shared integer per
+worker holds the input index of the item in progress, so a crash is pinned on one item.
+
+Busy workers can be killed (fail-fast, timeouts, Ctrl-C, a closed generator); the pool
+replaces dead workers on its next use.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import wait
+from typing import Any
+
+from .backend import Crashed, Done, Outcome, Requeue
+from .chunking import Chunk
+from .errors import (
+    RemoteError,
+    WorkerDiedError,
+    add_note,
+    describe_exit,
+    describe_item,
+    item_error,
+    pack_exception,
+    unpack_exception,
+)
+from .serialization import dumps, loads
+from .worker import Unpicklable, worker_main
+
+__all__ = ["ProcessPool"]
+
+log = logging.getLogger("fastparallel")
+
+_PREFETCH = 2  # chunks sent ahead to each worker, so it never idles between chunks
+_JOIN_SECONDS = 2.0
+
+_NOTES = {
+    "fn": None,
+    "result": "fastparallel: the result of {where} could not be pickled to send it back from the worker "
+    "process; return picklable data, or use threadpool=True to keep results in this process",
+    "item": "fastparallel: {where} could not be pickled to send it to a worker process; "
+    "make it picklable, or use threadpool=True",
+    "items": "fastparallel: {where} could not be unpickled in the worker process",
+    "setup": "fastparallel: fn, args or kwargs could not be unpickled in the worker process "
+    "(while running {where})",
+}
+
+
+def _pickle_header(header: tuple[Any, ...]) -> bytes:
+    import pickle
+
+    return pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _Worker:
+    __slots__ = ("process", "conn", "slot", "inflight", "payload_key", "assigned", "dead")
+
+    def __init__(self, process: Any, conn: Any, slot: Any):
+        self.process = process
+        self.conn = conn
+        self.slot = slot
+        self.inflight: dict[int, Chunk] = {}
+        self.payload_key = -1
+        self.assigned = 0
+        self.dead = False
+
+
+class ProcessPool:
+    """Worker processes started from ``ctx``; serves one call at a time."""
+
+    abandons_work = False
+    fresh_each_call = False  # set for fork pools, which must not outlive the call
+
+    def __init__(self, ctx: Any, init_blob: bytes | None = None, max_tasks_per_child: int | None = None):
+        self._ctx = ctx
+        self._init_blob = init_blob
+        self._max_tasks = max_tasks_per_child
+        self._workers: list[_Worker] = []
+        self._active: list[_Worker] = []
+        self._retired: list[_Worker] = []
+        self._ready: list[Outcome] = []
+        self._payload: bytes | None = None
+        self._payload_key = 0
+        self._stop_on_error = True
+        self._closed = False
+        self._n_workers = 0
+
+    # -- workers -------------------------------------------------------------------
+    def _spawn(self) -> _Worker:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        slot = self._ctx.RawArray("q", 1)
+        slot[0] = -1
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(child_conn, slot, self._init_blob, max(1, self._n_workers)),
+            name="fastparallel-worker",
+            daemon=False,  # daemonic processes may not start their own pools (nested calls)
+        )
+        process.start()
+        child_conn.close()
+        log.debug("started worker process %s", process.pid)
+        return _Worker(process, parent_conn, slot)
+
+    def _discard(self, worker: _Worker, kill: bool) -> None:
+        worker.dead = True
+        if worker in self._workers:
+            self._workers.remove(worker)
+        if worker in self._active:
+            self._active.remove(worker)
+        if kill and worker.process.is_alive():
+            worker.process.kill()
+        self._retired.append(worker)
+
+    def _reap(self, block: bool = False) -> None:
+        """Join and release workers that were stopped or killed."""
+        still: list[_Worker] = []
+        deadline = time.monotonic() + _JOIN_SECONDS
+        for worker in self._retired:
+            worker.process.join(max(0.0, deadline - time.monotonic()) if block else 0)
+            if worker.process.exitcode is None:
+                if block:
+                    worker.process.kill()
+                    worker.process.join(1.0)
+                if worker.process.exitcode is None:
+                    still.append(worker)
+                    continue
+            worker.conn.close()
+            worker.process.close()
+        self._retired = still
+
+    def _retire(self, worker: _Worker) -> None:
+        try:
+            worker.conn.send_bytes(_pickle_header(("stop",)))
+        except OSError:
+            pass
+        self._discard(worker, kill=False)
+
+    @property
+    def reusable(self) -> bool:
+        return not self._closed
+
+    @property
+    def size(self) -> int:
+        return len(self._workers)
+
+    def shutdown(self) -> None:
+        """Stop every worker (waits up to about two seconds, then kills)."""
+        self._closed = True
+        for worker in list(self._workers):
+            self._retire(worker)
+        self._reap(block=True)
+
+    # -- one call --------------------------------------------------------------------
+    def begin(self, payload: bytes, n_workers: int, stop_on_error: bool) -> None:
+        """Prepare for a call: ``payload`` is the pickled ``(fn, args, kwargs)``."""
+        if payload != self._payload:
+            self._payload = payload
+            self._payload_key += 1
+        self._stop_on_error = stop_on_error
+        self._n_workers = n_workers
+        self._reap()
+        for worker in list(self._workers):
+            if not worker.process.is_alive():
+                self._discard(worker, kill=False)
+        while len(self._workers) < n_workers:
+            self._workers.append(self._spawn())
+        self._active = self._workers[:n_workers]
+
+    def capacity(self) -> int:
+        return _PREFETCH * self._n_workers - sum(len(w.inflight) for w in self._active)
+
+    def _fits(self, worker: _Worker, size: int) -> bool:
+        """Whether ``worker`` may take ``size`` more items under ``max_tasks_per_child``."""
+        return self._max_tasks is None or not worker.assigned or worker.assigned + size <= self._max_tasks
+
+    def _pick(self, size: int) -> _Worker:
+        """The least loaded worker that can take a chunk of ``size`` items; starts one if needed."""
+        for worker in list(self._active):
+            if not worker.inflight and not self._fits(worker, size):
+                self._retire(worker)  # max_tasks_per_child reached: replace it
+        candidates = [w for w in self._active if len(w.inflight) < _PREFETCH and self._fits(w, size)]
+        if len(self._active) < self._n_workers or not candidates:
+            worker = self._spawn()
+            self._workers.append(worker)
+            self._active.append(worker)
+            return worker
+        return min(candidates, key=lambda w: len(w.inflight))
+
+    def _pickle_items(self, chunk: Chunk) -> tuple[bytes, bool]:
+        try:
+            return dumps(chunk.items), False
+        except Exception:
+            pass
+        items: list[Any] = []
+        for offset, item in enumerate(chunk.items):
+            try:
+                dumps(item)
+                items.append(item)
+            except Exception as exc:
+                where = describe_item(chunk.start + offset, item)
+                if self._stop_on_error:
+                    add_note(exc, _NOTES["item"].format(where=where))  # type: ignore[union-attr]
+                    raise
+                items.append(Unpicklable(pack_exception(exc, dumps)))
+        return dumps(items), True
+
+    def submit(self, chunk: Chunk) -> None:
+        body, has_bad_items = self._pickle_items(chunk)
+        worker = self._pick(len(chunk.items))
+        worker.inflight[chunk.id] = chunk
+        worker.assigned += len(chunk.items)
+        try:
+            if worker.payload_key != self._payload_key:
+                assert self._payload is not None
+                worker.conn.send_bytes(_pickle_header(("setup", self._payload_key)))
+                worker.conn.send_bytes(self._payload)
+                worker.payload_key = self._payload_key
+            header = ("chunk", chunk.id, self._payload_key, chunk.start, self._stop_on_error, has_bad_items)
+            worker.conn.send_bytes(_pickle_header(header))
+            worker.conn.send_bytes(body)
+        except OSError:
+            pass  # the worker died; poll() sees its sentinel and requeues or reports the chunk
+
+    def poll(self, timeout: float | None) -> list[Outcome]:
+        if self._ready:
+            ready, self._ready = self._ready, []
+            return ready
+        handles: dict[Any, _Worker] = {}
+        for worker in self._workers:
+            if worker.inflight:
+                handles[worker.conn] = worker
+                handles[worker.process.sentinel] = worker
+        if not handles:
+            return []
+        outcomes: list[Outcome] = []
+        for handle in wait(list(handles), timeout):
+            worker = handles[handle]
+            if worker.dead:
+                continue
+            if handle is worker.conn:
+                self._receive(worker, outcomes)
+            else:
+                self._receive(worker, outcomes)  # results it sent before dying still count
+                self._bury(worker, outcomes)
+        return outcomes
+
+    def _receive(self, worker: _Worker, outcomes: list[Outcome]) -> None:
+        conn = worker.conn
+        try:
+            while not worker.dead and conn.poll():
+                header = loads(conn.recv_bytes())
+                body = conn.recv_bytes()
+                if header[0] == "done":
+                    self._done(worker, header[1], header[2], body, outcomes)
+                else:  # "init_failed"
+                    error = unpack_exception(loads(body))
+                    add_note(error, "fastparallel: raised by the initializer of a worker process")
+                    self._closed = True
+                    raise error
+        except (EOFError, OSError):
+            self._bury(worker, outcomes)
+
+    def _done(self, worker: _Worker, chunk_id: int, seconds: float, body: bytes,
+              outcomes: list[Outcome]) -> None:
+        chunk = worker.inflight.pop(chunk_id)
+        try:
+            values, packed_errors = loads(body)
+        except Exception as exc:
+            error = RemoteError(f"the results of a chunk could not be unpickled: {exc!r}", type(exc).__name__)
+            values, packed_errors = [None], [(0, "items", pack_exception(error, dumps))]
+        errors: list[tuple[int, BaseException]] = []
+        for offset, kind, packed in packed_errors:
+            offsets: Sequence[int] = [offset]
+            if kind in ("setup", "items"):  # concerns the whole chunk
+                offsets = [0] if self._stop_on_error else range(len(chunk.items))
+                values = [None] * len(offsets)
+            for o in offsets:
+                errors.append((o, self._item_error(kind, packed, chunk, o)))
+        outcomes.append(Done(chunk, values, errors, seconds))
+        if self._max_tasks is not None and worker.assigned >= self._max_tasks and not worker.inflight:
+            self._retire(worker)
+
+    @staticmethod
+    def _item_error(kind: str, packed: tuple[Any, ...], chunk: Chunk, offset: int) -> BaseException:
+        index, item = chunk.start + offset, chunk.items[offset]
+        exc = unpack_exception(packed)
+        note = _NOTES[kind]
+        if note is None:
+            return item_error(exc, index, item)
+        add_note(exc, note.format(where=describe_item(index, item)))
+        return exc
+
+    def _bury(self, worker: _Worker, outcomes: list[Outcome]) -> None:
+        """A worker died: report the chunk it was running, requeue the ones it had not started."""
+        if worker.dead:
+            return
+        worker.process.join(1.0)
+        exitcode = worker.process.exitcode
+        self._discard(worker, kill=True)
+        chunks = list(worker.inflight.values())
+        worker.inflight.clear()
+        if not chunks:
+            return
+        running, waiting = chunks[0], chunks[1:]
+        index = worker.slot[0]
+        culprit: int | None = index - running.start if 0 <= index - running.start < len(running.items) else None
+        if culprit is not None:
+            what = describe_item(running.start + culprit, running.items[culprit])
+            indices: tuple[int, ...] = (running.start + culprit,)
+        else:
+            last = running.start + len(running.items) - 1
+            what = f"items {running.start}-{last} (first: {describe_item(running.start, running.items[0])})"
+            indices = tuple(range(running.start, last + 1))
+        error = WorkerDiedError(
+            f"a worker process (pid {worker.process.pid}) {describe_exit(exitcode)} while running {what}",
+            indices,
+            exitcode,
+        )
+        log.info("%s", error)
+        outcomes.append(Crashed(running, culprit, error))
+        outcomes.extend(Requeue(c) for c in waiting)
+
+    def abort(self) -> None:
+        """Kill every worker that is running or holding chunks of this call."""
+        for worker in list(self._workers):
+            if worker.inflight:
+                worker.inflight.clear()
+                self._discard(worker, kill=True)
+        self._ready.clear()
+        self._reap(block=True)
+
+    def end(self) -> None:
+        self._active = []
+        self._ready.clear()
+        if self._max_tasks is not None:
+            for worker in list(self._workers):
+                if worker.assigned >= self._max_tasks and not worker.inflight:
+                    self._retire(worker)
+        self._reap()
