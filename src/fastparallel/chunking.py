@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 __all__ = ["Chunk", "ChunkSizer", "ChunkReader"]
 
 TARGET_SECONDS = 0.02
-MAX_CHUNK = 100_000
+MAX_CHUNK = 10_000
 
 
 class Chunk(NamedTuple):

@@ -11,6 +11,7 @@ replaces dead workers on its next use.
 from __future__ import annotations
 
 import logging
+import multiprocessing.context
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import wait
@@ -100,7 +101,14 @@ class ProcessPool:
             name="fastparallel-worker",
             daemon=False,  # daemonic processes may not start their own pools (nested calls)
         )
+        default_context = getattr(multiprocessing.context, "_default_context", None)
+        unset = getattr(default_context, "_actual_context", "") is None
         process.start()
+        if unset:
+            # Starting a spawn/forkserver process asks multiprocessing.get_start_method(),
+            # which fixes the global default as a side effect; undo it so that the
+            # caller's own set_start_method() still works later.
+            default_context._actual_context = None  # type: ignore[union-attr]
         child_conn.close()
         log.debug("started worker process %s", process.pid)
         return _Worker(process, parent_conn, slot)
