@@ -15,6 +15,7 @@ from .chunking import Chunk, ChunkReader, ChunkSizer
 from .cpus import default_workers
 from .dispatch import Piece, _input_error, dispatch
 from .errors import add_note
+from .external import ExternalBackend, executor_workers
 from .progress import ProgressCallback, make_progress
 from .serial import SerialBackend
 from .serialization import dumps
@@ -208,7 +209,9 @@ class _Run:
                  initializer: Callable[..., Any] | None, initargs: tuple[Any, ...], executor: Any):
         self.call = call
         self.items = items
-        self.requested = default_workers(threadpool) if n_workers is None else n_workers
+        if n_workers is None:
+            n_workers = default_workers(threadpool) if executor is None else executor_workers(executor)
+        self.requested = n_workers
         self.threadpool = threadpool
         self.progress = progress
         self.total = total
@@ -275,8 +278,6 @@ class _Run:
     def _backend(self, serial: bool, n_workers: int) -> tuple[Any, Callable[[], None]]:
         stop_on_error = not self.return_exceptions
         if self.executor is not None:
-            from .external import ExternalBackend
-
             backend: Any = ExternalBackend(self.executor)
             backend.begin(self.call, n_workers, stop_on_error)
             return backend, _nothing

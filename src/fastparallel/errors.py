@@ -253,3 +253,35 @@ def unpack_exception(packed: tuple[Any, ...]) -> BaseException:
     assert exc is not None
     exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
     return exc
+
+
+ITEM_NOT_PICKLABLE = (
+    "fastparallel: {where} could not be pickled to send it to a worker process; "
+    "make it picklable, or use threadpool=True"
+)
+
+# What went wrong in a worker, by the kind the worker reports, and the note that says so.
+_REMOTE_NOTES = {
+    "fn": None,  # item_error() names the item
+    "result": "fastparallel: the result of {where} could not be pickled to send it back from the worker "
+    "process; return picklable data, or use threadpool=True to keep results in this process",
+    "item": ITEM_NOT_PICKLABLE,
+    "items": "fastparallel: {where} could not be unpickled in the worker process",
+    "setup": "fastparallel: fn, args or kwargs could not be unpickled in the worker process "
+    "(while running {where})",
+}
+
+
+def remote_item_error(kind: str, packed: tuple[Any, ...], index: int, item: Any) -> BaseException:
+    """The exception to deliver for an item that failed in a worker process.
+
+    ``kind`` says what failed: ``"fn"`` raised, the ``"result"`` or the ``"item"`` could
+    not be pickled, the chunk's ``"items"`` or the call's ``"setup"`` could not be
+    unpickled in the worker.
+    """
+    exc = unpack_exception(packed)
+    note = _REMOTE_NOTES[kind]
+    if note is None:
+        return item_error(exc, index, item)
+    add_note(exc, note.format(where=describe_item(index, item)))
+    return exc

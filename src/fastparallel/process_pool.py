@@ -13,24 +13,22 @@ from __future__ import annotations
 import logging
 import multiprocessing.context
 import time
-from collections.abc import Sequence
 from multiprocessing.connection import wait
 from typing import Any
 
 from .backend import Crashed, Done, Outcome, Requeue
 from .chunking import Chunk
 from .errors import (
-    RemoteError,
+    ITEM_NOT_PICKLABLE,
     WorkerDiedError,
     add_note,
     describe_exit,
     describe_item,
-    item_error,
     pack_exception,
     unpack_exception,
 )
 from .serialization import dumps, loads
-from .worker import Unpicklable, worker_main
+from .worker import Unpicklable, decode_result, worker_main
 
 __all__ = ["ProcessPool"]
 
@@ -38,18 +36,6 @@ log = logging.getLogger("fastparallel")
 
 _PREFETCH = 2  # chunks sent ahead to each worker, so it never idles between chunks
 _JOIN_SECONDS = 2.0
-
-_NOTES = {
-    "fn": None,
-    "result": "fastparallel: the result of {where} could not be pickled to send it back from the worker "
-    "process; return picklable data, or use threadpool=True to keep results in this process",
-    "item": "fastparallel: {where} could not be pickled to send it to a worker process; "
-    "make it picklable, or use threadpool=True",
-    "items": "fastparallel: {where} could not be unpickled in the worker process",
-    "setup": "fastparallel: fn, args or kwargs could not be unpickled in the worker process "
-    "(while running {where})",
-}
-
 
 def _pickle_header(header: tuple[Any, ...]) -> bytes:
     import pickle
@@ -211,7 +197,7 @@ class ProcessPool:
             except Exception as exc:
                 where = describe_item(chunk.start + offset, item)
                 if self._stop_on_error:
-                    add_note(exc, _NOTES["item"].format(where=where))  # type: ignore[union-attr]
+                    add_note(exc, ITEM_NOT_PICKLABLE.format(where=where))
                     raise
                 items.append(Unpicklable(pack_exception(exc, dumps)))
         return dumps(items), True
@@ -275,32 +261,10 @@ class ProcessPool:
     def _done(self, worker: _Worker, chunk_id: int, seconds: float, body: bytes,
               outcomes: list[Outcome]) -> None:
         chunk = worker.inflight.pop(chunk_id)
-        try:
-            values, packed_errors = loads(body)
-        except Exception as exc:
-            error = RemoteError(f"the results of a chunk could not be unpickled: {exc!r}", type(exc).__name__)
-            values, packed_errors = [None], [(0, "items", pack_exception(error, dumps))]
-        errors: list[tuple[int, BaseException]] = []
-        for offset, kind, packed in packed_errors:
-            offsets: Sequence[int] = [offset]
-            if kind in ("setup", "items"):  # concerns the whole chunk
-                offsets = [0] if self._stop_on_error else range(len(chunk.items))
-                values = [None] * len(offsets)
-            for o in offsets:
-                errors.append((o, self._item_error(kind, packed, chunk, o)))
+        values, errors = decode_result(body, chunk, self._stop_on_error)
         outcomes.append(Done(chunk, values, errors, seconds))
         if self._max_tasks is not None and worker.assigned >= self._max_tasks and not worker.inflight:
             self._retire(worker)
-
-    @staticmethod
-    def _item_error(kind: str, packed: tuple[Any, ...], chunk: Chunk, offset: int) -> BaseException:
-        index, item = chunk.start + offset, chunk.items[offset]
-        exc = unpack_exception(packed)
-        note = _NOTES[kind]
-        if note is None:
-            return item_error(exc, index, item)
-        add_note(exc, note.format(where=describe_item(index, item)))
-        return exc
 
     def _bury(self, worker: _Worker, outcomes: list[Outcome]) -> None:
         """A worker died: report the chunk it was running, requeue the ones it had not started."""

@@ -24,15 +24,16 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import MutableSequence
+from collections.abc import MutableSequence, Sequence
 from typing import Any
 
 from . import cpus
-from .errors import pack_exception
+from .chunking import Chunk
+from .errors import RemoteError, pack_exception, remote_item_error
 from .serialization import dumps, loads
 from .tasks import Call, run_chunk
 
-__all__ = ["worker_main", "Unpicklable"]
+__all__ = ["worker_main", "Unpicklable", "run_packed", "decode_result"]
 
 _PARENT_CHECK_SECONDS = 0.25
 
@@ -87,8 +88,34 @@ def _pack_result(values: list[Any], errors: list[tuple[int, str, tuple[Any, ...]
     return dumps((values, errors))
 
 
+def decode_result(body: bytes, chunk: Chunk, stop_on_error: bool
+                  ) -> tuple[list[Any], list[tuple[int, BaseException]]]:
+    """In the caller: a chunk's ``(values, errors)`` from the body of a "done" message."""
+    try:
+        values, packed_errors = loads(body)
+    except Exception as exc:
+        error = RemoteError(f"the results of a chunk could not be unpickled: {exc!r}", type(exc).__name__)
+        values, packed_errors = [None], [(0, "items", pack_exception(error, dumps))]
+    errors: list[tuple[int, BaseException]] = []
+    for offset, kind, packed in packed_errors:
+        offsets: Sequence[int] = [offset]
+        if kind in ("setup", "items"):  # concerns the whole chunk
+            offsets = [0] if stop_on_error else range(len(chunk.items))
+            values = [None] * len(offsets)
+        for o in offsets:
+            errors.append((o, remote_item_error(kind, packed, chunk.start + o, chunk.items[o])))
+    return values, errors
+
+
+def run_packed(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool,
+               has_bad_items: bool = False, slot: MutableSequence[int] | None = None) -> tuple[bytes, float]:
+    """In a worker: run a chunk and return the pickled ``(values, errors)`` and the seconds it took."""
+    values, errors, seconds = _run(call, items, start, stop_on_error, has_bad_items, slot)
+    return _pack_result(values, errors), seconds
+
+
 def _run(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool,
-         has_bad_items: bool, slot: MutableSequence[int]) -> tuple[list[Any], list[Any], float]:
+         has_bad_items: bool, slot: MutableSequence[int] | None) -> tuple[list[Any], list[Any], float]:
     if isinstance(call, BaseException):  # fn/args/kwargs could not be unpickled here
         return [None], [(0, "setup", pack_exception(call, dumps))], 0.0
     if not has_bad_items:
@@ -144,8 +171,8 @@ def worker_main(conn: Any, slot: MutableSequence[int], init_blob: bytes | None, 
                 _send(conn, ("done", chunk_id, 0.0), dumps(([None], [(0, "items", packed)])))
                 continue
             assert call is not None
-            values, errors, seconds = _run(call, items, start, stop_on_error, has_bad_items, slot)
-            _send(conn, ("done", chunk_id, seconds), _pack_result(values, errors))
+            body, seconds = run_packed(call, items, start, stop_on_error, has_bad_items, slot)
+            _send(conn, ("done", chunk_id, seconds), body)
         elif kind == "setup":
             body = inbox.get()
             try:

@@ -1,0 +1,144 @@
+"""Running chunks on an executor you already have: a Dask cluster, or any ``concurrent.futures.Executor``.
+
+``parallel(fn, items, executor=client)`` keeps the behaviour of the local pools
+(chunking, input order, ``return_as``, progress, ``return_exceptions``, errors naming
+the item) and only changes where chunks run. With a ``dask.distributed.Client``:
+
+* ``fn``, ``args`` and ``kwargs`` are pickled once and scattered to the workers once
+  (``broadcast=True``), not shipped with every chunk;
+* every chunk is submitted with ``pure=False``, so that Dask does not merge two chunks
+  that happen to look the same.
+
+A worker deserializes a call's ``fn`` once and caches it by a per-call token.
+"""
+
+from __future__ import annotations
+
+import queue
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+from .backend import Done, Outcome
+from .chunking import Chunk
+from .cpus import num_cpus
+from .errors import RemoteError, describe_item
+from .serialization import dumps, loads
+from .tasks import Call
+from .worker import decode_result, run_packed
+
+__all__ = ["ExternalBackend", "is_dask_client", "executor_workers", "run_remote_chunk"]
+
+_PREFETCH = 2
+_cached_calls: OrderedDict[str, Call | BaseException] = OrderedDict()
+
+
+def run_remote_chunk(token: str, payload: bytes, items_blob: bytes, start: int,
+                     stop_on_error: bool) -> tuple[bytes, float]:
+    """Runs on the executor's worker: one chunk, results packed like a local worker's."""
+    call = _cached_calls.get(token)
+    if call is None:
+        try:
+            call = Call(*loads(payload))
+        except BaseException as exc:  # noqa: BLE001 - reported per item
+            call = exc
+        _cached_calls[token] = call
+        while len(_cached_calls) > 4:
+            _cached_calls.popitem(last=False)
+    return run_packed(call, loads(items_blob), start, stop_on_error)
+
+
+def is_dask_client(executor: Any) -> bool:
+    return type(executor).__module__.startswith("distributed") and hasattr(executor, "scatter")
+
+
+def executor_workers(executor: Any) -> int:
+    """How many chunks the executor can run at once (the default ``n_workers``)."""
+    if is_dask_client(executor):
+        try:
+            return max(1, sum(executor.nthreads().values()))
+        except Exception:
+            return num_cpus()
+    count = getattr(executor, "_max_workers", None)
+    return count if isinstance(count, int) and count > 0 else num_cpus()
+
+
+class ExternalBackend:
+    """Submits chunks to ``executor`` and collects them through done-callbacks."""
+
+    abandons_work = True
+    reusable = True
+
+    def __init__(self, executor: Any):
+        self._executor = executor
+        self._dask = is_dask_client(executor)
+        self._done: queue.SimpleQueue[tuple[Chunk, Any]] = queue.SimpleQueue()
+        self._futures: dict[int, Any] = {}
+        self._n_workers = 1
+        self._stop_on_error = True
+        self._token = ""
+        self._payload: Any = None
+
+    def begin(self, call: Call, n_workers: int, stop_on_error: bool) -> None:
+        self._n_workers = n_workers
+        self._stop_on_error = stop_on_error
+        self._token = uuid.uuid4().hex
+        payload = dumps(tuple(call))
+        # On Dask, send the pickled call to every worker once; chunks refer to it.
+        self._payload = self._executor.scatter(payload, broadcast=True, hash=False) if self._dask else payload
+
+    def capacity(self) -> int:
+        return _PREFETCH * self._n_workers - len(self._futures)
+
+    def submit(self, chunk: Chunk) -> None:
+        args = (self._token, self._payload, dumps(chunk.items), chunk.start, self._stop_on_error)
+        if self._dask:
+            future = self._executor.submit(run_remote_chunk, *args, pure=False)
+        else:
+            future = self._executor.submit(run_remote_chunk, *args)
+        self._futures[chunk.id] = future
+        future.add_done_callback(lambda f, chunk=chunk: self._done.put((chunk, f)))
+
+    def poll(self, timeout: float | None) -> list[Outcome]:
+        if not self._futures:
+            return []
+        try:
+            got = [self._done.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                got.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        outcomes: list[Outcome] = []
+        for chunk, future in got:
+            if self._futures.pop(chunk.id, None) is None:
+                continue  # cancelled by abort()
+            outcomes.append(self._outcome(chunk, future))
+        return outcomes
+
+    def _outcome(self, chunk: Chunk, future: Any) -> Done:
+        try:
+            body, seconds = future.result()
+        except BaseException as exc:  # the executor itself failed: a lost worker, a transport error
+            error = RemoteError(f"the executor failed to run the chunk starting at "
+                                f"{describe_item(chunk.start, chunk.items[0])}: {exc!r}", type(exc).__name__)
+            error.__cause__ = exc
+            count = 1 if self._stop_on_error else len(chunk.items)
+            return Done(chunk, [None] * count, [(o, error) for o in range(count)], 0.0)
+        values, errors = decode_result(body, chunk, self._stop_on_error)
+        return Done(chunk, values, errors, seconds)
+
+    def abort(self) -> None:
+        futures = list(self._futures.values())
+        self._futures.clear()
+        if self._dask and futures:
+            self._executor.cancel(futures)
+        else:
+            for future in futures:
+                future.cancel()
+
+    def end(self) -> None:
+        self._futures.clear()
+        self._payload = None
