@@ -6,6 +6,8 @@ Example:
     [1, 2, 3]
 """
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
 from .api import parallel
 from .cpus import num_cpus
@@ -15,9 +17,19 @@ from .errors import (
     RemoteError,
     RemoteTraceback,
     TaskExitError,
-    WorkerDiedError,
+    worker_died_error,
 )
 from .pools import shutdown
+
+
+def __getattr__(name: str) -> object:
+    if name == "WorkerDiedError":  # defined on first use: see errors.worker_died_error
+        return worker_died_error()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .errors import WorkerDiedError
 
 __all__ = [
     "parallel",

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 import math
-import multiprocessing.context
 import time
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import pools
 from .chunking import Chunk, ChunkReader, ChunkSizer
 from .cpus import default_workers
 from .dispatch import Piece, _input_error, dispatch
 from .errors import add_note
-from .external import ExternalBackend, executor_workers
 from .progress import ProgressCallback, make_progress
 from .serial import SerialBackend
 from .serialization import dumps
 from .tasks import Call
 
-__all__ = ["parallel"]
+if TYPE_CHECKING:
+    import multiprocessing.context
 
-log = logging.getLogger("fastparallel")
+__all__ = ["parallel"]
 
 R = TypeVar("R")
 ReturnAs = Literal["list", "generator", "generator_unordered"]
@@ -210,7 +208,12 @@ class _Run:
         self.call = call
         self.items = items
         if n_workers is None:
-            n_workers = default_workers(threadpool) if executor is None else executor_workers(executor)
+            if executor is None:
+                n_workers = default_workers(threadpool)
+            else:
+                from .external import executor_workers
+
+                n_workers = executor_workers(executor)
         self.requested = n_workers
         self.threadpool = threadpool
         self.progress = progress
@@ -229,7 +232,10 @@ class _Run:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         serial = self.requested == 0 and self.executor is None
         if not serial and self.executor is None and pools.exiting():
-            log.warning("parallel() called while the interpreter exits: running serially")
+            import logging
+
+            logging.getLogger("fastparallel").warning(
+                "parallel() called while the interpreter exits: running serially")
             serial = True
         width = 1 if serial else self.requested
         if self.total is not None:
@@ -278,6 +284,8 @@ class _Run:
     def _backend(self, serial: bool, n_workers: int) -> tuple[Any, Callable[[], None]]:
         stop_on_error = not self.return_exceptions
         if self.executor is not None:
+            from .external import ExternalBackend
+
             backend: Any = ExternalBackend(self.executor)
             backend.begin(self.call, n_workers, stop_on_error)
             return backend, _nothing
@@ -325,6 +333,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
+def _is_context(method: Any) -> bool:
+    """A multiprocessing context, recognised without importing multiprocessing."""
+    return all(hasattr(method, name) for name in ("Process", "Pipe", "get_start_method"))
+
+
 def _check_arguments(
     fn: Any, items: Any, n_workers: Any, threadpool: Any, progress: Any, total: Any, chunksize: Any,
     timeout: Any, pause: Any, method: Any, return_exceptions: Any, max_tasks_per_child: Any,
@@ -356,9 +369,11 @@ def _check_arguments(
             raise ValueError(f"timeout must be >= 0, got {timeout}")
     if not _is_number(pause) or pause < 0:
         raise ValueError(f"pause must be a number of seconds >= 0, got {pause!r:.60}")
-    if method is not None and not isinstance(method, multiprocessing.context.BaseContext):
+    if method is not None and not _is_context(method):
         if not isinstance(method, str):
             raise TypeError(f"method must be a start method name, a multiprocessing context or None, got {method!r:.60}")
+        import multiprocessing
+
         methods = multiprocessing.get_all_start_methods()
         if method not in methods:
             raise ValueError(f"unknown start method {method!r}; use one of {methods}")

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import pickle
 import reprlib
-import signal
-import traceback
-from concurrent.futures import BrokenExecutor
-from typing import Any
+import sys
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "FastParallelError",
@@ -25,36 +24,69 @@ __all__ = [
     "add_note",
 ]
 
-try:  # BrokenProcessPool lives in concurrent.futures.process; importing that module is cheap enough.
-    from concurrent.futures.process import BrokenProcessPool
-except ImportError:  # pragma: no cover - platforms without multiprocessing
-    BrokenProcessPool = BrokenExecutor  # type: ignore[misc,assignment]
-
-try:  # On 3.10 concurrent.futures.TimeoutError is not the builtin one; subclass both.
+if sys.version_info < (3, 11):  # concurrent.futures.TimeoutError is the builtin one from 3.11 on
     from concurrent.futures import TimeoutError as _FuturesTimeoutError
-except ImportError:  # pragma: no cover
-    _FuturesTimeoutError = TimeoutError  # type: ignore[misc,assignment]
+else:
+    _FuturesTimeoutError = TimeoutError
 
 
 class FastParallelError(Exception):
     """Base class of the errors that fastparallel itself raises."""
 
 
-class WorkerDiedError(FastParallelError, BrokenProcessPool):
-    """A worker process died (``os._exit``, a signal such as SIGKILL, a segfault) while running items.
+def _define_worker_died_error(base: type) -> type:
+    class WorkerDiedError(FastParallelError, base):  # type: ignore[valid-type,misc]
+        """A worker process died (``os._exit``, a signal such as SIGKILL, a segfault) while running items.
 
-    Attributes:
-        indices: input indices of the items that were running in the dead worker.
-        exitcode: the process exit code; negative for a signal (``-9`` is SIGKILL).
+        A subclass of ``concurrent.futures.process.BrokenProcessPool``.
+
+        Attributes:
+            indices: input indices of the items that were running in the dead worker.
+            exitcode: the process exit code; negative for a signal (``-9`` is SIGKILL).
+        """
+
+        def __init__(self, message: str, indices: tuple[int, ...] = (), exitcode: int | None = None):
+            super().__init__(message)
+            self.indices = indices
+            self.exitcode = exitcode
+
+        def __reduce__(self) -> Any:
+            return (type(self), (str(self), self.indices, self.exitcode))
+
+    WorkerDiedError.__module__ = __name__
+    WorkerDiedError.__qualname__ = "WorkerDiedError"
+    return WorkerDiedError
+
+
+if TYPE_CHECKING:
+    from concurrent.futures.process import BrokenProcessPool
+
+    class WorkerDiedError(FastParallelError, BrokenProcessPool):
+        indices: tuple[int, ...]
+        exitcode: int | None
+
+        def __init__(self, message: str, indices: tuple[int, ...] = (), exitcode: int | None = None): ...
+
+
+@lru_cache(maxsize=1)
+def worker_died_error() -> type[WorkerDiedError]:
+    """The WorkerDiedError class, defined on first use.
+
+    It subclasses ``BrokenProcessPool``, whose module imports all of multiprocessing;
+    defining it lazily keeps ``import fastparallel`` fast for code that never uses
+    processes.
     """
+    from concurrent.futures.process import BrokenProcessPool
 
-    def __init__(self, message: str, indices: tuple[int, ...] = (), exitcode: int | None = None):
-        super().__init__(message)
-        self.indices = indices
-        self.exitcode = exitcode
+    cls = _define_worker_died_error(BrokenProcessPool)
+    globals()["WorkerDiedError"] = cls
+    return cls  # type: ignore[return-value]
 
-    def __reduce__(self) -> Any:
-        return (type(self), (str(self), self.indices, self.exitcode))
+
+def __getattr__(name: str) -> Any:
+    if name == "WorkerDiedError":
+        return worker_died_error()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class TaskExitError(FastParallelError):
@@ -153,6 +185,8 @@ def item_error(exc: BaseException, index: int, item: Any) -> BaseException:
 
 
 def signal_name(signum: int) -> str:
+    import signal
+
     try:
         return signal.Signals(signum).name
     except ValueError:
@@ -161,6 +195,8 @@ def signal_name(signum: int) -> str:
 
 def describe_exit(exitcode: int | None) -> str:
     """Human words for a dead worker's exit code."""
+    import signal
+
     if exitcode is None:
         return "died (exit status unknown)"
     if exitcode < 0:
@@ -202,6 +238,8 @@ def pack_exception(exc: BaseException, dumps: Any) -> tuple[Any, ...]:
 
     ``dumps`` is the serializer to use (plain pickle with a cloudpickle fallback).
     """
+    import traceback
+
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         blob = dumps(exc)

@@ -13,20 +13,18 @@ first pool is created.
 from __future__ import annotations
 
 import atexit
-import logging
-import multiprocessing
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .process_pool import ProcessPool
 from .thread_pool import ThreadPool
 
-__all__ = ["shutdown", "acquire_processes", "acquire_threads", "release", "exiting", "resolve_context"]
+if TYPE_CHECKING:
+    from .process_pool import ProcessPool
 
-log = logging.getLogger("fastparallel")
+__all__ = ["shutdown", "acquire_processes", "acquire_threads", "release", "exiting", "resolve_context"]
 
 MAX_IDLE_POOLS = 4
 
@@ -50,6 +48,8 @@ def resolve_context(method: Any) -> tuple[str, Any]:
     The default is ``forkserver`` where the platform has it, else ``spawn``: both are
     safe when the caller runs threads, and the choice is the same on every Python.
     """
+    import multiprocessing
+
     if method is None:
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     if isinstance(method, str):
@@ -100,6 +100,8 @@ def _checkout(key: Hashable, create: Callable[[], Any]) -> Any:
 
 def acquire_processes(method: Any, init_blob: bytes | None, max_tasks_per_child: int | None) -> ProcessPool:
     """A process pool for this call: a warm one if a compatible one is idle."""
+    from .process_pool import ProcessPool
+
     name, ctx = resolve_context(method)
     key: Hashable = ("processes", name if isinstance(method, (str, type(None))) else id(ctx),
                      init_blob, max_tasks_per_child)
@@ -171,4 +173,6 @@ def shutdown() -> None:
         try:
             pool.shutdown()
         except Exception:  # pragma: no cover - best effort at exit
-            log.debug("error while shutting down a pool", exc_info=True)
+            import logging
+
+            logging.getLogger("fastparallel").debug("error while shutting down a pool", exc_info=True)

@@ -20,12 +20,12 @@ from .backend import Crashed, Done, Outcome, Requeue
 from .chunking import Chunk
 from .errors import (
     ITEM_NOT_PICKLABLE,
-    WorkerDiedError,
     add_note,
     describe_exit,
     describe_item,
     pack_exception,
     unpack_exception,
+    worker_died_error,
 )
 from .serialization import dumps, loads
 from .worker import Unpicklable, decode_result, worker_main
@@ -287,7 +287,7 @@ class ProcessPool:
             last = running.start + len(running.items) - 1
             what = f"items {running.start}-{last} (first: {describe_item(running.start, running.items[0])})"
             indices = tuple(range(running.start, last + 1))
-        error = WorkerDiedError(
+        error = worker_died_error()(
             f"a worker process (pid {worker.process.pid}) {describe_exit(exitcode)} while running {what}",
             indices,
             exitcode,
