@@ -560,3 +560,17 @@ def test_calls_from_other_threads():
     for t in threads:
         t.join(60)
     assert all(results[i] == [x * x for x in range(50)] for i in range(4))
+
+
+def test_exit_does_not_wait_for_warm_workers():
+    # Thread pool first, process pool second: multiprocessing's own exit hook is then
+    # registered after ours and would join our (non-daemon) workers forever.
+    t0 = time.monotonic()
+    proc = run_script("""
+        from fastparallel import parallel
+        def sq(x): return x * x
+        print(parallel(sq, range(4), threadpool=True), parallel(sq, range(4), n_workers=2))
+    """, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[0, 1, 4, 9] [0, 1, 4, 9]"
+    assert time.monotonic() - t0 < 30

@@ -34,6 +34,7 @@ _generation = 0
 _pool_generation: dict[int, int] = {}
 _keys: dict[int, Hashable] = {}
 _hooks_installed = False
+_mp_hook_installed = False
 _exiting = False
 
 
@@ -67,10 +68,27 @@ def _install_hooks() -> None:
         os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+def _install_multiprocessing_hook() -> None:
+    """Make sure worker processes are stopped before multiprocessing joins its children.
+
+    At exit, multiprocessing joins every non-daemon child process (ours are not daemons,
+    so that they may start nested pools). Whether its atexit hook runs before or after
+    ours depends on import order; its finalizers with a priority always run first.
+    """
+    global _mp_hook_installed
+    if _mp_hook_installed:
+        return
+    _mp_hook_installed = True
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _at_exit, exitpriority=100)
+
+
 def _at_exit() -> None:
     global _exiting
-    _exiting = True
-    shutdown()
+    if not _exiting:
+        _exiting = True
+        shutdown()
 
 
 def _forget_after_fork() -> None:
@@ -102,6 +120,8 @@ def acquire_processes(method: Any, init_blob: bytes | None, max_tasks_per_child:
     """A process pool for this call: a warm one if a compatible one is idle."""
     from .process_pool import ProcessPool
 
+    with _lock:
+        _install_multiprocessing_hook()
     name, ctx = resolve_context(method)
     key: Hashable = ("processes", name if isinstance(method, (str, type(None))) else id(ctx),
                      init_blob, max_tasks_per_child)
