@@ -371,7 +371,8 @@ def _check_arguments(
         raise ValueError(f"pause must be a number of seconds >= 0, got {pause!r:.60}")
     if method is not None and not _is_context(method):
         if not isinstance(method, str):
-            raise TypeError(f"method must be a start method name, a multiprocessing context or None, got {method!r:.60}")
+            raise TypeError(f"method must be a start method name, a multiprocessing context or None, "
+                            f"got {method!r:.60}")
         import multiprocessing
 
         methods = multiprocessing.get_all_start_methods()

@@ -26,8 +26,10 @@ __all__ = [
 
 if sys.version_info < (3, 11):  # concurrent.futures.TimeoutError is the builtin one from 3.11 on
     from concurrent.futures import TimeoutError as _FuturesTimeoutError
+
+    _TIMEOUT_BASES: tuple[type, ...] = (TimeoutError, _FuturesTimeoutError)
 else:
-    _FuturesTimeoutError = TimeoutError
+    _TIMEOUT_BASES = (TimeoutError,)
 
 
 class FastParallelError(Exception):
@@ -35,7 +37,7 @@ class FastParallelError(Exception):
 
 
 def _define_worker_died_error(base: type) -> type:
-    class WorkerDiedError(FastParallelError, base):  # type: ignore[valid-type,misc]
+    class WorkerDiedError(FastParallelError, base):  # type: ignore[misc]
         """A worker process died (``os._exit``, a signal such as SIGKILL, a segfault) while running items.
 
         A subclass of ``concurrent.futures.process.BrokenProcessPool``.
@@ -80,7 +82,7 @@ def worker_died_error() -> type[WorkerDiedError]:
 
     cls = _define_worker_died_error(BrokenProcessPool)
     globals()["WorkerDiedError"] = cls
-    return cls  # type: ignore[return-value]
+    return cls
 
 
 def __getattr__(name: str) -> Any:
@@ -95,11 +97,6 @@ class TaskExitError(FastParallelError):
     Such an exception would otherwise end the caller; it is wrapped and the original is
     kept as ``__cause__``.
     """
-
-
-_TIMEOUT_BASES: tuple[type, ...] = (
-    (TimeoutError,) if _FuturesTimeoutError is TimeoutError else (TimeoutError, _FuturesTimeoutError)
-)
 
 
 class ParallelTimeoutError(FastParallelError, *_TIMEOUT_BASES):  # type: ignore[misc]

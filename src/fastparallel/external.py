@@ -56,7 +56,7 @@ def executor_workers(executor: Any) -> int:
     """How many chunks the executor can run at once (the default ``n_workers``)."""
     if is_dask_client(executor):
         try:
-            return max(1, sum(executor.nthreads().values()))
+            return max(1, int(sum(executor.nthreads().values())))
         except Exception:
             return num_cpus()
     count = getattr(executor, "_max_workers", None)

@@ -27,7 +27,7 @@ def in_notebook() -> bool:
     if ipython is None:
         return False
     try:
-        shell = ipython.get_ipython()  # type: ignore[attr-defined]
+        shell = ipython.get_ipython()
     except Exception:
         return False
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
@@ -137,7 +137,7 @@ def make_progress(progress: bool | ProgressCallback | None, total: int | None) -
     """The reporter for ``progress=``: None, a callback, a bar, or plain lines."""
     if progress is None or progress is False:
         return None
-    if callable(progress) and progress is not True:
+    if progress is not True:
         return CallbackProgress(progress, total)
     notebook = in_notebook()
     if notebook or _stdout_is_terminal():
