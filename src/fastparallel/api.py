@@ -12,7 +12,7 @@ from . import pools
 from .chunking import Chunk, ChunkReader, ChunkSizer
 from .cpus import default_workers
 from .dispatch import Piece, _input_error, dispatch
-from .errors import add_note
+from .errors import add_note, initializer_error
 from .progress import ProgressCallback, make_progress
 from .serial import SerialBackend
 from .serialization import dumps
@@ -291,7 +291,12 @@ class _Run:
             return backend, _nothing
         if serial:
             if self.initializer is not None:
-                self.initializer(*self.initargs)
+                try:
+                    self.initializer(*self.initargs)
+                except KeyboardInterrupt:
+                    raise  # in the calling thread this is a real Ctrl-C
+                except BaseException as exc:
+                    raise initializer_error(exc, "the serial run") from None
             backend = SerialBackend()
             backend.begin(self.call, n_workers, stop_on_error)
             return backend, _nothing

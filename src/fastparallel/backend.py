@@ -2,7 +2,8 @@
 
 A backend (the serial runner, the thread pool, the process pool, an external executor)
 accepts chunks with :meth:`Backend.submit` and reports what happened to them through
-:meth:`Backend.poll` as :class:`Done`, :class:`Crashed` or :class:`Requeue` outcomes.
+:meth:`Backend.poll` as :class:`Done`, :class:`Crashed`, :class:`Requeue` or
+:class:`Split` outcomes.
 The dispatcher never needs to know which kind of backend it drives.
 """
 
@@ -13,7 +14,7 @@ from typing import Any, NamedTuple, Protocol
 from .chunking import Chunk
 from .tasks import Call
 
-__all__ = ["Backend", "Done", "Crashed", "Requeue", "Outcome"]
+__all__ = ["Backend", "Done", "Crashed", "Requeue", "Split", "Outcome"]
 
 
 class Done(NamedTuple):
@@ -43,7 +44,16 @@ class Requeue(NamedTuple):
     chunk: Chunk
 
 
-Outcome = Done | Crashed | Requeue
+class Split(NamedTuple):
+    """The chunk could not travel as a whole (an item or a result failed to unpickle).
+
+    Each item runs again on its own, so that the failure lands on exactly one item.
+    """
+
+    chunk: Chunk
+
+
+Outcome = Done | Crashed | Requeue | Split
 
 
 class Backend(Protocol):

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from .backend import Backend, Crashed, Done, Requeue
+from .backend import Backend, Crashed, Done, Requeue, Split
 from .chunking import Chunk, ChunkReader, ChunkSizer
 from .errors import ParallelTimeoutError, add_note
 from .progress import Progress
@@ -110,6 +110,9 @@ def dispatch(
                 if isinstance(outcome, Requeue):
                     todo.appendleft(chunk)
                     continue
+                if isinstance(outcome, Split):
+                    todo.extend(_singles(reader, chunk))
+                    continue
                 pieces: list[Piece]
                 if isinstance(outcome, Done):
                     values, errors = outcome.values, outcome.errors
@@ -130,11 +133,7 @@ def dispatch(
                     pieces = [] if culprit is None else [(chunk.start + culprit, [outcome.error])]
                     # The rest of the chunk runs again, one item at a time, so that a second
                     # crash is pinned on exactly one item.
-                    todo.extend(
-                        reader.single(chunk.start + offset, item)
-                        for offset, item in enumerate(chunk.items)
-                        if offset != culprit
-                    )
+                    todo.extend(_singles(reader, chunk, skip=culprit))
                 for start, values in pieces:
                     done_items += len(values)
                     if ordered:
@@ -157,6 +156,11 @@ def dispatch(
     finally:
         if progress is not None:
             progress.close(ok)
+
+
+def _singles(reader: ChunkReader, chunk: Chunk, skip: int | None = None) -> list[Chunk]:
+    """The items of ``chunk`` (but ``skip``) as one-item chunks, to run each on its own."""
+    return [reader.single(chunk.start + o, item) for o, item in enumerate(chunk.items) if o != skip]
 
 
 def _timeout_message(timeout: float | None, done: int, total: int | None, reader: ChunkReader) -> str:

@@ -163,22 +163,31 @@ def add_note(exc: BaseException, note: str) -> None:
             pass
 
 
+def _deliverable(exc: BaseException, what: str) -> BaseException:
+    """``exc`` with a note saying where it came from, or wrapped if it would end the caller."""
+    if isinstance(exc, Exception):
+        add_note(exc, f"fastparallel: raised by {what}")
+        return exc
+    wrapped = TaskExitError(
+        f"{type(exc).__name__}({short_repr(exc.args[0]) if exc.args else ''}) raised by {what}; "
+        "fastparallel stopped it from ending the caller"
+    )
+    wrapped.__cause__ = exc
+    return wrapped
+
+
 def item_error(exc: BaseException, index: int, item: Any) -> BaseException:
     """The exception to deliver for an item whose call raised ``exc``.
 
     An ``Exception`` is returned as it is, with a note naming the item. Anything else
     (``SystemExit``, ``KeyboardInterrupt``, ...) is wrapped in :class:`TaskExitError`.
     """
-    where = describe_item(index, item)
-    if isinstance(exc, Exception):
-        add_note(exc, f"fastparallel: raised by fn on {where}")
-        return exc
-    wrapped = TaskExitError(
-        f"fn raised {type(exc).__name__}({short_repr(exc.args[0]) if exc.args else ''}) on {where}; "
-        "fastparallel stopped it from ending the caller"
-    )
-    wrapped.__cause__ = exc
-    return wrapped
+    return _deliverable(exc, f"fn on {describe_item(index, item)}")
+
+
+def initializer_error(exc: BaseException, where: str) -> BaseException:
+    """The exception to deliver when the ``initializer`` raised ``exc`` in ``where``."""
+    return _deliverable(exc, f"the initializer of {where}")
 
 
 def signal_name(signum: int) -> str:

@@ -19,7 +19,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-from .backend import Done, Outcome
+from .backend import Done, Outcome, Split
 from .chunking import Chunk
 from .cpus import num_cpus
 from .errors import RemoteError, describe_item
@@ -118,7 +118,7 @@ class ExternalBackend:
             outcomes.append(self._outcome(chunk, future))
         return outcomes
 
-    def _outcome(self, chunk: Chunk, future: Any) -> Done:
+    def _outcome(self, chunk: Chunk, future: Any) -> Done | Split:
         try:
             body, seconds = future.result()
         except BaseException as exc:  # the executor itself failed: a lost worker, a transport error
@@ -127,8 +127,7 @@ class ExternalBackend:
             error.__cause__ = exc
             count = 1 if self._stop_on_error else len(chunk.items)
             return Done(chunk, [None] * count, [(o, error) for o in range(count)], 0.0)
-        values, errors = decode_result(body, chunk, self._stop_on_error)
-        return Done(chunk, values, errors, seconds)
+        return decode_result(body, chunk, seconds, self._stop_on_error)
 
     def abort(self) -> None:
         futures = list(self._futures.values())

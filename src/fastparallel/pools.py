@@ -29,7 +29,9 @@ __all__ = ["shutdown", "acquire_processes", "acquire_threads", "release", "exiti
 MAX_IDLE_POOLS = 4
 
 _lock = threading.Lock()
+_hook_lock = threading.Lock()
 _idle: OrderedDict[Hashable, list[Any]] = OrderedDict()
+_in_use: dict[int, Any] = {}
 _generation = 0
 _pool_generation: dict[int, int] = {}
 _keys: dict[int, Hashable] = {}
@@ -39,7 +41,8 @@ _exiting = False
 
 
 def exiting() -> bool:
-    """True once the interpreter has begun to exit (our exit hook ran)."""
+    """True once the interpreter has begun to exit: no pool may be started or used."""
+    _install_hooks()
     return _exiting
 
 
@@ -59,13 +62,29 @@ def resolve_context(method: Any) -> tuple[str, Any]:
 
 
 def _install_hooks() -> None:
-    global _hooks_installed
+    global _hooks_installed, _exiting
     if _hooks_installed:
         return
-    _hooks_installed = True
-    atexit.register(_at_exit)
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_forget_after_fork)
+    with _hook_lock:
+        if _hooks_installed:
+            return
+        _hooks_installed = True
+        # An atexit hook registered while the interpreter already exits (a first call
+        # from an atexit handler) would never run; the threading module tells when that is.
+        register_threading_atexit = getattr(threading, "_register_atexit", None)
+        if register_threading_atexit is not None:
+            try:
+                register_threading_atexit(_nothing)
+            except RuntimeError:
+                _exiting = True
+                return
+        atexit.register(_at_exit)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _install_multiprocessing_hook() -> None:
@@ -89,6 +108,11 @@ def _at_exit() -> None:
     if not _exiting:
         _exiting = True
         shutdown()
+        with _lock:
+            busy = list(_in_use.values())
+        for pool in busy:
+            if hasattr(pool, "kill_at_exit"):
+                pool.kill_at_exit()
 
 
 def _forget_after_fork() -> None:
@@ -96,23 +120,26 @@ def _forget_after_fork() -> None:
     global _lock
     _lock = threading.Lock()
     _idle.clear()
+    _in_use.clear()
     _pool_generation.clear()
     _keys.clear()
 
 
 def _checkout(key: Hashable, create: Callable[[], Any]) -> Any:
+    _install_hooks()
     with _lock:
-        _install_hooks()
         pools = _idle.get(key)
         if pools:
             pool = pools.pop()
             if not pools:
                 del _idle[key]
+            _in_use[id(pool)] = pool
             return pool
     pool = create()
     with _lock:
         _pool_generation[id(pool)] = _generation
         _keys[id(pool)] = key
+        _in_use[id(pool)] = pool
     return pool
 
 
@@ -133,11 +160,12 @@ def acquire_processes(method: Any, init_blob: bytes | None, max_tasks_per_child:
 def acquire_threads(initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> ThreadPool:
     """A thread pool for this call. Pools with an initializer are never shared."""
     if initializer is not None:
+        _install_hooks()
         pool = ThreadPool(initializer, initargs)
         with _lock:
-            _install_hooks()
             _pool_generation[id(pool)] = _generation
             _keys[id(pool)] = None
+            _in_use[id(pool)] = pool
         return pool
     return _checkout(("threads",), ThreadPool)  # type: ignore[no-any-return]
 
@@ -146,6 +174,7 @@ def release(pool: Any) -> None:
     """Check a pool back in after a call, or shut it down if it may not serve again."""
     evicted: list[Any] = []
     with _lock:
+        _in_use.pop(id(pool), None)
         generation = _pool_generation.get(id(pool), -1)
         key = _keys.get(id(pool))
         keep = (

@@ -16,13 +16,14 @@ import time
 from multiprocessing.connection import wait
 from typing import Any
 
-from .backend import Crashed, Done, Outcome, Requeue
+from .backend import Crashed, Outcome, Requeue
 from .chunking import Chunk
 from .errors import (
     ITEM_NOT_PICKLABLE,
     add_note,
     describe_exit,
     describe_item,
+    initializer_error,
     pack_exception,
     unpack_exception,
     worker_died_error,
@@ -74,6 +75,7 @@ class ProcessPool:
         self._payload_key = 0
         self._stop_on_error = True
         self._closed = False
+        self._killed_at_exit = False
         self._n_workers = 0
 
     # -- workers -------------------------------------------------------------------
@@ -83,7 +85,7 @@ class ProcessPool:
         slot[0] = -1
         process = self._ctx.Process(
             target=worker_main,
-            args=(child_conn, slot, self._init_blob, max(1, self._n_workers)),
+            args=(child_conn, slot, self._init_blob),
             name="fastparallel-worker",
             daemon=False,  # daemonic processes may not start their own pools (nested calls)
         )
@@ -122,6 +124,8 @@ class ProcessPool:
                 if worker.process.exitcode is None:
                     still.append(worker)
                     continue
+            if self._killed_at_exit:
+                continue  # multiprocessing's exit code may be joining it right now: leave it open
             worker.conn.close()
             worker.process.close()
         self._retired = still
@@ -147,6 +151,21 @@ class ProcessPool:
         for worker in list(self._workers):
             self._retire(worker)
         self._reap(block=True)
+
+    def kill_at_exit(self) -> None:
+        """At interpreter exit, for a pool still in use (an open generator, a daemon
+        thread): kill every worker so that nothing waits for them."""
+        self._closed = self._killed_at_exit = True
+        for worker in list(self._workers):
+            try:
+                worker.process.kill()
+            except (OSError, ValueError):
+                pass
+        for worker in list(self._workers):
+            try:
+                worker.process.join(1.0)
+            except (OSError, ValueError):
+                pass
 
     # -- one call --------------------------------------------------------------------
     def begin(self, payload: bytes, n_workers: int, stop_on_error: bool) -> None:
@@ -213,7 +232,8 @@ class ProcessPool:
                 worker.conn.send_bytes(_pickle_header(("setup", self._payload_key)))
                 worker.conn.send_bytes(self._payload)
                 worker.payload_key = self._payload_key
-            header = ("chunk", chunk.id, self._payload_key, chunk.start, self._stop_on_error, has_bad_items)
+            header = ("chunk", chunk.id, self._payload_key, chunk.start, self._stop_on_error, has_bad_items,
+                      self._n_workers)
             worker.conn.send_bytes(_pickle_header(header))
             worker.conn.send_bytes(body)
         except OSError:
@@ -251,18 +271,15 @@ class ProcessPool:
                 if header[0] == "done":
                     self._done(worker, header[1], header[2], body, outcomes)
                 else:  # "init_failed"
-                    error = unpack_exception(loads(body))
-                    add_note(error, "fastparallel: raised by the initializer of a worker process")
                     self._closed = True
-                    raise error
+                    raise initializer_error(unpack_exception(loads(body)), "a worker process")
         except (EOFError, OSError):
             self._bury(worker, outcomes)
 
     def _done(self, worker: _Worker, chunk_id: int, seconds: float, body: bytes,
               outcomes: list[Outcome]) -> None:
         chunk = worker.inflight.pop(chunk_id)
-        values, errors = decode_result(body, chunk, self._stop_on_error)
-        outcomes.append(Done(chunk, values, errors, seconds))
+        outcomes.append(decode_result(body, chunk, seconds, self._stop_on_error))
         if self._max_tasks is not None and worker.assigned >= self._max_tasks and not worker.inflight:
             self._retire(worker)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from .backend import Done, Outcome
 from .chunking import Chunk
-from .errors import add_note, item_error
+from .errors import initializer_error, item_error
 from .tasks import Call, run_chunk
 
 __all__ = ["ThreadPool"]
@@ -111,8 +111,7 @@ class ThreadPool:
         for outcome in got:
             if isinstance(outcome, _InitFailed):
                 self.shutdown()
-                add_note(outcome.error, "fastparallel: raised by the initializer of a worker thread")
-                raise outcome.error
+                raise initializer_error(outcome.error, "a worker thread")
             self._inflight -= 1
             outcomes.append(outcome)
         return outcomes

@@ -4,7 +4,7 @@ Wire protocol, over one duplex pipe per worker. Every message is a small header 
 (plain pickle of a tuple) optionally followed by one body frame:
 
     caller -> worker   ("setup", key)                  + body: pickled (fn, args, kwargs)
-                       ("chunk", id, key, start, stop_on_error, has_bad_items)
+                       ("chunk", id, key, start, stop_on_error, has_bad_items, pool_size)
                                                        + body: pickled list of items
                        ("stop",)
     worker -> caller   ("done", id, seconds)           + body: pickled (values, errors)
@@ -28,8 +28,9 @@ from collections.abc import MutableSequence, Sequence
 from typing import Any
 
 from . import cpus
+from .backend import Done, Split
 from .chunking import Chunk
-from .errors import RemoteError, pack_exception, remote_item_error
+from .errors import add_note, describe_item, pack_exception, remote_item_error
 from .serialization import dumps, loads
 from .tasks import Call, run_chunk
 
@@ -88,23 +89,31 @@ def _pack_result(values: list[Any], errors: list[tuple[int, str, tuple[Any, ...]
     return dumps((values, errors))
 
 
-def decode_result(body: bytes, chunk: Chunk, stop_on_error: bool
-                  ) -> tuple[list[Any], list[tuple[int, BaseException]]]:
-    """In the caller: a chunk's ``(values, errors)`` from the body of a "done" message."""
+def decode_result(body: bytes, chunk: Chunk, seconds: float, stop_on_error: bool) -> Done | Split:
+    """In the caller: the outcome of a chunk from the body of its "done" message.
+
+    When the chunk could not be unpickled in the worker, or its results here, the
+    culprit is unknown: a chunk of several items is split to run item by item.
+    """
     try:
         values, packed_errors = loads(body)
     except Exception as exc:
-        error = RemoteError(f"the results of a chunk could not be unpickled: {exc!r}", type(exc).__name__)
-        values, packed_errors = [None], [(0, "items", pack_exception(error, dumps))]
+        if len(chunk.items) > 1:
+            return Split(chunk)
+        add_note(exc, f"fastparallel: the result of {describe_item(chunk.start, chunk.items[0])} "
+                      "could not be unpickled in this process")
+        return Done(chunk, [None], [(0, exc)], seconds)
     errors: list[tuple[int, BaseException]] = []
     for offset, kind, packed in packed_errors:
         offsets: Sequence[int] = [offset]
-        if kind in ("setup", "items"):  # concerns the whole chunk
+        if kind == "items" and len(chunk.items) > 1:
+            return Split(chunk)
+        if kind == "setup":  # fn itself could not be unpickled: every item fails alike
             offsets = [0] if stop_on_error else range(len(chunk.items))
             values = [None] * len(offsets)
         for o in offsets:
             errors.append((o, remote_item_error(kind, packed, chunk.start + o, chunk.items[o])))
-    return values, errors
+    return Done(chunk, values, errors, seconds)
 
 
 def run_packed(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool,
@@ -139,12 +148,11 @@ def _run(call: Call | BaseException, items: list[Any], start: int, stop_on_error
     return values, errors, seconds
 
 
-def worker_main(conn: Any, slot: MutableSequence[int], init_blob: bytes | None, pool_size: int) -> None:
+def worker_main(conn: Any, slot: MutableSequence[int], init_blob: bytes | None) -> None:
     """Entry point of a worker process (the ``target`` of its ``multiprocessing.Process``)."""
     # A terminal Ctrl-C goes to the whole process group; only the caller should react.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()
-    cpus._enclosing_pool_size = pool_size
     inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
     threading.Thread(target=_read_pipe, args=(conn, inbox, os.getppid()), daemon=True,
                      name="fastparallel-pipe-reader").start()
@@ -162,7 +170,9 @@ def worker_main(conn: Any, slot: MutableSequence[int], init_blob: bytes | None, 
         header = pickle.loads(inbox.get())
         kind = header[0]
         if kind == "chunk":
-            _, chunk_id, _key, start, stop_on_error, has_bad_items = header
+            _, chunk_id, _key, start, stop_on_error, has_bad_items, pool_size = header
+            cpus._enclosing_pool_size = pool_size
+            slot[0] = -1  # nothing of this chunk runs yet (a crash while unpickling blames no item)
             body = inbox.get()
             try:
                 items = loads(body)
