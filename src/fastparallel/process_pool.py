@@ -287,6 +287,10 @@ class ProcessPool:
         """A worker died: report the chunk it was running, requeue the ones it had not started."""
         if worker.dead:
             return
+        if self._killed_at_exit:
+            # The interpreter exits under a call still running in a daemon thread; end that
+            # thread quietly (threads ignore SystemExit) rather than report dead workers.
+            raise SystemExit("fastparallel: the interpreter is exiting")
         worker.process.join(1.0)
         exitcode = worker.process.exitcode
         self._discard(worker, kill=True)
