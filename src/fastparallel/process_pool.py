@@ -38,6 +38,16 @@ log = logging.getLogger("fastparallel")
 _PREFETCH = 2  # chunks sent ahead to each worker, so it never idles between chunks
 _JOIN_SECONDS = 2.0
 
+def _enlarge_pipe(conn: Any, size: int = 1 << 20) -> None:
+    """Grow a pipe's buffer (Linux) so that writes rarely block on a busy reader."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(conn.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except (ImportError, OSError):
+        pass
+
+
 def _pickle_header(header: tuple[Any, ...]) -> bytes:
     import pickle
 
@@ -45,11 +55,12 @@ def _pickle_header(header: tuple[Any, ...]) -> bytes:
 
 
 class _Worker:
-    __slots__ = ("process", "conn", "slot", "inflight", "payload_key", "assigned", "dead")
+    __slots__ = ("process", "conn", "sender", "slot", "inflight", "payload_key", "assigned", "dead")
 
-    def __init__(self, process: Any, conn: Any, slot: Any):
+    def __init__(self, process: Any, conn: Any, sender: Any, slot: Any):
         self.process = process
-        self.conn = conn
+        self.conn = conn  # results come in here
+        self.sender = sender  # chunks go out here
         self.slot = slot
         self.inflight: dict[int, Chunk] = {}
         self.payload_key = -1
@@ -80,12 +91,16 @@ class ProcessPool:
 
     # -- workers -------------------------------------------------------------------
     def _spawn(self) -> _Worker:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        # One pipe each way, enlarged: a chunk or a result rarely has to wait for room.
+        inbound, to_worker = self._ctx.Pipe(duplex=False)
+        from_worker, outbound = self._ctx.Pipe(duplex=False)
+        _enlarge_pipe(to_worker)
+        _enlarge_pipe(outbound)
         slot = self._ctx.RawArray("q", 1)
         slot[0] = -1
         process = self._ctx.Process(
             target=worker_main,
-            args=(child_conn, slot, self._init_blob),
+            args=(inbound, outbound, slot, self._init_blob),
             name="fastparallel-worker",
             daemon=False,  # daemonic processes may not start their own pools (nested calls)
         )
@@ -97,9 +112,10 @@ class ProcessPool:
             # which fixes the global default as a side effect; undo it so that the
             # caller's own set_start_method() still works later.
             default_context._actual_context = None  # type: ignore[union-attr]
-        child_conn.close()
+        inbound.close()
+        outbound.close()
         log.debug("started worker process %s", process.pid)
-        return _Worker(process, parent_conn, slot)
+        return _Worker(process, from_worker, to_worker, slot)
 
     def _discard(self, worker: _Worker, kill: bool) -> None:
         worker.dead = True
@@ -127,12 +143,13 @@ class ProcessPool:
             if self._killed_at_exit:
                 continue  # multiprocessing's exit code may be joining it right now: leave it open
             worker.conn.close()
+            worker.sender.close()
             worker.process.close()
         self._retired = still
 
     def _retire(self, worker: _Worker) -> None:
         try:
-            worker.conn.send_bytes(_pickle_header(("stop",)))
+            worker.sender.send_bytes(_pickle_header(("stop",)))
         except OSError:
             pass
         self._discard(worker, kill=False)
@@ -229,13 +246,13 @@ class ProcessPool:
         try:
             if worker.payload_key != self._payload_key:
                 assert self._payload is not None
-                worker.conn.send_bytes(_pickle_header(("setup", self._payload_key)))
-                worker.conn.send_bytes(self._payload)
+                worker.sender.send_bytes(_pickle_header(("setup", self._payload_key)))
+                worker.sender.send_bytes(self._payload)
                 worker.payload_key = self._payload_key
             header = ("chunk", chunk.id, self._payload_key, chunk.start, self._stop_on_error, has_bad_items,
                       self._n_workers)
-            worker.conn.send_bytes(_pickle_header(header))
-            worker.conn.send_bytes(body)
+            worker.sender.send_bytes(_pickle_header(header))
+            worker.sender.send_bytes(body)
         except OSError:
             pass  # the worker died; poll() sees its sentinel and requeues or reports the chunk
 

@@ -6,11 +6,18 @@ and recorded by offset, optional early stop and cancellation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from time import perf_counter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 __all__ = ["Call", "ChunkRun", "run_chunk"]
+
+
+class Mark(Protocol):
+    """Where a worker records the input index of the item it is running."""
+
+    def __setitem__(self, index: int, value: int, /) -> None: ...
 
 
 class Call(NamedTuple):
@@ -40,8 +47,8 @@ def run_chunk(
     start: int,
     stop_on_error: bool,
     *,
-    mark: MutableSequence[int] | None = None,
-    is_cancelled: Callable[[], bool] | None = None,
+    mark: Mark | None = None,
+    cancelled: Sequence[bool] | None = None,
     propagate_interrupt: bool = False,
 ) -> ChunkRun:
     """Run ``call`` on each of ``items`` (input indices ``start``, ``start + 1``, ...).
@@ -49,32 +56,45 @@ def run_chunk(
     Args:
         mark: if given, ``mark[0]`` is set to the input index of the item about to run,
             so that the caller can tell which item a crashed worker was running.
-        is_cancelled: checked before each item; a true result ends the run.
+        cancelled: if given, the run ends before the next item once ``cancelled[0]`` is
+            true (a one-element list: reading it costs less than calling a method).
         propagate_interrupt: let ``KeyboardInterrupt`` through (serial runs in the main
             thread, where it is a real Ctrl-C) instead of recording it.
     """
     fn, args, kwargs = call
+    one = partial(fn, *args, **kwargs) if args or kwargs else fn
     values: list[Any] = []
     errors: list[tuple[int, BaseException]] = []
     append = values.append
+    remaining = iter(items)  # the loops below resume from here after an exception
     began = perf_counter()
-    for offset, item in enumerate(items):
-        if is_cancelled is not None and is_cancelled():
-            break
-        if mark is not None:
-            mark[0] = start + offset
+    while True:
         try:
-            append(fn(*args, item, **kwargs))
+            # Three plain loops rather than one with per-item conditions: this is the
+            # innermost hot path, and each check costs as much as a trivial fn.
+            if mark is not None:
+                index = start + len(values)
+                for item in remaining:
+                    mark[0] = index
+                    index += 1
+                    append(one(item))
+            elif cancelled is not None:
+                for item in remaining:
+                    if cancelled[0]:
+                        break
+                    append(one(item))
+            else:
+                for item in remaining:
+                    append(one(item))
+            break
         except Exception as exc:
+            errors.append((len(values), exc))
             append(None)
-            errors.append((offset, exc))
-            if stop_on_error:
-                break
         except BaseException as exc:
             if propagate_interrupt and isinstance(exc, KeyboardInterrupt):
                 raise
+            errors.append((len(values), exc))
             append(None)
-            errors.append((offset, exc))
-            if stop_on_error:
-                break
+        if stop_on_error:
+            break
     return ChunkRun(values, errors, perf_counter() - began)

@@ -38,7 +38,7 @@ class ThreadPool:
         self._tasks: queue.SimpleQueue[tuple[Call, Chunk, bool] | None] = queue.SimpleQueue()
         self._outcomes: queue.SimpleQueue[Outcome | _InitFailed] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._cancelled = threading.Event()
+        self._cancelled = [False]  # read by running chunks before each item
         self._closed = False
         self._inflight = 0
         self._n_workers = 0
@@ -61,20 +61,19 @@ class ThreadPool:
             except BaseException as exc:  # noqa: BLE001 - reported to the caller
                 self._outcomes.put(_InitFailed(exc))
                 return
-        is_cancelled = self._cancelled.is_set
         while True:
             task = self._tasks.get()
             if task is None or self._closed:
                 return
             call, chunk, stop_on_error = task
-            run = run_chunk(call, chunk.items, chunk.start, stop_on_error, is_cancelled=is_cancelled)
+            run = run_chunk(call, chunk.items, chunk.start, stop_on_error, cancelled=self._cancelled)
             errors = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in run.errors]
             self._outcomes.put(Done(chunk, run.values, errors, run.seconds))
 
     def shutdown(self) -> None:
         """Ask every thread to stop after its current item. Does not wait."""
         self._closed = True
-        self._cancelled.set()
+        self._cancelled[0] = True
         for _ in self._threads:
             self._tasks.put(None)
 

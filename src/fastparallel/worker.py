@@ -1,6 +1,6 @@
 """The code a process worker runs: receive chunks, run them, send results back.
 
-Wire protocol, over one duplex pipe per worker. Every message is a small header frame
+Wire protocol, over a pair of pipes per worker (one each way). Every message is a small header frame
 (plain pickle of a tuple) optionally followed by one body frame:
 
     caller -> worker   ("setup", key)                  + body: pickled (fn, args, kwargs)
@@ -24,7 +24,7 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from . import cpus
@@ -32,7 +32,7 @@ from .backend import Done, Split
 from .chunking import Chunk
 from .errors import add_note, describe_item, pack_exception, remote_item_error
 from .serialization import dumps, loads
-from .tasks import Call, run_chunk
+from .tasks import Call, Mark, run_chunk
 
 __all__ = ["worker_main", "Unpicklable", "run_packed", "decode_result"]
 
@@ -117,14 +117,14 @@ def decode_result(body: bytes, chunk: Chunk, seconds: float, stop_on_error: bool
 
 
 def run_packed(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool,
-               has_bad_items: bool = False, slot: MutableSequence[int] | None = None) -> tuple[bytes, float]:
+               has_bad_items: bool = False, slot: Mark | None = None) -> tuple[bytes, float]:
     """In a worker: run a chunk and return the pickled ``(values, errors)`` and the seconds it took."""
     values, errors, seconds = _run(call, items, start, stop_on_error, has_bad_items, slot)
     return _pack_result(values, errors), seconds
 
 
 def _run(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool,
-         has_bad_items: bool, slot: MutableSequence[int] | None) -> tuple[list[Any], list[Any], float]:
+         has_bad_items: bool, slot: Mark | None) -> tuple[list[Any], list[Any], float]:
     if isinstance(call, BaseException):  # fn/args/kwargs could not be unpickled here
         return [None], [(0, "setup", pack_exception(call, dumps))], 0.0
     if not has_bad_items:
@@ -148,13 +148,14 @@ def _run(call: Call | BaseException, items: list[Any], start: int, stop_on_error
     return values, errors, seconds
 
 
-def worker_main(conn: Any, slot: MutableSequence[int], init_blob: bytes | None) -> None:
+def worker_main(inbound: Any, conn: Any, slot: Any, init_blob: bytes | None) -> None:
     """Entry point of a worker process (the ``target`` of its ``multiprocessing.Process``)."""
     # A terminal Ctrl-C goes to the whole process group; only the caller should react.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()
+    mark = memoryview(slot).cast("B").cast("q")  # the item in progress, read by the caller after a crash
     inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-    threading.Thread(target=_read_pipe, args=(conn, inbox, os.getppid()), daemon=True,
+    threading.Thread(target=_read_pipe, args=(inbound, inbox, os.getppid()), daemon=True,
                      name="fastparallel-pipe-reader").start()
 
     if init_blob is not None:
@@ -172,7 +173,7 @@ def worker_main(conn: Any, slot: MutableSequence[int], init_blob: bytes | None) 
         if kind == "chunk":
             _, chunk_id, _key, start, stop_on_error, has_bad_items, pool_size = header
             cpus._enclosing_pool_size = pool_size
-            slot[0] = -1  # nothing of this chunk runs yet (a crash while unpickling blames no item)
+            mark[0] = -1  # nothing of this chunk runs yet (a crash while unpickling blames no item)
             body = inbox.get()
             try:
                 items = loads(body)
@@ -181,7 +182,7 @@ def worker_main(conn: Any, slot: MutableSequence[int], init_blob: bytes | None) 
                 _send(conn, ("done", chunk_id, 0.0), dumps(([None], [(0, "items", packed)])))
                 continue
             assert call is not None
-            body, seconds = run_packed(call, items, start, stop_on_error, has_bad_items, slot)
+            body, seconds = run_packed(call, items, start, stop_on_error, has_bad_items, mark)
             _send(conn, ("done", chunk_id, seconds), body)
         elif kind == "setup":
             body = inbox.get()
