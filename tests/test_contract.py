@@ -179,6 +179,9 @@ def test_chunk_sizer_adapts():
     slow.record(1, 0.5)
     assert slow.next_size() == 1
     assert ChunkSizer(7, None, 2).next_size() == 7
+    big = ChunkSizer(None, None, n_workers=2)
+    big.record(4, 4e-4, nbytes=16 << 20)  # fast items with 4 MB results each
+    assert big.next_size() == 1  # large results stream back one at a time
 
 
 def test_explicit_chunksize(backend):

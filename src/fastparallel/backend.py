@@ -24,6 +24,7 @@ class Done(NamedTuple):
     values: list[Any]
     errors: list[tuple[int, BaseException]]
     seconds: float
+    nbytes: int = 0  # size of the pickled results, where they crossed a process boundary
 
 
 class Crashed(NamedTuple):

@@ -6,7 +6,9 @@ items do not each pay a round trip. With ``chunksize=None`` the size adapts:
 * the first chunks hold one item, to measure how long an item takes;
 * then each chunk aims at about ``TARGET_SECONDS`` of work;
 * when the number of items is known, no chunk exceeds ``n / (4 * workers)``, so a few
-  long, uneven items stay spread over all workers.
+  long, uneven items stay spread over all workers;
+* when results come back from processes, a chunk's results stay around
+  ``TARGET_BYTES``, so that large results stream back while workers compute.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, NamedTuple
 __all__ = ["Chunk", "ChunkSizer", "ChunkReader"]
 
 TARGET_SECONDS = 0.02
+TARGET_BYTES = 1 << 20  # results a chunk sends back: large ones travel best a few at a time
 MAX_CHUNK = 10_000
 
 
@@ -38,11 +41,14 @@ class ChunkSizer:
         self.cap = MAX_CHUNK if total is None else max(1, min(MAX_CHUNK, math.ceil(total / (4 * n_workers))))
         self._items_measured = 0
         self._seconds_measured = 0.0
+        self._bytes_measured = 0
 
-    def record(self, n_items: int, seconds: float) -> None:
-        """Learn from a finished chunk: ``n_items`` items took ``seconds`` of work."""
+    def record(self, n_items: int, seconds: float, nbytes: int = 0) -> None:
+        """Learn from a finished chunk: ``n_items`` items took ``seconds`` of work and
+        their results ``nbytes`` pickled bytes."""
         self._items_measured += n_items
         self._seconds_measured += seconds
+        self._bytes_measured += nbytes
 
     def next_size(self) -> int:
         if self.fixed is not None:
@@ -50,9 +56,10 @@ class ChunkSizer:
         if not self._items_measured:
             return 1
         per_item = self._seconds_measured / self._items_measured
-        if per_item <= 0:
-            return self.cap
-        return max(1, min(self.cap, int(TARGET_SECONDS / per_item)))
+        size = self.cap if per_item <= 0 else int(TARGET_SECONDS / per_item)
+        if self._bytes_measured:
+            size = min(size, int(TARGET_BYTES * self._items_measured / self._bytes_measured))
+        return max(1, min(self.cap, size))
 
 
 class ChunkReader:

@@ -116,7 +116,7 @@ def dispatch(
                 pieces: list[Piece]
                 if isinstance(outcome, Done):
                     values, errors = outcome.values, outcome.errors
-                    sizer.record(len(values), outcome.seconds)
+                    sizer.record(len(values), outcome.seconds, outcome.nbytes)
                     if errors:
                         if not return_exceptions:
                             raise min(errors, key=lambda e: e[0])[1]

@@ -102,7 +102,7 @@ def decode_result(body: bytes, chunk: Chunk, seconds: float, stop_on_error: bool
             return Split(chunk)
         add_note(exc, f"fastparallel: the result of {describe_item(chunk.start, chunk.items[0])} "
                       "could not be unpickled in this process")
-        return Done(chunk, [None], [(0, exc)], seconds)
+        return Done(chunk, [None], [(0, exc)], seconds, len(body))
     errors: list[tuple[int, BaseException]] = []
     for offset, kind, packed in packed_errors:
         offsets: Sequence[int] = [offset]
@@ -113,7 +113,7 @@ def decode_result(body: bytes, chunk: Chunk, seconds: float, stop_on_error: bool
             values = [None] * len(offsets)
         for o in offsets:
             errors.append((o, remote_item_error(kind, packed, chunk.start + o, chunk.items[o])))
-    return Done(chunk, values, errors, seconds)
+    return Done(chunk, values, errors, seconds, len(body))
 
 
 def run_packed(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool,
