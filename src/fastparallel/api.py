@@ -304,10 +304,11 @@ class _Run:
             pool: Any = pools.acquire_threads(self.initializer, self.initargs)
             pool.begin(self.call, n_workers, stop_on_error)
             return pool, lambda: pools.release(pool)
-        payload = _pickle_for_workers(tuple(self.call), "fn, args and kwargs")
+        forks = pools.resolve_context(self.method)[0] == "fork"
+        payload = _pickle_for_workers(tuple(self.call), "fn, args and kwargs", forks)
         init_blob = None
         if self.initializer is not None:
-            init_blob = _pickle_for_workers((self.initializer, self.initargs), "initializer and initargs")
+            init_blob = _pickle_for_workers((self.initializer, self.initargs), "initializer and initargs", forks)
         pool = pools.acquire_processes(self.method, init_blob, self.max_tasks_per_child)
         try:
             pool.begin(payload, n_workers, stop_on_error)
@@ -321,9 +322,9 @@ def _nothing() -> None:
     pass
 
 
-def _pickle_for_workers(obj: Any, what: str) -> bytes:
+def _pickle_for_workers(obj: Any, what: str, forks: bool) -> bytes:
     try:
-        return dumps(obj)
+        return dumps(obj, main_by_reference=forks)
     except Exception as exc:
         add_note(exc, f"fastparallel: {what} are sent to worker processes and must be picklable "
                       "(cloudpickle); use threadpool=True to keep them in this process")

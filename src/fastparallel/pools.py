@@ -152,9 +152,7 @@ def acquire_processes(method: Any, init_blob: bytes | None, max_tasks_per_child:
     name, ctx = resolve_context(method)
     key: Hashable = ("processes", name if isinstance(method, (str, type(None))) else id(ctx),
                      init_blob, max_tasks_per_child)
-    pool = _checkout(key, lambda: ProcessPool(ctx, init_blob, max_tasks_per_child))
-    pool.fresh_each_call = name == "fork"  # fork pools must see the caller's state as of this call
-    return pool  # type: ignore[no-any-return]
+    return _checkout(key, lambda: ProcessPool(ctx, init_blob, max_tasks_per_child))  # type: ignore[no-any-return]
 
 
 def acquire_threads(initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> ThreadPool:

@@ -72,10 +72,12 @@ class ProcessPool:
     """Worker processes started from ``ctx``; serves one call at a time."""
 
     abandons_work = False
-    fresh_each_call = False  # set for fork pools, which must not outlive the call
 
     def __init__(self, ctx: Any, init_blob: bytes | None = None, max_tasks_per_child: int | None = None):
         self._ctx = ctx
+        # Forked workers see the caller's state as of their fork: such a pool serves one
+        # call only (like fastcore's), and may receive __main__ objects by reference.
+        self.fresh_each_call = self.forks = ctx.get_start_method() == "fork"
         self._init_blob = init_blob
         self._max_tasks = max_tasks_per_child
         self._workers: list[_Worker] = []
@@ -222,7 +224,7 @@ class ProcessPool:
 
     def _pickle_items(self, chunk: Chunk) -> tuple[bytes, bool]:
         try:
-            return dumps(chunk.items), False
+            return dumps(chunk.items, self.forks), False
         except Exception:
             pass
         items: list[Any] = []
@@ -236,7 +238,7 @@ class ProcessPool:
                     add_note(exc, ITEM_NOT_PICKLABLE.format(where=where))
                     raise
                 items.append(Unpicklable(pack_exception(exc, dumps)))
-        return dumps(items), True
+        return dumps(items, self.forks), True
 
     def submit(self, chunk: Chunk) -> None:
         body, has_bad_items = self._pickle_items(chunk)

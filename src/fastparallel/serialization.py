@@ -25,12 +25,14 @@ def _cloud_dumps(obj: Any) -> bytes:
     return cloudpickle.dumps(obj, protocol=PROTOCOL)  # type: ignore[no-any-return]
 
 
-def dumps(obj: Any) -> bytes:
+def dumps(obj: Any, main_by_reference: bool = False) -> bytes:
     """Pickle ``obj``; fall back to cloudpickle for what only cloudpickle can carry.
 
     Plain pickle stores functions and classes by reference. A reference into
     ``__main__`` would not resolve in a worker (notebooks, ``python -c``), so a pickle
     that mentions ``__main__`` is redone with cloudpickle, which stores those by value.
+    ``main_by_reference=True`` keeps such references: right for workers forked from this
+    process during this call, which have this ``__main__`` as it is now.
 
     Example:
         >>> loads(dumps(lambda x: x + 1))(1)
@@ -40,6 +42,6 @@ def dumps(obj: Any) -> bytes:
         data = pickle.dumps(obj, protocol=PROTOCOL)
     except Exception:
         return _cloud_dumps(obj)
-    if _MAIN in data:
+    if not main_by_reference and _MAIN in data:
         return _cloud_dumps(obj)
     return data
