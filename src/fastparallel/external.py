@@ -29,7 +29,7 @@ from .worker import decode_result, run_packed
 
 __all__ = ["ExternalBackend", "is_dask_client", "executor_workers", "run_remote_chunk"]
 
-_PREFETCH = 2
+_PREFETCH = 4  # chunks per worker in flight: a cluster round trip takes milliseconds
 _cached_calls: OrderedDict[str, Call | BaseException] = OrderedDict()
 
 

@@ -1,0 +1,104 @@
+"""The performance targets fastparallel is held to, and their evaluation against results.
+
+A target compares the median of one case with the median of another case (a ratio) or with a
+fixed number of seconds. Nothing in the test suite asserts these; the runner reports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .core import CaseKey
+
+
+def fp(workload: str, variant: str, mode: str) -> CaseKey:
+    return CaseKey(workload, variant, mode, "fastparallel")
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    measured: CaseKey
+    against: CaseKey | float | None
+    """Another case (ratio), a reference time in seconds (ratio), or None (absolute seconds)."""
+    limit: float
+
+    @property
+    def absolute(self) -> bool:
+        return self.against is None
+
+
+TINY_COLD_P = fp("tiny_cold", "20k", "process")
+
+TARGETS: list[Target] = [
+    Target("20k tiny items, processes, cold: vs fastcore.parallel", TINY_COLD_P,
+           CaseKey("tiny_cold", "20k", "process", "fastcore"), 0.1),
+    Target("20k tiny items, processes, cold: vs mpire", TINY_COLD_P,
+           CaseKey("tiny_cold", "20k", "process", "mpire"), 0.5),
+    Target("20k tiny items, processes, cold: vs joblib", TINY_COLD_P,
+           CaseKey("tiny_cold", "20k", "process", "joblib"), 0.5),
+    Target("20k tiny items, processes, cold: vs multiprocessing.Pool.map (fork)", TINY_COLD_P,
+           CaseKey("tiny_cold", "20k", "process", "mp_pool_fork"), 3.0),
+    Target("100k tiny items, warm pool: vs warm multiprocessing.Pool.map (fork)",
+           fp("tiny_warm", "100k", "process"), CaseKey("tiny_warm", "100k", "process", "mp_pool_fork"), 1.5),
+    Target("20k tiny items, threads: vs ThreadPoolExecutor.map", fp("tiny_cold", "20k", "thread"),
+           CaseKey("tiny_cold", "20k", "thread", "futures"), 0.1),
+    Target("16 CPU-bound tasks of 60 ms on 2 processes: vs serial", fp("cpu", "16x60ms", "process"),
+           CaseKey("cpu", "16x60ms", "serial", "serial"), 0.6),
+    Target("16 CPU-bound tasks of 60 ms on 2 processes: vs mpire", fp("cpu", "16x60ms", "process"),
+           CaseKey("cpu", "16x60ms", "process", "mpire"), 1.0),
+    Target("Trees in batches of 128, processes: vs fastcore.parallel", fp("trees", "256x60k", "process"),
+           CaseKey("trees", "256x60k", "process", "fastcore"), 0.35),
+    Target("Trees in batches of 128, processes: vs serial", fp("trees", "256x60k", "process"),
+           CaseKey("trees", "256x60k", "serial", "serial"), 0.65),
+    Target("JPEGs in batches of 128, processes: vs fastcore.parallel", fp("images", "4096x128px", "process"),
+           CaseKey("images", "4096x128px", "process", "fastcore"), 0.35),
+    Target("JPEGs in batches of 128, processes: vs serial", fp("images", "4096x128px", "process"),
+           CaseKey("images", "4096x128px", "serial", "serial"), 0.65),
+    Target("20 MB bound argument: vs the same run with a tiny argument", fp("bigarg", "20MB", "process"),
+           fp("bigarg", "tiny", "process"), 2.0),
+    Target("256 waits of 20 ms on 32 threads: vs the ideal 0.16 s", fp("sleep", "256x20ms", "thread"),
+           0.16, 1.2),
+    Target("import fastparallel: seconds added to interpreter start", fp("import", "fresh", "none"),
+           None, 0.030),
+    Target("progress=True on 100k tiny items: vs progress off", fp("progress", "on", "process"),
+           fp("progress", "off", "process"), 1.05),
+]  # fmt: skip
+
+
+def evaluate(target: Target, medians: Mapping[CaseKey, float]) -> dict[str, Any]:
+    """The measured value (a ratio, or seconds for absolute targets) and pass/fail/missing."""
+    value: float | None = medians.get(target.measured)
+    if value is not None and isinstance(target.against, CaseKey):
+        base = medians.get(target.against)
+        value = value / base if base else None
+    elif value is not None and isinstance(target.against, float):
+        value = value / target.against
+    status = "missing" if value is None else ("pass" if value <= target.limit else "fail")
+    return {
+        "target": target.text,
+        "measured_case": str(target.measured),
+        "against": str(target.against) if target.against is not None else None,
+        "value": value,
+        "limit": target.limit,
+        "unit": "s" if target.absolute else "x",
+        "status": status,
+    }
+
+
+def format_value(value: float | None, unit: str, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value * 1000:.{digits - 2}f} ms" if unit == "s" else f"{value:#.{digits}g}x"
+
+
+def format_pair(value: float | None, limit: float, unit: str) -> tuple[str, str]:
+    """Value and limit, with enough digits that a failing value never looks equal to its limit."""
+    digits = 3
+    while value is not None and value != limit and digits < 8:
+        if format_value(value, unit, digits) != format_value(limit, unit, digits):
+            break
+        digits += 1
+    return format_value(value, unit, digits), format_value(limit, unit, 3)

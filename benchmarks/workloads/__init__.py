@@ -1,0 +1,21 @@
+"""The registry of workloads, in the order the runner runs and reports them."""
+
+from __future__ import annotations
+
+from .base import MapWorkload, Prepared, Workload
+from .compute import CPU, SCALING
+from .datasci import IMAGES, TREES
+from .imports import IMPORT
+from .io import HTTP, SLEEP
+from .tiny import PROGRESS, TINY_COLD, TINY_WARM
+from .transfer import BIG_ARG, BIG_RESULT
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in [
+        TINY_COLD, TINY_WARM, CPU, SLEEP, HTTP, TREES, IMAGES,
+        BIG_ARG, BIG_RESULT, SCALING, IMPORT, PROGRESS,
+    ]
+}  # fmt: skip
+
+__all__ = ["WORKLOADS", "MapWorkload", "Prepared", "Workload"]
