@@ -60,13 +60,13 @@ def main() -> None:
             n = 20_000 if seconds == 0 else max(8, int(args.budget / seconds))
             items = [seconds] * n
             n_submit = min(n, 2_000)
-            dask_rate = _rate(lambda: parallel(busy, items, executor=client), n, args.reps)
+            dask_rate = _rate(lambda items=items: parallel(busy, items, executor=client), n, args.reps)
             submit_rate = _rate(
-                lambda: client.gather([client.submit(busy, s, pure=False) for s in items[:n_submit]]),
+                lambda items=items[:n_submit]: client.gather([client.submit(busy, s, pure=False) for s in items]),
                 n_submit,
                 args.reps,
             )
-            local_rate = _rate(lambda: parallel(busy, items, n_workers=2), n, args.reps)
+            local_rate = _rate(lambda items=items: parallel(busy, items, n_workers=2), n, args.reps)
             print(
                 f"| {seconds * 1000:g} ms | {n:,} | {dask_rate:,.0f}/s | {submit_rate:,.0f}/s | {local_rate:,.0f}/s |"
             )
