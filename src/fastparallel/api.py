@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from . import pools
 from .chunking import Chunk, ChunkReader, ChunkSizer
 from .cpus import default_workers
-from .dispatch import Piece, _input_error, dispatch
+from .dispatch import Piece, dispatch, input_error
 from .errors import add_note, initializer_error
 from .progress import ProgressCallback, make_progress
 from .serial import SerialBackend
@@ -255,7 +255,7 @@ class _Run:
                     break
                 head.append(chunk)
         except Exception as exc:
-            raise _input_error(exc, reader) from None
+            raise input_error(exc, reader) from None
         if not head:
             return
         n_workers = len(head) if reader.exhausted else width

@@ -9,12 +9,28 @@ The dispatcher never needs to know which kind of backend it drives.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol
+import queue
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from .chunking import Chunk
 from .tasks import Call
 
-__all__ = ["Backend", "Done", "Crashed", "Requeue", "Split", "Outcome"]
+__all__ = ["Backend", "Done", "Crashed", "Requeue", "Split", "Outcome", "wait_and_drain"]
+
+T = TypeVar("T")
+
+
+def wait_and_drain(inbox: queue.SimpleQueue[T], timeout: float | None) -> list[T]:
+    """Everything in ``inbox``, waiting up to ``timeout`` seconds for the first entry."""
+    try:
+        got = [inbox.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    while True:
+        try:
+            got.append(inbox.get_nowait())
+        except queue.Empty:
+            return got
 
 
 class Done(NamedTuple):

@@ -24,7 +24,7 @@ __all__ = ["dispatch"]
 Piece = tuple[int, list[Any]]
 
 
-def _input_error(exc: BaseException, reader: ChunkReader) -> BaseException:
+def input_error(exc: BaseException, reader: ChunkReader) -> BaseException:
     add_note(exc, f"fastparallel: raised by the input iterable after {reader.read} items were read")
     return exc
 
@@ -77,7 +77,7 @@ def dispatch(
                     try:
                         next_chunk = reader.next_chunk()
                     except Exception as exc:
-                        raise _input_error(exc, reader) from None
+                        raise input_error(exc, reader) from None
                     if next_chunk is None:
                         break
                     chunk = next_chunk

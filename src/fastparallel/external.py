@@ -19,7 +19,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-from .backend import Done, Outcome, Split
+from .backend import Done, Outcome, Split, wait_and_drain
 from .chunking import Chunk
 from .cpus import num_cpus
 from .errors import RemoteError, describe_item
@@ -102,17 +102,8 @@ class ExternalBackend:
     def poll(self, timeout: float | None) -> list[Outcome]:
         if not self._futures:
             return []
-        try:
-            got = [self._done.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                got.append(self._done.get_nowait())
-            except queue.Empty:
-                break
         outcomes: list[Outcome] = []
-        for chunk, future in got:
+        for chunk, future in wait_and_drain(self._done, timeout):
             if self._futures.pop(chunk.id, None) is None:
                 continue  # cancelled by abort()
             outcomes.append(self._outcome(chunk, future))

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .backend import Done, Outcome
+from .backend import Done, Outcome, wait_and_drain
 from .chunking import Chunk
 from .errors import initializer_error, item_error
 from .tasks import Call, run_chunk
@@ -96,18 +96,8 @@ class ThreadPool:
     def poll(self, timeout: float | None) -> list[Outcome]:
         if not self._inflight:
             return []
-        try:
-            first = self._outcomes.get(timeout=timeout)
-        except queue.Empty:
-            return []
-        got = [first]
-        while True:
-            try:
-                got.append(self._outcomes.get_nowait())
-            except queue.Empty:
-                break
         outcomes: list[Outcome] = []
-        for outcome in got:
+        for outcome in wait_and_drain(self._outcomes, timeout):
             if isinstance(outcome, _InitFailed):
                 self.shutdown()
                 raise initializer_error(outcome.error, "a worker thread")
