@@ -13,7 +13,6 @@ import queue
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from .chunking import Chunk
-from .tasks import Call
 
 __all__ = ["Backend", "Done", "Crashed", "Requeue", "Split", "Outcome", "wait_and_drain"]
 
@@ -74,13 +73,11 @@ Outcome = Done | Crashed | Requeue | Split
 
 
 class Backend(Protocol):
-    """What the dispatcher needs from a pool, for the length of one call."""
+    """What the dispatcher needs from a backend, for the length of one call.
 
-    #: True when the backend cannot interrupt an item once it started (threads).
-    abandons_work: bool
-
-    def begin(self, call: Call, n_workers: int, stop_on_error: bool) -> None:
-        """Prepare for a call of ``call`` on ``n_workers`` workers."""
+    Each backend also has a ``begin(...)`` that the entry point calls first; its
+    arguments differ (a process pool takes the already pickled call).
+    """
 
     def capacity(self) -> int:
         """How many more chunks can be submitted now without queueing deeply."""
@@ -95,7 +92,3 @@ class Backend(Protocol):
 
     def end(self) -> None:
         """The call is over (after success or abort)."""
-
-    @property
-    def reusable(self) -> bool:
-        """Whether the pool may serve a later call."""

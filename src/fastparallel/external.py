@@ -66,9 +66,6 @@ def executor_workers(executor: Any) -> int:
 class ExternalBackend:
     """Submits chunks to ``executor`` and collects them through done-callbacks."""
 
-    abandons_work = True
-    reusable = True
-
     def __init__(self, executor: Any):
         self._executor = executor
         self._dask = is_dask_client(executor)

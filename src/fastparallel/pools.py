@@ -180,7 +180,7 @@ def release(pool: Any) -> None:
             and key is not None
             and generation == _generation
             and not _exiting
-            and not getattr(pool, "fresh_each_call", False)
+            and not getattr(pool, "forks", False)  # fork pools serve one call
         )
         if keep:
             _idle.setdefault(key, []).append(pool)

@@ -71,19 +71,16 @@ class _Worker:
 class ProcessPool:
     """Worker processes started from ``ctx``; serves one call at a time."""
 
-    abandons_work = False
-
     def __init__(self, ctx: Any, init_blob: bytes | None = None, max_tasks_per_child: int | None = None):
         self._ctx = ctx
         # Forked workers see the caller's state as of their fork: such a pool serves one
         # call only (like fastcore's), and may receive __main__ objects by reference.
-        self.fresh_each_call = self.forks = ctx.get_start_method() == "fork"
+        self.forks = ctx.get_start_method() == "fork"
         self._init_blob = init_blob
         self._max_tasks = max_tasks_per_child
         self._workers: list[_Worker] = []
         self._active: list[_Worker] = []
         self._retired: list[_Worker] = []
-        self._ready: list[Outcome] = []
         self._payload: bytes | None = None
         self._payload_key = 0
         self._stop_on_error = True
@@ -159,10 +156,6 @@ class ProcessPool:
     @property
     def reusable(self) -> bool:
         return not self._closed
-
-    @property
-    def size(self) -> int:
-        return len(self._workers)
 
     def shutdown(self) -> None:
         """Stop every worker (waits up to about two seconds, then kills)."""
@@ -259,9 +252,6 @@ class ProcessPool:
             pass  # the worker died; poll() sees its sentinel and requeues or reports the chunk
 
     def poll(self, timeout: float | None) -> list[Outcome]:
-        if self._ready:
-            ready, self._ready = self._ready, []
-            return ready
         handles: dict[Any, _Worker] = {}
         for worker in self._workers:
             if worker.inflight:
@@ -342,12 +332,10 @@ class ProcessPool:
             if worker.inflight:
                 worker.inflight.clear()
                 self._discard(worker, kill=True)
-        self._ready.clear()
         self._reap(block=True)
 
     def end(self) -> None:
         self._active = []
-        self._ready.clear()
         if self._max_tasks is not None:
             for worker in list(self._workers):
                 if worker.assigned >= self._max_tasks and not worker.inflight:

@@ -18,9 +18,6 @@ __all__ = ["SerialBackend"]
 
 
 class SerialBackend:
-    abandons_work = False
-    reusable = True
-
     def __init__(self) -> None:
         self._queue: deque[Chunk] = deque()
         self._call: Call | None = None

@@ -30,8 +30,6 @@ class _InitFailed(Exception):
 
 
 class ThreadPool:
-    abandons_work = True
-
     def __init__(self, initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = ()):
         self._initializer = initializer
         self._initargs = initargs
