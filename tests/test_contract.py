@@ -352,7 +352,7 @@ def test_arguments_are_sent_once_per_worker_not_per_chunk(tmp_path):
 
 
 def test_items_use_plain_pickle_when_they_can():
-    from fastparallel.serialization import dumps
+    from fastparallel.pickling import dumps
 
     data = [1, "a", (2.0, None)]
     assert dumps(data) == pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
@@ -371,7 +371,7 @@ def test_context_object_as_method():
 
 
 def test_default_start_method_is_safe_and_global_state_untouched():
-    from fastparallel.pools import resolve_context
+    from fastparallel.backends.launcher import resolve_context
 
     expected = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     assert resolve_context(None)[0] == expected
@@ -455,22 +455,11 @@ def test_initializer_runs_once_per_worker(tmp_path, threadpool):
     assert len(set(lines)) == len(lines)
 
 
-def test_max_tasks_per_child_recycles_workers():
-    pids = parallel(pid_of, range(10), n_workers=1, max_tasks_per_child=2)
-    assert len(set(pids)) == 5
-    for pid in set(pids):
-        assert pids.count(pid) == 2
-
-
-def test_timeout_raises_promptly(backend):
+def test_timeout_serially_fails_once_the_running_item_returns():
     t0 = time.monotonic()
-    with pytest.raises(TimeoutError) as info:
-        parallel(sleep_then, [0.0, 0.0, 5.0, 5.0] if backend.get("n_workers") != 0 else [0.0, 0.3, 0.3, 5.0],
-                 timeout=0.5, chunksize=1, **backend)
-    assert isinstance(info.value, ParallelTimeoutError)
-    assert "items finished" in str(info.value)
-    limit = 2.0 if backend.get("n_workers") != 0 else 7.0  # serial cannot interrupt a running item
-    assert time.monotonic() - t0 < limit
+    with pytest.raises(ParallelTimeoutError, match=r"3 of 4 items finished"):  # item 2 ends past the deadline
+        parallel(sleep_then, [0.0, 0.3, 0.3, 5.0], timeout=0.5, chunksize=1, n_workers=0)
+    assert time.monotonic() - t0 < 2.0  # the 5 s item never starts
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -509,6 +498,7 @@ def test_return_exceptions_fills_the_slot(backend):
         ({"pause": -1}, ValueError),
         ({"max_tasks_per_child": 0}, ValueError),
         ({"max_tasks_per_child": 2, "threadpool": True}, ValueError),
+        ({"method": "spawn", "threadpool": True}, ValueError),
         ({"initializer": 5}, TypeError),
         ({"progress": 5}, TypeError),
         ({"total": -2}, ValueError),
@@ -520,9 +510,20 @@ def test_bad_arguments_fail_before_any_worker_starts(kwargs, error):
     called = []
     with pytest.raises(error) as info:
         parallel(lambda x: called.append(x), range(3), **kwargs)
-    assert str(info.value)
+    assert next(iter(kwargs)) in str(info.value)  # the message names the argument
     assert not called
     assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("kwargs", [{"initializer": print}, {"method": "spawn"}, {"max_tasks_per_child": 2}])
+def test_options_an_executor_cannot_honour_are_refused(kwargs):
+    from concurrent.futures import ThreadPoolExecutor
+
+    ran = []
+    with ThreadPoolExecutor(1) as executor:
+        with pytest.raises(ValueError, match=f"{next(iter(kwargs))} cannot be used with executor="):
+            parallel(ran.append, [1], executor=executor, **kwargs)
+    assert not ran
 
 
 def test_bad_fn_and_items():

@@ -86,10 +86,37 @@ def test_errors_name_the_item_and_keep_the_type(client):
     assert isinstance(out[3], KeyError) and out[:3] == [0, 1, 2] and out[4:] == [4, 5]
 
 
-def test_large_argument_is_scattered_once(client):
-    big = b"x" * 5_000_000
+class CountsUnpickling:
+    """A 5 MB argument that appends a line to ``path`` each time it is unpickled."""
+
+    pickled = 0
+
+    def __init__(self, path, size):
+        self.path, self.blob = path, b"x" * size
+
+    def __len__(self):
+        return len(self.blob)
+
+    def __reduce__(self):
+        CountsUnpickling.pickled += 1
+        return (_unpickled, (self.path, len(self.blob)))
+
+
+def _unpickled(path, size):
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return CountsUnpickling(path, size)
+
+
+def test_large_argument_is_scattered_once(client, tmp_path):
+    path = tmp_path / "unpickled"
+    big = CountsUnpickling(str(path), 5_000_000)
+    CountsUnpickling.pickled = 0
     out = parallel(scaled, range(200), executor=client, big=big, chunksize=1)
     assert out == [x + len(big) for x in range(200)]
+    assert CountsUnpickling.pickled == 1  # pickled once for the whole call, not per chunk
+    unpickled_in = path.read_text().split()
+    assert len(unpickled_in) == len(set(unpickled_in)) <= 2  # at most once per worker process
 
 
 def test_client_get_executor_and_plain_executors(client):

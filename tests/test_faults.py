@@ -844,3 +844,5 @@ def test_max_tasks_per_child_recycles_workers() -> None:
     per_pid = Counter(p for p, _ in out)
     assert max(per_pid.values()) <= 2, per_pid
     assert len(per_pid) >= 6, per_pid
+    one = parallel(h.pid_and_square, range(10), n_workers=1, max_tasks_per_child=2)
+    assert sorted(Counter(p for p, _ in one).values()) == [2] * 5  # exactly 2 items per worker

@@ -1,22 +1,19 @@
-"""The entry point, :func:`parallel`: check the arguments, pick a backend, run, collect."""
+"""The entry point, :func:`parallel`: its signature and documentation, and collecting results.
+
+Everything else happens below: :class:`~.options.Options` checks the keywords, and
+:func:`.dispatch.run` runs the call on the chosen backend.
+"""
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from . import pools
-from .chunking import Chunk, ChunkReader, ChunkSizer
-from .cpus import default_workers
-from .dispatch import Piece, dispatch, input_error
-from .errors import add_note, initializer_error
-from .progress import ProgressCallback, make_progress
-from .serial import SerialBackend
-from .serialization import dumps
-from .tasks import Call
+from .calls import Call
+from .dispatch import Piece, run
+from .options import Options, ReturnAs
+from .progress import ProgressCallback
 
 if TYPE_CHECKING:
     import multiprocessing.context
@@ -24,8 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["parallel"]
 
 R = TypeVar("R")
-ReturnAs = Literal["list", "generator", "generator_unordered"]
-_RETURN_AS = ("list", "generator", "generator_unordered")
 
 
 @overload
@@ -101,7 +96,9 @@ def parallel(
 
     Args:
         fn: the function to call. On processes it may be a lambda, a closure or defined
-            in a notebook: it is sent with cloudpickle, once per call and worker.
+            in a notebook: it is pickled once per call (with plain pickle where it can,
+            else cloudpickle) and sent to each worker once; a warm worker that already
+            has the same ``fn``, ``args`` and ``kwargs`` is not sent them again.
         items: any iterable, read lazily; generators and infinite iterators work.
         *args: positional arguments passed before the item.
         n_workers: workers to use. None: the CPUs this process may use (threads: a few
@@ -148,35 +145,30 @@ def parallel(
         >>> parallel(lambda x: x * 10, range(4), n_workers=0)
         [0, 10, 20, 30]
     """
-    iterator = _check_arguments(
-        fn, items, n_workers, threadpool, progress, total, chunksize, timeout, pause, method,
-        return_exceptions, max_tasks_per_child, initializer, initargs, return_as, executor,
-    )
-    if total is None:
-        try:
-            total = len(items)  # type: ignore[arg-type]
-        except (TypeError, AttributeError):
-            total = None
-    run = _Run(
-        call=Call(fn, args, kwargs),
-        items=iterator,
-        n_workers=n_workers,
-        threadpool=threadpool,
-        progress=progress,
-        total=total,
-        chunksize=chunksize,
-        timeout=timeout,
-        pause=pause,
-        method=method,
-        return_exceptions=return_exceptions,
-        max_tasks_per_child=max_tasks_per_child,
-        initializer=initializer,
-        initargs=tuple(initargs),
-        executor=executor,
-    )
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}: {fn!r:.60}")
+    options = Options(
+        n_workers=n_workers, threadpool=threadpool, progress=progress,
+        total=_length(items) if total is None else total, chunksize=chunksize, timeout=timeout, pause=pause,
+        method=method, return_exceptions=return_exceptions, max_tasks_per_child=max_tasks_per_child,
+        initializer=initializer, initargs=initargs, return_as=return_as, executor=executor,
+    )  # fmt: skip
+    try:
+        iterator = iter(items)
+    except TypeError:
+        raise TypeError(f"items must be iterable, got {type(items).__name__}: {items!r:.60}") from None
+    pieces = run(Call(fn, args, kwargs), iterator, options, ordered=return_as == "generator",
+                 streaming=return_as != "list")
     if return_as == "list":
-        return _collect(run.pieces(ordered=False, streaming=False))
-    return _stream(run.pieces(ordered=return_as == "generator", streaming=True))
+        return _collect(pieces)
+    return _stream(pieces)
+
+
+def _length(items: Iterable[Any]) -> int | None:
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except (TypeError, AttributeError):
+        return None
 
 
 def _collect(pieces: Iterator[Piece]) -> list[Any]:
@@ -196,212 +188,3 @@ def _stream(pieces: Iterator[Piece]) -> Iterator[Any]:
             yield from values
     finally:
         pieces.close()  # type: ignore[attr-defined]
-
-
-class _Run:
-    """One call's settings, and the code that runs it."""
-
-    def __init__(self, *, call: Call, items: Iterator[Any], n_workers: int | None, threadpool: bool,
-                 progress: Any, total: int | None, chunksize: int | None, timeout: float | None,
-                 pause: float, method: Any, return_exceptions: bool, max_tasks_per_child: int | None,
-                 initializer: Callable[..., Any] | None, initargs: tuple[Any, ...], executor: Any):
-        self.call = call
-        self.items = items
-        if n_workers is None:
-            if executor is None:
-                n_workers = default_workers(threadpool)
-            else:
-                from .external import executor_workers
-
-                n_workers = executor_workers(executor)
-        self.requested = n_workers
-        self.threadpool = threadpool
-        self.progress = progress
-        self.total = total
-        self.chunksize = chunksize if chunksize is not None else (1 if pause else None)
-        self.timeout = timeout
-        self.pause = pause
-        self.method = method
-        self.return_exceptions = return_exceptions
-        self.max_tasks_per_child = max_tasks_per_child
-        self.initializer = initializer
-        self.initargs = initargs
-        self.executor = executor
-
-    def pieces(self, ordered: bool, streaming: bool) -> Iterator[Piece]:
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        serial = self.requested == 0 and self.executor is None
-        if not serial and self.executor is None and pools.exiting():
-            import logging
-
-            logging.getLogger("fastparallel").warning(
-                "parallel() called while the interpreter exits: running serially")
-            serial = True
-        width = 1 if serial else self.requested
-        if self.total is not None:
-            width = max(1, min(width, self.total))
-        sizer = ChunkSizer(self.chunksize, self.total, width)
-        if self.max_tasks_per_child is not None:  # a chunk must fit in one worker's allowance
-            sizer.cap = min(sizer.cap, self.max_tasks_per_child)
-        reader = ChunkReader(self.items, sizer)
-
-        # Read one chunk per worker before starting anything: an empty or short input
-        # starts no pool, or a smaller one.
-        head: list[Chunk] = []
-        try:
-            while len(head) < width:
-                chunk = reader.next_chunk()
-                if chunk is None:
-                    break
-                head.append(chunk)
-        except Exception as exc:
-            raise input_error(exc, reader) from None
-        if not head:
-            return
-        n_workers = len(head) if reader.exhausted else width
-
-        backend, release = self._backend(serial, n_workers)
-        try:
-            yield from dispatch(
-                backend,
-                reader,
-                sizer,
-                n_workers=n_workers,
-                head=head,
-                ordered=ordered,
-                window=max(8, 4 * n_workers) if streaming else None,
-                return_exceptions=self.return_exceptions,
-                deadline=deadline,
-                timeout=self.timeout,
-                pause=self.pause,
-                progress=make_progress(self.progress, self.total),
-                total=self.total,
-            )
-        finally:
-            backend.end()
-            release()
-
-    def _backend(self, serial: bool, n_workers: int) -> tuple[Any, Callable[[], None]]:
-        stop_on_error = not self.return_exceptions
-        if self.executor is not None:
-            from .external import ExternalBackend
-
-            backend: Any = ExternalBackend(self.executor)
-            backend.begin(self.call, n_workers, stop_on_error)
-            return backend, _nothing
-        if serial:
-            if self.initializer is not None:
-                try:
-                    self.initializer(*self.initargs)
-                except KeyboardInterrupt:
-                    raise  # in the calling thread this is a real Ctrl-C
-                except BaseException as exc:
-                    raise initializer_error(exc, "the serial run") from None
-            backend = SerialBackend()
-            backend.begin(self.call, n_workers, stop_on_error)
-            return backend, _nothing
-        if self.threadpool:
-            pool: Any = pools.acquire_threads(self.initializer, self.initargs)
-            pool.begin(self.call, n_workers, stop_on_error)
-            return pool, lambda: pools.release(pool)
-        forks = pools.resolve_context(self.method)[0] == "fork"
-        payload = _pickle_for_workers(tuple(self.call), "fn, args and kwargs", forks)
-        init_blob = None
-        if self.initializer is not None:
-            init_blob = _pickle_for_workers((self.initializer, self.initargs), "initializer and initargs", forks)
-        pool = pools.acquire_processes(self.method, init_blob, self.max_tasks_per_child)
-        try:
-            pool.begin(payload, n_workers, stop_on_error)
-        except BaseException:
-            pools.release(pool)
-            raise
-        return pool, lambda: pools.release(pool)
-
-
-def _nothing() -> None:
-    pass
-
-
-def _pickle_for_workers(obj: Any, what: str, forks: bool) -> bytes:
-    try:
-        return dumps(obj, main_by_reference=forks)
-    except Exception as exc:
-        add_note(exc, f"fastparallel: {what} are sent to worker processes and must be picklable "
-                      "(cloudpickle); use threadpool=True to keep them in this process")
-        raise
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-
-
-def _is_context(method: Any) -> bool:
-    """A multiprocessing context, recognised without importing multiprocessing."""
-    return all(hasattr(method, name) for name in ("Process", "Pipe", "get_start_method"))
-
-
-def _check_arguments(
-    fn: Any, items: Any, n_workers: Any, threadpool: Any, progress: Any, total: Any, chunksize: Any,
-    timeout: Any, pause: Any, method: Any, return_exceptions: Any, max_tasks_per_child: Any,
-    initializer: Any, initargs: Any, return_as: Any, executor: Any,
-) -> Iterator[Any]:
-    """Validate every argument before anything starts; returns ``iter(items)``."""
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}: {fn!r:.60}")
-    if n_workers is not None:
-        if not _is_int(n_workers):
-            raise TypeError(f"n_workers must be an int or None, got {type(n_workers).__name__}")
-        if n_workers < 0:
-            raise ValueError(f"n_workers must be >= 0 (0 runs serially), got {n_workers}")
-    if not isinstance(threadpool, bool):
-        raise TypeError(f"threadpool must be True or False, got {threadpool!r:.60}")
-    if not (progress is None or isinstance(progress, bool) or callable(progress)):
-        raise TypeError(f"progress must be None, a bool or a callable(done, total), got {progress!r:.60}")
-    if total is not None and (not _is_int(total) or total < 0):
-        raise ValueError(f"total must be a non-negative int or None, got {total!r:.60}")
-    if chunksize is not None:
-        if not _is_int(chunksize):
-            raise TypeError(f"chunksize must be an int or None, got {type(chunksize).__name__}")
-        if chunksize < 1:
-            raise ValueError(f"chunksize must be >= 1, got {chunksize}")
-    if timeout is not None:
-        if not _is_number(timeout):
-            raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r:.60}")
-        if timeout < 0:
-            raise ValueError(f"timeout must be >= 0, got {timeout}")
-    if not _is_number(pause) or pause < 0:
-        raise ValueError(f"pause must be a number of seconds >= 0, got {pause!r:.60}")
-    if method is not None and not _is_context(method):
-        if not isinstance(method, str):
-            raise TypeError(f"method must be a start method name, a multiprocessing context or None, "
-                            f"got {method!r:.60}")
-        import multiprocessing
-
-        methods = multiprocessing.get_all_start_methods()
-        if method not in methods:
-            raise ValueError(f"unknown start method {method!r}; use one of {methods}")
-    if not isinstance(return_exceptions, bool):
-        raise TypeError(f"return_exceptions must be True or False, got {return_exceptions!r:.60}")
-    if max_tasks_per_child is not None:
-        if not _is_int(max_tasks_per_child) or max_tasks_per_child < 1:
-            raise ValueError(f"max_tasks_per_child must be an int >= 1 or None, got {max_tasks_per_child!r:.60}")
-        if threadpool:
-            raise ValueError("max_tasks_per_child applies to worker processes, not to threadpool=True")
-    if initializer is not None and not callable(initializer):
-        raise TypeError(f"initializer must be callable or None, got {initializer!r:.60}")
-    try:
-        iter(initargs)
-    except TypeError:
-        raise TypeError(f"initargs must be a tuple of arguments, got {initargs!r:.60}") from None
-    if return_as not in _RETURN_AS:
-        raise ValueError(f"return_as must be one of {_RETURN_AS}, got {return_as!r:.60}")
-    if executor is not None and not hasattr(executor, "submit"):
-        raise TypeError(f"executor must be a concurrent.futures.Executor or a dask Client, got {executor!r:.60}")
-    try:
-        return iter(items)
-    except TypeError:
-        raise TypeError(f"items must be iterable, got {type(items).__name__}: {items!r:.60}") from None

@@ -6,11 +6,19 @@ import math
 import os
 from functools import lru_cache
 
-__all__ = ["num_cpus", "default_workers"]
+__all__ = ["num_cpus", "default_workers", "set_enclosing_pool_size"]
 
-# Set inside a fastparallel process worker to the size of its pool, so that nested
-# process pools share the machine instead of multiplying (n workers x n workers).
 _enclosing_pool_size = 0
+
+
+def set_enclosing_pool_size(n_workers: int) -> None:
+    """Called in a fastparallel worker process: this process is one of ``n_workers``.
+
+    Nested process pools started from such a worker then share the machine with its
+    siblings instead of multiplying (n workers x n workers).
+    """
+    global _enclosing_pool_size
+    _enclosing_pool_size = n_workers
 
 
 def _cgroup_cpu_limit() -> float | None:

@@ -1,25 +1,32 @@
 """The dispatch loop: feed chunks to a backend, collect outcomes, enforce the rules.
 
-One loop serves every backend. It reads the input lazily (never more than the backend
-can take, plus a bounded window when results must come out in order), applies
-``pause``, the deadline, fail-fast and ``return_exceptions``, re-runs the items of a
-crashed chunk one by one, reports progress, and yields finished pieces as
-``(start_index, values)``.
+One loop serves every backend. :func:`run` reads the first chunks (an empty or short
+input starts no pool, or a smaller one), checks a backend out and hands it to a
+:class:`Dispatcher`, which repeats three steps until every item is done: submit while
+there is room, wait for outcomes, handle each outcome. It reads the input lazily (never
+more than the backend can take, plus a bounded window when results must come out in
+order), applies ``pause``, the deadline, fail-fast and ``return_exceptions``, re-runs
+the items of a crashed chunk one by one, reports progress, and yields finished pieces
+as ``(start_index, values)``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from .backend import Backend, Crashed, Done, Requeue, Split
+from . import backends, pools
+from .backends.base import Backend, Crashed, Done, Outcome, Requeue, Split
+from .calls import Call
 from .chunking import Chunk, ChunkReader, ChunkSizer
 from .errors import ParallelTimeoutError, add_note
-from .progress import Progress
+from .options import BackendName, Options
+from .progress import Progress, make_progress
 
-__all__ = ["dispatch"]
+__all__ = ["run", "Dispatcher", "Piece"]
 
 Piece = tuple[int, list[Any]]
 
@@ -29,141 +36,198 @@ def input_error(exc: BaseException, reader: ChunkReader) -> BaseException:
     return exc
 
 
-def dispatch(
-    backend: Backend,
-    reader: ChunkReader,
-    sizer: ChunkSizer,
-    *,
-    n_workers: int,
-    head: list[Chunk],
-    ordered: bool,
-    window: int | None,
-    return_exceptions: bool,
-    deadline: float | None,
-    timeout: float | None,
-    pause: float,
-    progress: Progress | None,
-    total: int | None,
-) -> Iterator[Piece]:
-    """Run every chunk of ``reader`` (after the already-read ``head``) on ``backend``.
-
-    Args:
-        ordered: yield pieces in input order (else as they finish).
-        window: with ``ordered``, at most this many chunks may be read ahead of the
-            first piece not yet yielded (bounds memory of a streamed result).
-        deadline: ``time.monotonic()`` value past which the call fails with
-            :class:`~fastparallel.ParallelTimeoutError`.
-    """
-    todo: deque[Chunk] = deque(head)  # read or requeued chunks not yet submitted
-    inflight: dict[int, Chunk] = {}
-    parked: dict[int, list[Any]] = {}  # ordered mode: finished pieces waiting for earlier ones
-    next_start = 0
-    done_items = 0
-    max_inflight = n_workers if pause else None
-    next_start_time = 0.0
-    ok = False
+def _read_head(reader: ChunkReader, count: int) -> list[Chunk]:
+    """Up to ``count`` chunks, read before anything starts."""
+    head: list[Chunk] = []
     try:
-        while True:
-            # 1. Submit while the backend has room.
-            now = time.monotonic()
-            while backend.capacity() > 0 and (max_inflight is None or len(inflight) < max_inflight):
-                if pause and now < next_start_time:
-                    break
-                if todo:
-                    chunk = todo.popleft()
-                else:
-                    if ordered and window is not None and len(inflight) + len(parked) >= window:
-                        break
-                    try:
-                        next_chunk = reader.next_chunk()
-                    except Exception as exc:
-                        raise input_error(exc, reader) from None
-                    if next_chunk is None:
-                        break
-                    chunk = next_chunk
-                backend.submit(chunk)
-                inflight[chunk.id] = chunk
-                if pause:
-                    now = time.monotonic()
-                    next_start_time = now + pause
-            if not inflight:
-                if todo or not reader.exhausted:
-                    time.sleep(max(0.0, next_start_time - time.monotonic()))
-                    continue
+        while len(head) < count:
+            chunk = reader.next_chunk()
+            if chunk is None:
                 break
-
-            # 2. Wait for outcomes, no longer than the deadline or the next paused start.
-            wait: float | None = None
-            if deadline is not None:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    raise ParallelTimeoutError(_timeout_message(timeout, done_items, total, reader))
-            if pause and (todo or not reader.exhausted):
-                until_start = max(0.0, next_start_time - time.monotonic())
-                wait = until_start if wait is None else min(wait, until_start)
-            outcomes = backend.poll(wait)
-
-            # 3. Handle them.
-            for outcome in outcomes:
-                chunk = outcome.chunk
-                inflight.pop(chunk.id, None)
-                if isinstance(outcome, Requeue):
-                    todo.appendleft(chunk)
-                    continue
-                if isinstance(outcome, Split):
-                    todo.extend(_singles(reader, chunk))
-                    continue
-                pieces: list[Piece]
-                if isinstance(outcome, Done):
-                    values, errors = outcome.values, outcome.errors
-                    sizer.record(len(values), outcome.seconds, outcome.nbytes)
-                    if errors:
-                        if not return_exceptions:
-                            raise min(errors, key=lambda e: e[0])[1]
-                        for offset, error in errors:
-                            values[offset] = error
-                    pieces = [(chunk.start, values)]
-                else:
-                    assert isinstance(outcome, Crashed)
-                    if not return_exceptions:
-                        raise outcome.error
-                    culprit = outcome.culprit
-                    if culprit is None and len(chunk.items) == 1:
-                        culprit = 0
-                    pieces = [] if culprit is None else [(chunk.start + culprit, [outcome.error])]
-                    # The rest of the chunk runs again, one item at a time, so that a second
-                    # crash is pinned on exactly one item.
-                    todo.extend(_singles(reader, chunk, skip=culprit))
-                for start, values in pieces:
-                    done_items += len(values)
-                    if ordered:
-                        parked[start] = values
-                        while next_start in parked:
-                            ready = parked.pop(next_start)
-                            next_start += len(ready)
-                            yield next_start - len(ready), ready
-                    else:
-                        yield start, values
-                if progress is not None:
-                    progress.update(done_items)
-
-            if deadline is not None and not outcomes and time.monotonic() >= deadline:
-                raise ParallelTimeoutError(_timeout_message(timeout, done_items, total, reader))
-        ok = True
-    except BaseException:
-        backend.abort()
-        raise
-    finally:
-        if progress is not None:
-            progress.close(ok)
+            head.append(chunk)
+    except Exception as exc:
+        raise input_error(exc, reader) from None
+    return head
 
 
-def _singles(reader: ChunkReader, chunk: Chunk, skip: int | None = None) -> list[Chunk]:
-    """The items of ``chunk`` (but ``skip``) as one-item chunks, to run each on its own."""
-    return [reader.single(chunk.start + o, item) for o, item in enumerate(chunk.items) if o != skip]
+def _backend_name(options: Options) -> BackendName:
+    if options.backend in ("threads", "processes") and pools.exiting():
+        logging.getLogger("fastparallel").warning("parallel() called while the interpreter exits: running serially")
+        return "serial"
+    return options.backend
 
 
-def _timeout_message(timeout: float | None, done: int, total: int | None, reader: ChunkReader) -> str:
-    of = total if total is not None else (reader.read if reader.exhausted else None)
-    count = f"{done} of {of}" if of is not None else f"{done}"
-    return f"parallel() did not finish within timeout={timeout}s: {count} items finished"
+def run(call: Call, items: Iterator[Any], options: Options, *, ordered: bool, streaming: bool) -> Iterator[Piece]:
+    """Run ``call`` over ``items``; yields pieces (in input order if ``ordered``)."""
+    deadline = None if options.timeout is None else time.monotonic() + options.timeout
+    name = _backend_name(options)
+    assert options.n_workers is not None  # resolved by Options
+    n_workers = 1 if name == "serial" else options.n_workers
+    total = options.total
+    if total is not None:
+        n_workers = max(1, min(n_workers, total))
+    # pause spaces the starts of items, so every chunk holds one item.
+    sizer = ChunkSizer(1 if options.pause else options.chunksize, total, n_workers)
+    if options.max_tasks_per_child is not None:  # a chunk must fit in one worker's allowance
+        sizer.cap = min(sizer.cap, options.max_tasks_per_child)
+    reader = ChunkReader(items, sizer)
+    head = _read_head(reader, n_workers)  # one chunk per worker
+    if not head:
+        return
+    if reader.exhausted:
+        n_workers = len(head)
+    with backends.checkout(name, options) as backend:
+        backend.begin(call, n_workers, options)
+        try:
+            # Streamed in order, a slow item holds back the pieces after it; the window
+            # bounds how far reading may run ahead of it: a few chunks per worker, so
+            # that every worker stays busy, and never fewer than 8.
+            window = max(8, 4 * n_workers) if streaming and ordered else None
+            dispatcher = Dispatcher(backend, reader, sizer, options, n_workers=n_workers, head=head,
+                                    window=window, ordered=ordered, deadline=deadline)
+            yield from dispatcher.run()
+        finally:
+            backend.end()
+
+
+class Dispatcher:
+    """Runs every chunk of one call on a backend; :meth:`run` yields the finished pieces."""
+
+    def __init__(self, backend: Backend, reader: ChunkReader, sizer: ChunkSizer, options: Options, *,
+                 n_workers: int, head: list[Chunk], window: int | None, ordered: bool,
+                 deadline: float | None):
+        self.backend = backend
+        self.reader = reader
+        self.sizer = sizer
+        self.options = options
+        self.ordered = ordered
+        self.window = window  # ordered streaming: chunks read ahead of the next piece out, at most
+        self.deadline = deadline
+        self.progress: Progress | None = make_progress(options.progress, options.total)
+        # With pause, one chunk (of one item) per worker: a queued item would start late.
+        self.max_inflight = n_workers if options.pause else backend.chunks_per_worker * n_workers
+        self.todo: deque[Chunk] = deque(head)  # read or requeued, not yet submitted
+        self.inflight: dict[int, Chunk] = {}  # submitted, no outcome yet
+        self.parked: dict[int, list[Any]] = {}  # ordered: finished pieces waiting for earlier ones
+        self.next_out = 0  # ordered: input index of the next item to yield
+        self.done_items = 0
+        self.next_start_time = 0.0  # pause: no submission before this time.monotonic()
+
+    def run(self) -> Iterator[Piece]:
+        ok = False
+        try:
+            while self._submit_while_room():
+                for outcome in self._wait():
+                    yield from self._handle(outcome)
+            ok = True
+        except BaseException:
+            if self.inflight:
+                self.backend.abort()
+            raise
+        finally:
+            if self.progress is not None:
+                self.progress.close(ok)
+
+    # -- step 1: submit ------------------------------------------------------------------
+    def _more_to_read(self) -> bool:
+        return bool(self.todo) or not self.reader.exhausted
+
+    def _submit_while_room(self) -> bool:
+        """Submit chunks while the backend has room; False once every item is done."""
+        pause = self.options.pause
+        while len(self.inflight) < self.max_inflight:
+            if pause and time.monotonic() < self.next_start_time:
+                break
+            chunk = self._next_chunk()
+            if chunk is None:
+                break
+            self.backend.submit(chunk)
+            self.inflight[chunk.id] = chunk
+            if pause:
+                self.next_start_time = time.monotonic() + pause
+        return bool(self.inflight) or self._more_to_read()
+
+    def _next_chunk(self) -> Chunk | None:
+        if self.todo:
+            return self.todo.popleft()
+        if self.window is not None and len(self.inflight) + len(self.parked) >= self.window:
+            return None
+        try:
+            return self.reader.next_chunk()
+        except Exception as exc:
+            raise input_error(exc, self.reader) from None
+
+    # -- step 2: wait ----------------------------------------------------------------------
+    def _wait(self) -> list[Outcome]:
+        """Outcomes, waiting no longer than the deadline or the next paused start."""
+        timeout: float | None = None
+        if self.deadline is not None:
+            timeout = self.deadline - time.monotonic()
+            if timeout <= 0:
+                raise ParallelTimeoutError(self._timeout_message())
+        if self.options.pause and self._more_to_read():
+            until_start = max(0.0, self.next_start_time - time.monotonic())
+            timeout = until_start if timeout is None else min(timeout, until_start)
+        if not self.inflight:  # nothing runs: only waiting for the next paused start
+            time.sleep(timeout or 0.0)
+            return []
+        return self.backend.poll(timeout)
+
+    def _timeout_message(self) -> str:
+        reader = self.reader
+        of = self.options.total if self.options.total is not None else (reader.read if reader.exhausted else None)
+        count = f"{self.done_items} of {of}" if of is not None else f"{self.done_items}"
+        return f"parallel() did not finish within timeout={self.options.timeout}s: {count} items finished"
+
+    # -- step 3: handle an outcome -------------------------------------------------------
+    def _handle(self, outcome: Outcome) -> Iterator[Piece]:
+        chunk = outcome.chunk
+        self.inflight.pop(chunk.id, None)
+        if isinstance(outcome, Requeue):
+            self.todo.appendleft(chunk)
+            return
+        if isinstance(outcome, Split):
+            self.todo.extend(self._singles(chunk))
+            return
+        pieces = self._finished(outcome) if isinstance(outcome, Done) else self._crashed(outcome)
+        for start, values in pieces:
+            self.done_items += len(values)
+            yield from self._release(start, values)
+        if self.progress is not None:
+            self.progress.update(self.done_items)
+
+    def _finished(self, outcome: Done) -> list[Piece]:
+        values = outcome.values
+        self.sizer.record(len(values), outcome.seconds, outcome.nbytes)
+        if outcome.errors:
+            if self.options.stop_on_error:
+                raise min(outcome.errors, key=lambda e: e[0])[1]
+            for offset, error in outcome.errors:
+                values[offset] = error
+        return [(outcome.chunk.start, values)]
+
+    def _crashed(self, outcome: Crashed) -> list[Piece]:
+        if self.options.stop_on_error:
+            raise outcome.error
+        chunk, culprit = outcome.chunk, outcome.culprit
+        if culprit is None and len(chunk.items) == 1:
+            culprit = 0
+        # The rest of the chunk runs again, one item at a time, so that a second crash
+        # is pinned on exactly one item.
+        self.todo.extend(self._singles(chunk, skip=culprit))
+        return [] if culprit is None else [(chunk.start + culprit, [outcome.error])]
+
+    def _singles(self, chunk: Chunk, skip: int | None = None) -> list[Chunk]:
+        """The items of ``chunk`` (but ``skip``) as one-item chunks, to run each on its own."""
+        return [self.reader.single(chunk.start + o, item) for o, item in enumerate(chunk.items) if o != skip]
+
+    def _release(self, start: int, values: list[Any]) -> Iterator[Piece]:
+        """Yield a finished piece, or park it until the pieces before it are out (ordered)."""
+        if not self.ordered:
+            yield start, values
+            return
+        self.parked[start] = values
+        while self.next_out in self.parked:
+            ready = self.parked.pop(self.next_out)
+            yield self.next_out, ready
+            self.next_out += len(ready)

@@ -1,13 +1,13 @@
-"""Exceptions raised by fastparallel, and how a worker's exception travels back to the caller.
+"""The exceptions fastparallel raises, and the wording of the errors it delivers.
 
 A failing item is always named in the error (index and a short repr), the original
-exception type is kept where it can be rebuilt, and the worker's traceback is
-attached as ``__cause__`` (the same convention as :mod:`concurrent.futures`).
+exception type is kept, and a worker's traceback is attached as ``__cause__`` (the same
+convention as :mod:`concurrent.futures`). How an exception crosses from a worker
+process to the caller is in :mod:`.remote_errors`.
 """
 
 from __future__ import annotations
 
-import pickle
 import reprlib
 import sys
 from functools import lru_cache
@@ -22,6 +22,9 @@ __all__ = [
     "RemoteTraceback",
     "describe_item",
     "add_note",
+    "item_error",
+    "initializer_error",
+    "describe_exit",
 ]
 
 if sys.version_info < (3, 11):  # concurrent.futures.TimeoutError is the builtin one from 3.11 on
@@ -214,118 +217,3 @@ def describe_exit(exitcode: int | None) -> str:
             text += " (a segmentation fault; the worker's Python traceback is on stderr)"
         return text
     return f"exited with code {exitcode}"
-
-
-# ---------------------------------------------------------------------------
-# Carrying exceptions across the process boundary.
-#
-# A packed exception is a plain tuple of picklable parts. ``pack_exception`` runs in
-# the worker; ``unpack_exception`` in the caller.
-
-
-def _round_trips(blob: bytes) -> bool:
-    try:
-        pickle.loads(blob)
-        return True
-    except Exception:
-        return False
-
-
-def _picklable_or_repr(value: Any, dumps: Any) -> Any:
-    try:
-        dumps(value)
-        return value
-    except Exception:
-        return short_repr(value)
-
-
-def pack_exception(exc: BaseException, dumps: Any) -> tuple[Any, ...]:
-    """Turn ``exc`` into picklable parts; never raises.
-
-    ``dumps`` is the serializer to use (plain pickle with a cloudpickle fallback).
-    """
-    import traceback
-
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        blob = dumps(exc)
-        if _round_trips(blob):
-            return ("pickled", blob, tb)
-    except Exception:
-        pass
-    cls = type(exc)
-    name = f"{cls.__module__}.{cls.__qualname__}"
-    try:
-        message = str(exc)
-    except Exception:
-        message = f"<{cls.__qualname__} whose str() failed>"
-    try:
-        cls_blob: bytes | None = dumps(cls)
-    except Exception:
-        cls_blob = None
-    try:
-        args = tuple(_picklable_or_repr(a, dumps) for a in exc.args)
-        state = {k: _picklable_or_repr(v, dumps) for k, v in vars(exc).items()}
-        parts_blob: bytes | None = dumps((args, state))
-    except Exception:
-        parts_blob = None
-    return ("rebuilt", cls_blob, parts_blob, name, message, tb)
-
-
-def unpack_exception(packed: tuple[Any, ...]) -> BaseException:
-    """Rebuild an exception packed by :func:`pack_exception`, worker traceback as ``__cause__``."""
-    exc: BaseException | None = None
-    if packed[0] == "pickled":
-        _, blob, tb = packed
-        try:
-            exc = pickle.loads(blob)
-        except Exception:
-            exc = RemoteError(f"an exception that could not be unpickled:\n{tb}")
-    else:
-        _, cls_blob, parts_blob, name, message, tb = packed
-        try:
-            cls = pickle.loads(cls_blob) if cls_blob is not None else None
-            args, state = pickle.loads(parts_blob) if parts_blob is not None else ((message,), {})
-            if isinstance(cls, type) and issubclass(cls, BaseException):
-                exc = cls.__new__(cls, *args)
-                exc.args = args
-                exc.__dict__.update(state)
-        except Exception:
-            exc = None
-        if exc is None:
-            exc = RemoteError(f"{name}: {message}", type_name=name)
-    assert exc is not None
-    exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
-    return exc
-
-
-ITEM_NOT_PICKLABLE = (
-    "fastparallel: {where} could not be pickled to send it to a worker process; "
-    "make it picklable, or use threadpool=True"
-)
-
-# What went wrong in a worker, by the kind the worker reports, and the note that says so.
-_REMOTE_NOTES = {
-    "fn": None,  # item_error() names the item
-    "result": "fastparallel: the result of {where} could not be pickled to send it back from the worker "
-    "process; return picklable data, or use threadpool=True to keep results in this process",
-    "item": ITEM_NOT_PICKLABLE,
-    "items": "fastparallel: {where} could not be unpickled in the worker process",
-    "setup": "fastparallel: fn, args or kwargs could not be unpickled in the worker process "
-    "(while running {where})",
-}
-
-
-def remote_item_error(kind: str, packed: tuple[Any, ...], index: int, item: Any) -> BaseException:
-    """The exception to deliver for an item that failed in a worker process.
-
-    ``kind`` says what failed: ``"fn"`` raised, the ``"result"`` or the ``"item"`` could
-    not be pickled, the chunk's ``"items"`` or the call's ``"setup"`` could not be
-    unpickled in the worker.
-    """
-    exc = unpack_exception(packed)
-    note = _REMOTE_NOTES[kind]
-    if note is None:
-        return item_error(exc, index, item)
-    add_note(exc, note.format(where=describe_item(index, item)))
-    return exc

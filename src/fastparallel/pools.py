@@ -1,40 +1,74 @@
 """Warm pools: kept between calls, shared safely between threads, shut down at exit.
 
-A call checks a pool out, uses it alone, and checks it back in. A later compatible call
-(same kind, start method, initializer and ``max_tasks_per_child``) reuses it, so
-``parallel()`` in a loop over batches pays for worker start-up once. Concurrent calls
-from several threads each get their own pool. Pools whose workers were killed are
-repaired on their next use; thread pools that still run abandoned work are dropped.
+A call checks a pool out (:func:`checkout`, a context manager), uses it alone, and
+checks it back in. A later call with the same key (same kind of pool, start method,
+initializer and ``max_tasks_per_child``) reuses it, so ``parallel()`` in a loop over
+batches pays for worker start-up once. Concurrent calls from several threads each get
+their own pool. A pool that may not serve again (its threads still run abandoned work,
+its workers were forked for one call) is shut down instead of kept.
 
-Nothing here runs at import: the exit hook and the fork hook are installed when the
-first pool is created.
+Nothing here runs at import: the exit and fork hooks are installed by the first call
+that checks a pool out (or asks :func:`exiting`).
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
-from .thread_pool import ThreadPool
+__all__ = ["Pool", "checkout", "shutdown", "exiting", "install_multiprocessing_hook", "MAX_IDLE_POOLS"]
 
-if TYPE_CHECKING:
-    from .process_pool import ProcessPool
+log = logging.getLogger("fastparallel")
 
-__all__ = ["shutdown", "acquire_processes", "acquire_threads", "release", "exiting", "resolve_context"]
-
+# Idle pools kept at most, over all keys. A few cover the usual mix (threads, processes,
+# one with an initializer) without holding many idle processes; the least recently used
+# pool goes first.
 MAX_IDLE_POOLS = 4
 
-_lock = threading.Lock()
+
+class Pool(Protocol):
+    """What this module needs from a thread or process pool."""
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the pool may serve another call."""
+
+    def shutdown(self) -> None:
+        """Stop every worker; the pool is not used again."""
+
+    def kill_at_exit(self) -> None:
+        """At interpreter exit, for a pool still in use: make sure nothing waits for it."""
+
+
+P = TypeVar("P", bound=Pool)
+
+
+@dataclass(eq=False)  # identity: two records are never equal
+class PoolRecord:
+    """One pool and what the registry knows of it."""
+
+    pool: Pool
+    key: Hashable | None  # pools with key None serve one call and are never shared
+    generation: int  # shutdown() starts a new generation; older pools are not kept
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: OrderedDict[Hashable, list[PoolRecord]] = OrderedDict()
+        self.in_use: set[PoolRecord] = set()
+        self.generation = 0
+
+
+_registry = _Registry()
 _hook_lock = threading.Lock()
-_idle: OrderedDict[Hashable, list[Any]] = OrderedDict()
-_in_use: dict[int, Any] = {}
-_generation = 0
-_pool_generation: dict[int, int] = {}
-_keys: dict[int, Hashable] = {}
 _hooks_installed = False
 _mp_hook_installed = False
 _exiting = False
@@ -46,19 +80,84 @@ def exiting() -> bool:
     return _exiting
 
 
-def resolve_context(method: Any) -> tuple[str, Any]:
-    """The start method's name and multiprocessing context for ``method=``.
+@contextmanager
+def checkout(key: Hashable | None, create: Callable[[], P]) -> Iterator[P]:
+    """A pool for one call: an idle one with ``key`` if there is one, else ``create()``.
 
-    The default is ``forkserver`` where the platform has it, else ``spawn``: both are
-    safe when the caller runs threads, and the choice is the same on every Python.
+    Example:
+        >>> from fastparallel.backends.threads import ThreadPool
+        >>> with checkout(("example",), ThreadPool) as pool:
+        ...     pool.reusable
+        True
     """
-    import multiprocessing
+    record = _take_idle(key)
+    if record is None:
+        pool = create()
+        with _registry.lock:
+            record = PoolRecord(pool, key, _registry.generation)
+            _registry.in_use.add(record)
+    try:
+        yield record.pool  # type: ignore[misc]
+    finally:
+        _check_in(record)
 
-    if method is None:
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    if isinstance(method, str):
-        return method, multiprocessing.get_context(method)
-    return method.get_start_method(), method
+
+def _take_idle(key: Hashable | None) -> PoolRecord | None:
+    _install_hooks()
+    if key is None:
+        return None
+    with _registry.lock:
+        records = _registry.idle.get(key)
+        if not records:
+            return None
+        record = records.pop()
+        if not records:
+            del _registry.idle[key]
+        _registry.in_use.add(record)
+        return record
+
+
+def _check_in(record: PoolRecord) -> None:
+    """Keep the pool for the next call, or shut it down if it may not serve again."""
+    registry = _registry
+    with registry.lock:
+        registry.in_use.discard(record)
+        keep = (record.key is not None and record.pool.reusable
+                and record.generation == registry.generation and not _exiting)
+        evicted = [] if keep else [record]
+        if keep:
+            registry.idle.setdefault(record.key, []).append(record)
+            registry.idle.move_to_end(record.key)
+            while sum(len(group) for group in registry.idle.values()) > MAX_IDLE_POOLS:
+                oldest = next(iter(registry.idle))
+                evicted.append(registry.idle[oldest].pop(0))
+                if not registry.idle[oldest]:
+                    del registry.idle[oldest]
+    for old in evicted:
+        old.pool.shutdown()
+
+
+def shutdown() -> None:
+    """Stop all warm worker pools now. Pools in use are stopped when their call ends.
+
+    Later calls start new pools as needed.
+
+    Example:
+        >>> import fastparallel
+        >>> fastparallel.shutdown()
+    """
+    with _registry.lock:
+        _registry.generation += 1
+        idle = [record for group in _registry.idle.values() for record in group]
+        _registry.idle.clear()
+    for record in idle:
+        try:
+            record.pool.shutdown()
+        except Exception:  # pragma: no cover - best effort at exit
+            log.debug("error while shutting down a pool", exc_info=True)
+
+
+# -- hooks: interpreter exit and fork ------------------------------------------------
 
 
 def _install_hooks() -> None:
@@ -87,7 +186,7 @@ def _nothing() -> None:
     pass
 
 
-def _install_multiprocessing_hook() -> None:
+def install_multiprocessing_hook() -> None:
     """Make sure worker processes are stopped before multiprocessing joins its children.
 
     At exit, multiprocessing joins every non-daemon child process (ours are not daemons,
@@ -95,9 +194,10 @@ def _install_multiprocessing_hook() -> None:
     ours depends on import order; its finalizers with a priority always run first.
     """
     global _mp_hook_installed
-    if _mp_hook_installed:
-        return
-    _mp_hook_installed = True
+    with _hook_lock:
+        if _mp_hook_installed:
+            return
+        _mp_hook_installed = True
     import multiprocessing.util
 
     multiprocessing.util.Finalize(None, _at_exit, exitpriority=100)
@@ -105,121 +205,17 @@ def _install_multiprocessing_hook() -> None:
 
 def _at_exit() -> None:
     global _exiting
-    if not _exiting:
-        _exiting = True
-        shutdown()
-        with _lock:
-            busy = list(_in_use.values())
-        for pool in busy:
-            if hasattr(pool, "kill_at_exit"):
-                pool.kill_at_exit()
+    if _exiting:
+        return
+    _exiting = True
+    shutdown()
+    with _registry.lock:
+        busy = [record.pool for record in _registry.in_use]
+    for pool in busy:
+        pool.kill_at_exit()
 
 
 def _forget_after_fork() -> None:
     """In a forked child the parent's pools are not ours: forget them without touching them."""
-    global _lock
-    _lock = threading.Lock()
-    _idle.clear()
-    _in_use.clear()
-    _pool_generation.clear()
-    _keys.clear()
-
-
-def _checkout(key: Hashable, create: Callable[[], Any]) -> Any:
-    _install_hooks()
-    with _lock:
-        pools = _idle.get(key)
-        if pools:
-            pool = pools.pop()
-            if not pools:
-                del _idle[key]
-            _in_use[id(pool)] = pool
-            return pool
-    pool = create()
-    with _lock:
-        _pool_generation[id(pool)] = _generation
-        _keys[id(pool)] = key
-        _in_use[id(pool)] = pool
-    return pool
-
-
-def acquire_processes(method: Any, init_blob: bytes | None, max_tasks_per_child: int | None) -> ProcessPool:
-    """A process pool for this call: a warm one if a compatible one is idle."""
-    from .process_pool import ProcessPool
-
-    with _lock:
-        _install_multiprocessing_hook()
-    name, ctx = resolve_context(method)
-    key: Hashable = ("processes", name if isinstance(method, (str, type(None))) else id(ctx),
-                     init_blob, max_tasks_per_child)
-    return _checkout(key, lambda: ProcessPool(ctx, init_blob, max_tasks_per_child))  # type: ignore[no-any-return]
-
-
-def acquire_threads(initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> ThreadPool:
-    """A thread pool for this call. Pools with an initializer are never shared."""
-    if initializer is not None:
-        _install_hooks()
-        pool = ThreadPool(initializer, initargs)
-        with _lock:
-            _pool_generation[id(pool)] = _generation
-            _keys[id(pool)] = None
-            _in_use[id(pool)] = pool
-        return pool
-    return _checkout(("threads",), ThreadPool)  # type: ignore[no-any-return]
-
-
-def release(pool: Any) -> None:
-    """Check a pool back in after a call, or shut it down if it may not serve again."""
-    evicted: list[Any] = []
-    with _lock:
-        _in_use.pop(id(pool), None)
-        generation = _pool_generation.get(id(pool), -1)
-        key = _keys.get(id(pool))
-        keep = (
-            pool.reusable
-            and key is not None
-            and generation == _generation
-            and not _exiting
-            and not getattr(pool, "forks", False)  # fork pools serve one call
-        )
-        if keep:
-            _idle.setdefault(key, []).append(pool)
-            _idle.move_to_end(key)
-            while sum(len(p) for p in _idle.values()) > MAX_IDLE_POOLS:
-                oldest = next(iter(_idle))
-                evicted.append(_idle[oldest].pop(0))
-                if not _idle[oldest]:
-                    del _idle[oldest]
-        else:
-            evicted.append(pool)
-        for p in evicted:
-            _pool_generation.pop(id(p), None)
-            _keys.pop(id(p), None)
-    for p in evicted:
-        p.shutdown()
-
-
-def shutdown() -> None:
-    """Stop all warm worker pools now. Pools in use are stopped when their call ends.
-
-    Later calls start new pools as needed.
-
-    Example:
-        >>> import fastparallel
-        >>> fastparallel.shutdown()
-    """
-    global _generation
-    with _lock:
-        _generation += 1
-        pools = [p for group in _idle.values() for p in group]
-        _idle.clear()
-        for p in pools:
-            _pool_generation.pop(id(p), None)
-            _keys.pop(id(p), None)
-    for pool in pools:
-        try:
-            pool.shutdown()
-        except Exception:  # pragma: no cover - best effort at exit
-            import logging
-
-            logging.getLogger("fastparallel").debug("error while shutting down a pool", exc_info=True)
+    global _registry
+    _registry = _Registry()

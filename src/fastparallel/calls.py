@@ -1,4 +1,7 @@
-"""Calling ``fn`` over the items of one chunk: the loop every kind of worker runs.
+"""What to call for each item (:class:`Call`) and the loop that calls it over one chunk.
+
+Every kind of worker (the serial runner, a thread, a worker process, an executor's
+worker) runs :func:`run_chunk`.
 
 It is the innermost hot path, so it stays small: one call per item, exceptions caught
 and recorded by offset, optional early stop and cancellation.
@@ -11,11 +14,15 @@ from functools import partial
 from time import perf_counter
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["Call", "ChunkRun", "run_chunk"]
+__all__ = ["Call", "ChunkRun", "CurrentItem", "run_chunk"]
 
 
-class Mark(Protocol):
-    """Where a worker records the input index of the item it is running."""
+class CurrentItem(Protocol):
+    """Where a worker records the input index of the item it is running (at ``[0]``).
+
+    In a worker process it is shared memory the caller reads after a crash, to pin the
+    crash on one item.
+    """
 
     def __setitem__(self, index: int, value: int, /) -> None: ...
 
@@ -47,15 +54,15 @@ def run_chunk(
     start: int,
     stop_on_error: bool,
     *,
-    mark: Mark | None = None,
+    current_item: CurrentItem | None = None,
     cancelled: Sequence[bool] | None = None,
     propagate_interrupt: bool = False,
 ) -> ChunkRun:
     """Run ``call`` on each of ``items`` (input indices ``start``, ``start + 1``, ...).
 
     Args:
-        mark: if given, ``mark[0]`` is set to the input index of the item about to run,
-            so that the caller can tell which item a crashed worker was running.
+        current_item: if given, ``current_item[0]`` is set to the input index of the item
+            about to run, so that the caller can tell which item a crashed worker was running.
         cancelled: if given, the run ends before the next item once ``cancelled[0]`` is
             true (a one-element list: reading it costs less than calling a method).
         propagate_interrupt: let ``KeyboardInterrupt`` through (serial runs in the main
@@ -72,10 +79,10 @@ def run_chunk(
         try:
             # Three plain loops rather than one with per-item conditions: this is the
             # innermost hot path, and each check costs as much as a trivial fn.
-            if mark is not None:
+            if current_item is not None:
                 index = start + len(values)
                 for item in remaining:
-                    mark[0] = index
+                    current_item[0] = index
                     index += 1
                     append(one(item))
             elif cancelled is not None:

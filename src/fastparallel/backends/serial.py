@@ -8,34 +8,46 @@ let through as ``KeyboardInterrupt``.
 from __future__ import annotations
 
 from collections import deque
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING
 
-from .backend import Done, Outcome
-from .chunking import Chunk
-from .errors import item_error
-from .tasks import Call, run_chunk
+from ..calls import Call, run_chunk
+from ..chunking import Chunk
+from ..errors import initializer_error, item_error
+from .base import Done, Outcome
 
-__all__ = ["SerialBackend"]
+if TYPE_CHECKING:
+    from ..options import Options
+
+__all__ = ["SerialBackend", "checkout"]
 
 
 class SerialBackend:
+    """Runs each submitted chunk in the calling thread when the dispatcher polls."""
+
+    chunks_per_worker = 1
+
     def __init__(self) -> None:
         self._queue: deque[Chunk] = deque()
         self._call: Call | None = None
         self._stop_on_error = True
 
-    def begin(self, call: Call, n_workers: int, stop_on_error: bool) -> None:
+    def begin(self, call: Call, n_workers: int, options: Options) -> None:
+        """Runs the ``initializer``, once, here."""
         self._call = call
-        self._stop_on_error = stop_on_error
-
-    def capacity(self) -> int:
-        return 1 - len(self._queue)
+        self._stop_on_error = options.stop_on_error
+        if options.initializer is not None:
+            try:
+                options.initializer(*options.initargs)
+            except KeyboardInterrupt:
+                raise  # in the calling thread this is a real Ctrl-C
+            except BaseException as exc:
+                raise initializer_error(exc, "the serial run") from None
 
     def submit(self, chunk: Chunk) -> None:
         self._queue.append(chunk)
 
     def poll(self, timeout: float | None) -> list[Outcome]:
-        if not self._queue:
-            return []
         assert self._call is not None
         chunk = self._queue.popleft()
         run = run_chunk(self._call, chunk.items, chunk.start, self._stop_on_error, propagate_interrupt=True)
@@ -48,3 +60,7 @@ class SerialBackend:
     def end(self) -> None:
         self._queue.clear()
         self._call = None
+
+
+def checkout(options: Options) -> AbstractContextManager[SerialBackend]:
+    return nullcontext(SerialBackend())

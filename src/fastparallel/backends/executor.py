@@ -17,19 +17,23 @@ from __future__ import annotations
 import queue
 import uuid
 from collections import OrderedDict
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
-from .backend import Done, Outcome, Split, wait_and_drain
-from .chunking import Chunk
-from .cpus import num_cpus
-from .errors import RemoteError, describe_item
-from .serialization import dumps, loads
-from .tasks import Call
-from .worker import decode_result, run_packed
+from ..calls import Call
+from ..chunking import Chunk
+from ..cpus import num_cpus
+from ..errors import RemoteError, describe_item
+from ..pickling import dumps, loads
+from .base import Done, Outcome, Split, wait_and_drain
+from .protocol import decode_result
+from .worker import run_packed
 
-__all__ = ["ExternalBackend", "is_dask_client", "executor_workers", "run_remote_chunk"]
+if TYPE_CHECKING:
+    from ..options import Options
 
-_PREFETCH = 4  # chunks per worker in flight: a cluster round trip takes milliseconds
+__all__ = ["ExecutorBackend", "checkout", "is_dask_client", "executor_workers", "run_remote_chunk"]
+
 _cached_calls: OrderedDict[str, Call | BaseException] = OrderedDict()
 
 
@@ -63,29 +67,26 @@ def executor_workers(executor: Any) -> int:
     return count if isinstance(count, int) and count > 0 else num_cpus()
 
 
-class ExternalBackend:
+class ExecutorBackend:
     """Submits chunks to ``executor`` and collects them through done-callbacks."""
+
+    chunks_per_worker = 4  # a cluster round trip takes milliseconds: keep more queued
 
     def __init__(self, executor: Any):
         self._executor = executor
         self._dask = is_dask_client(executor)
         self._done: queue.SimpleQueue[tuple[Chunk, Any]] = queue.SimpleQueue()
         self._futures: dict[int, Any] = {}
-        self._n_workers = 1
         self._stop_on_error = True
         self._token = ""
         self._payload: Any = None
 
-    def begin(self, call: Call, n_workers: int, stop_on_error: bool) -> None:
-        self._n_workers = n_workers
-        self._stop_on_error = stop_on_error
+    def begin(self, call: Call, n_workers: int, options: Options) -> None:
+        self._stop_on_error = options.stop_on_error
         self._token = uuid.uuid4().hex
         payload = dumps(tuple(call))
         # On Dask, send the pickled call to every worker once; chunks refer to it.
         self._payload = self._executor.scatter(payload, broadcast=True, hash=False) if self._dask else payload
-
-    def capacity(self) -> int:
-        return _PREFETCH * self._n_workers - len(self._futures)
 
     def submit(self, chunk: Chunk) -> None:
         args = (self._token, self._payload, dumps(chunk.items), chunk.start, self._stop_on_error)
@@ -97,8 +98,6 @@ class ExternalBackend:
         future.add_done_callback(lambda f, chunk=chunk: self._done.put((chunk, f)))
 
     def poll(self, timeout: float | None) -> list[Outcome]:
-        if not self._futures:
-            return []
         outcomes: list[Outcome] = []
         for chunk, future in wait_and_drain(self._done, timeout):
             if self._futures.pop(chunk.id, None) is None:
@@ -129,3 +128,7 @@ class ExternalBackend:
     def end(self) -> None:
         self._futures.clear()
         self._payload = None
+
+
+def checkout(options: Options) -> AbstractContextManager[ExecutorBackend]:
+    return nullcontext(ExecutorBackend(options.executor))

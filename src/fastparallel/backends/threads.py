@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
-from .backend import Done, Outcome, wait_and_drain
-from .chunking import Chunk
-from .errors import initializer_error, item_error
-from .tasks import Call, run_chunk
+from .. import pools
+from ..calls import Call, run_chunk
+from ..chunking import Chunk
+from ..errors import initializer_error, item_error
+from .base import Done, Outcome, wait_and_drain
 
-__all__ = ["ThreadPool"]
+if TYPE_CHECKING:
+    from ..options import Options
 
-_PREFETCH = 2  # chunks queued per thread, so a thread never waits for the dispatcher
+__all__ = ["ThreadPool", "checkout"]
 
 
 class _InitFailed(Exception):
@@ -30,21 +33,37 @@ class _InitFailed(Exception):
 
 
 class ThreadPool:
-    def __init__(self, initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = ()):
+    """Daemon threads fed from one queue; kept warm between calls by :mod:`fastparallel.pools`."""
+
+    chunks_per_worker = 2
+
+    def __init__(self, initializer: Callable[..., Any] | None = None, initargs: Iterable[Any] = ()):
         self._initializer = initializer
-        self._initargs = initargs
+        self._initargs = tuple(initargs)
         self._tasks: queue.SimpleQueue[tuple[Call, Chunk, bool] | None] = queue.SimpleQueue()
         self._outcomes: queue.SimpleQueue[Outcome | _InitFailed] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._cancelled = [False]  # read by running chunks before each item
         self._closed = False
-        self._inflight = 0
-        self._n_workers = 0
         self._call: Call | None = None
         self._stop_on_error = True
 
     # -- lifecycle -----------------------------------------------------------------
-    def _ensure_threads(self, n: int) -> None:
+    @property
+    def reusable(self) -> bool:
+        return not self._closed
+
+    def shutdown(self) -> None:
+        """Ask every thread to stop after its current item. Does not wait."""
+        self._closed = True
+        self._cancelled[0] = True
+        for _ in self._threads:
+            self._tasks.put(None)
+
+    def kill_at_exit(self) -> None:
+        """Nothing to do: daemon threads never hold up interpreter exit."""
+
+    def _start_threads(self, n: int) -> None:
         while len(self._threads) < n:
             thread = threading.Thread(
                 target=self._work, name=f"fastparallel-thread-{len(self._threads)}", daemon=True
@@ -68,48 +87,36 @@ class ThreadPool:
             errors = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in run.errors]
             self._outcomes.put(Done(chunk, run.values, errors, run.seconds))
 
-    def shutdown(self) -> None:
-        """Ask every thread to stop after its current item. Does not wait."""
-        self._closed = True
-        self._cancelled[0] = True
-        for _ in self._threads:
-            self._tasks.put(None)
-
     # -- one call --------------------------------------------------------------------
-    def begin(self, call: Call, n_workers: int, stop_on_error: bool) -> None:
+    def begin(self, call: Call, n_workers: int, options: Options) -> None:
         self._call = call
-        self._stop_on_error = stop_on_error
-        self._n_workers = n_workers
-        self._inflight = 0
-        self._ensure_threads(n_workers)
-
-    def capacity(self) -> int:
-        return _PREFETCH * self._n_workers - self._inflight
+        self._stop_on_error = options.stop_on_error
+        self._start_threads(n_workers)
 
     def submit(self, chunk: Chunk) -> None:
         assert self._call is not None
-        self._inflight += 1
         self._tasks.put((self._call, chunk, self._stop_on_error))
 
     def poll(self, timeout: float | None) -> list[Outcome]:
-        if not self._inflight:
-            return []
         outcomes: list[Outcome] = []
         for outcome in wait_and_drain(self._outcomes, timeout):
             if isinstance(outcome, _InitFailed):
                 self.shutdown()
                 raise initializer_error(outcome.error, "a worker thread")
-            self._inflight -= 1
             outcomes.append(outcome)
         return outcomes
 
     def abort(self) -> None:
-        if self._inflight:
-            self.shutdown()
+        """Give up on this call's chunks: the threads stop at their next item, and the
+        pool is not reused (a thread may still be inside ``fn``)."""
+        self.shutdown()
 
     def end(self) -> None:
         self._call = None
 
-    @property
-    def reusable(self) -> bool:
-        return not self._closed
+
+def checkout(options: Options) -> AbstractContextManager[ThreadPool]:
+    """A warm thread pool; one with an initializer serves this call only."""
+    if options.initializer is not None:
+        return pools.checkout(None, lambda: ThreadPool(options.initializer, options.initargs))
+    return pools.checkout(("threads",), ThreadPool)

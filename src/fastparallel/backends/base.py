@@ -1,0 +1,102 @@
+"""What the dispatcher needs from a backend, and what a backend reports back.
+
+A backend (serial, threads, processes, an external executor) runs the chunks that the
+dispatcher submits and reports what happened to each as an :data:`Outcome`:
+:class:`Done`, :class:`Crashed`, :class:`Requeue` or :class:`Split`. The dispatcher
+never needs to know which kind of backend it drives; how many chunks are in flight is
+the dispatcher's business (``chunks_per_worker`` times the number of workers).
+"""
+
+from __future__ import annotations
+
+import queue
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar
+
+from ..calls import Call
+from ..chunking import Chunk
+
+if TYPE_CHECKING:
+    from ..options import Options
+
+__all__ = ["Backend", "Done", "Crashed", "Requeue", "Split", "Outcome", "wait_and_drain"]
+
+T = TypeVar("T")
+
+
+class Done(NamedTuple):
+    """The chunk ran. ``errors`` holds ready-to-raise exceptions, already naming their item."""
+
+    chunk: Chunk
+    values: list[Any]
+    errors: list[tuple[int, BaseException]]
+    seconds: float
+    nbytes: int = 0  # size of the pickled results, where they crossed a process boundary
+
+
+class Crashed(NamedTuple):
+    """The worker running ``chunk`` died.
+
+    ``culprit`` is the offset of the item that was running, when known; ``error`` is the
+    :class:`~fastparallel.WorkerDiedError` to raise or to put in its slot.
+    """
+
+    chunk: Chunk
+    culprit: int | None
+    error: BaseException
+
+
+class Requeue(NamedTuple):
+    """The chunk never started (its worker went away first); submit it again."""
+
+    chunk: Chunk
+
+
+class Split(NamedTuple):
+    """The chunk could not travel as a whole (an item or a result failed to unpickle).
+
+    Each item runs again on its own, so that the failure lands on exactly one item.
+    """
+
+    chunk: Chunk
+
+
+Outcome = Done | Crashed | Requeue | Split
+
+
+class Backend(Protocol):
+    """Runs chunks for one call at a time: ``begin``, then submit/poll, then ``end``."""
+
+    chunks_per_worker: ClassVar[int]
+    """Chunks the dispatcher keeps in flight per worker: one running, the rest queued so
+    that a worker never idles waiting for the dispatcher."""
+
+    def begin(self, call: Call, n_workers: int, options: Options) -> None:
+        """Prepare for a call of ``call`` on ``n_workers`` workers (pickle it, start workers...)."""
+
+    def submit(self, chunk: Chunk) -> None:
+        """Start ``chunk`` (or queue it behind the worker's current one)."""
+
+    def poll(self, timeout: float | None) -> list[Outcome]:
+        """Wait up to ``timeout`` seconds (None: forever) for at least one outcome.
+
+        Only called while chunks are in flight.
+        """
+
+    def abort(self) -> None:
+        """Stop all work of this call now (kill busy processes, cancel threads)."""
+
+    def end(self) -> None:
+        """The call is over (after success or abort)."""
+
+
+def wait_and_drain(inbox: queue.SimpleQueue[T], timeout: float | None) -> list[T]:
+    """Everything in ``inbox``, waiting up to ``timeout`` seconds for the first entry."""
+    try:
+        got = [inbox.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    while True:
+        try:
+            got.append(inbox.get_nowait())
+        except queue.Empty:
+            return got

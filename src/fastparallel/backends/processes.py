@@ -1,0 +1,313 @@
+"""A pool of worker processes, each with its own channels, that notices and survives crashes.
+
+Because every worker has its own channel and the pool decides which worker gets which
+chunk, the pool always knows what a dead worker was running. A shared integer per
+worker holds the input index of the item in progress, so a crash is pinned on one item.
+
+Busy workers can be killed (fail-fast, timeouts, Ctrl-C, a closed generator); the pool
+replaces dead workers on its next use. Workers leave the pool in one way: stopped (asked
+to exit, or killed), then joined.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import AbstractContextManager
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING, Any
+
+from .. import pools
+from ..calls import Call
+from ..chunking import Chunk
+from ..errors import add_note, describe_exit, describe_item, initializer_error, worker_died_error
+from ..pickling import dumps, loads
+from ..remote_errors import ITEM_NOT_PICKLABLE, pack_exception, unpack_exception
+from .base import Crashed, Outcome, Requeue
+from .launcher import MultiprocessingLauncher, WorkerProcess, resolve_context
+from .protocol import ChunkHeader, DoneHeader, Kind, decode, decode_result, encode
+from .worker import Unpicklable
+
+if TYPE_CHECKING:
+    from ..options import Options
+
+__all__ = ["ProcessPool", "checkout"]
+
+log = logging.getLogger("fastparallel")
+
+_JOIN_SECONDS = 2.0
+
+
+class _Worker:
+    """A worker process and the chunks it holds, in the order it runs them."""
+
+    __slots__ = ("process", "chunks", "call_version", "assigned", "stopped")
+
+    def __init__(self, process: WorkerProcess):
+        self.process = process
+        self.chunks: dict[int, Chunk] = {}
+        self.call_version = -1  # which pickled call it has (see ProcessPool.begin)
+        self.assigned = 0  # items sent to it over its life (for max_tasks_per_child)
+        self.stopped = False
+
+
+def pickle_for_workers(obj: Any, what: str, forks: bool) -> bytes:
+    """Pickle ``obj`` for worker processes; on failure, say what could not travel and why."""
+    try:
+        return dumps(obj, main_by_reference=forks)
+    except Exception as exc:
+        add_note(exc, f"fastparallel: {what} are sent to worker processes and must be picklable "
+                      "(cloudpickle); use threadpool=True to keep them in this process")
+        raise
+
+
+class ProcessPool:
+    """Worker processes started by ``launcher``; serves one call at a time."""
+
+    chunks_per_worker = 2
+
+    def __init__(self, launcher: MultiprocessingLauncher, init_blob: bytes | None = None,
+                 max_tasks_per_child: int | None = None):
+        self._launcher = launcher
+        self._init_blob = init_blob
+        self._max_tasks = max_tasks_per_child
+        self._workers: list[_Worker] = []  # alive, or dead and not yet noticed
+        self._active: list[_Worker] = []  # those this call uses
+        self._stopping: list[_Worker] = []  # asked to exit or killed, not yet joined
+        self._call_blob: bytes | None = None
+        self._call_version = 0  # bumped when the pickled call changes: workers get it once
+        self._stop_on_error = True
+        self._n_workers = 0
+        self._closed = False
+        self._killed_at_exit = False
+
+    # -- workers -------------------------------------------------------------------
+    def _start_worker(self) -> _Worker:
+        worker = _Worker(self._launcher.start(self._init_blob))
+        self._workers.append(worker)
+        self._active.append(worker)
+        return worker
+
+    def _stop_worker(self, worker: _Worker, kill: bool) -> None:
+        """Take ``worker`` out of the pool: ask it to exit after its current work, or kill it."""
+        worker.stopped = True
+        if worker in self._workers:
+            self._workers.remove(worker)
+        if worker in self._active:
+            self._active.remove(worker)
+        if kill:
+            if worker.process.is_alive():
+                worker.process.kill()
+        else:
+            try:
+                worker.process.outbox.send(encode(Kind.STOP))
+            except OSError:
+                pass
+        self._stopping.append(worker)
+
+    def _join_stopped(self, block: bool = False) -> None:
+        """Join and release stopped workers (``block``: wait, then kill the stragglers)."""
+        still: list[_Worker] = []
+        deadline = time.monotonic() + _JOIN_SECONDS
+        for worker in self._stopping:
+            process = worker.process
+            process.join(max(0.0, deadline - time.monotonic()) if block else 0)
+            if process.exitcode() is None and block:
+                process.kill()
+                process.join(1.0)
+            if process.exitcode() is None:
+                still.append(worker)
+            elif not self._killed_at_exit:  # else multiprocessing's exit code may be joining it
+                process.close()
+        self._stopping = still
+
+    @property
+    def reusable(self) -> bool:
+        return not self._closed and not self._launcher.forks
+
+    def shutdown(self) -> None:
+        """Stop every worker (waits up to about two seconds, then kills)."""
+        self._closed = True
+        for worker in list(self._workers):
+            self._stop_worker(worker, kill=False)
+        self._join_stopped(block=True)
+
+    def kill_at_exit(self) -> None:
+        """At interpreter exit, for a pool still in use (an open generator, a daemon
+        thread): kill every worker so that nothing waits for them."""
+        self._closed = self._killed_at_exit = True
+        for worker in self._workers:
+            try:
+                worker.process.kill()
+                worker.process.join(1.0)
+            except (OSError, ValueError):
+                pass
+
+    # -- one call --------------------------------------------------------------------
+    def begin(self, call: Call, n_workers: int, options: Options) -> None:
+        """Pickle the call (sent to each worker once) and start missing workers."""
+        blob = pickle_for_workers(tuple(call), "fn, args and kwargs", self._launcher.forks)
+        if blob != self._call_blob:
+            self._call_blob = blob
+            self._call_version += 1
+        self._stop_on_error = options.stop_on_error
+        self._n_workers = n_workers
+        self._join_stopped()
+        for worker in list(self._workers):
+            if not worker.process.is_alive():
+                self._stop_worker(worker, kill=False)
+        self._active = self._workers[:n_workers]
+        while len(self._active) < n_workers:
+            self._start_worker()
+
+    def _fits(self, worker: _Worker, size: int) -> bool:
+        """Whether ``worker`` may take ``size`` more items under ``max_tasks_per_child``."""
+        return self._max_tasks is None or not worker.assigned or worker.assigned + size <= self._max_tasks
+
+    def _pick(self, size: int) -> _Worker:
+        """The least loaded worker that can take a chunk of ``size`` items; starts one if needed."""
+        for worker in list(self._active):
+            if not worker.chunks and not self._fits(worker, size):
+                self._stop_worker(worker, kill=False)  # max_tasks_per_child reached: replace it
+        candidates = [w for w in self._active if len(w.chunks) < self.chunks_per_worker and self._fits(w, size)]
+        if len(self._active) < self._n_workers or not candidates:
+            return self._start_worker()
+        return min(candidates, key=lambda w: len(w.chunks))
+
+    def _pickle_items(self, chunk: Chunk) -> tuple[bytes, bool]:
+        """The chunk's items pickled, and whether some had to be replaced by an error."""
+        forks = self._launcher.forks
+        try:
+            return dumps(chunk.items, forks), False
+        except Exception:
+            pass
+        items: list[Any] = []
+        for offset, item in enumerate(chunk.items):
+            try:
+                dumps(item)
+                items.append(item)
+            except Exception as exc:
+                where = describe_item(chunk.start + offset, item)
+                if self._stop_on_error:
+                    add_note(exc, ITEM_NOT_PICKLABLE.format(where=where))
+                    raise
+                items.append(Unpicklable(pack_exception(exc, dumps)))
+        return dumps(items, forks), True
+
+    def submit(self, chunk: Chunk) -> None:
+        body, has_bad_items = self._pickle_items(chunk)
+        worker = self._pick(len(chunk.items))
+        worker.chunks[chunk.id] = chunk
+        worker.assigned += len(chunk.items)
+        outbox = worker.process.outbox
+        try:
+            if worker.call_version != self._call_version:
+                assert self._call_blob is not None
+                outbox.send(encode(Kind.SETUP), self._call_blob)
+                worker.call_version = self._call_version
+            header = ChunkHeader(chunk.id, chunk.start, self._stop_on_error, has_bad_items, self._n_workers)
+            outbox.send(encode(Kind.CHUNK, header), body)
+        except OSError:
+            pass  # the worker died; poll() sees its sentinel and requeues or reports the chunk
+
+    def poll(self, timeout: float | None) -> list[Outcome]:
+        handles: dict[int, _Worker] = {}  # file descriptors: results, and death
+        for worker in self._workers:
+            if worker.chunks:
+                handles[worker.process.inbox.fd] = worker
+                handles[worker.process.sentinel] = worker
+        outcomes: list[Outcome] = []
+        for handle in wait(list(handles), timeout):
+            worker = handles[handle]  # type: ignore[index]
+            if worker.stopped:
+                continue
+            self._receive(worker, outcomes)  # results it sent before dying still count
+            if handle != worker.process.inbox.fd:
+                self._worker_died(worker, outcomes)
+        return outcomes
+
+    def _receive(self, worker: _Worker, outcomes: list[Outcome]) -> None:
+        inbox = worker.process.inbox
+        try:
+            while not worker.stopped and wait([inbox.fd], 0):
+                kind, header, body = decode(inbox.recv())
+                if kind == Kind.DONE:
+                    assert isinstance(header, DoneHeader)
+                    self._chunk_done(worker, header, body, outcomes)
+                else:  # INIT_FAILED
+                    self._closed = True
+                    raise initializer_error(unpack_exception(loads(body)), "a worker process")
+        except (EOFError, OSError):
+            self._worker_died(worker, outcomes)
+
+    def _chunk_done(self, worker: _Worker, header: DoneHeader, body: memoryview,
+                    outcomes: list[Outcome]) -> None:
+        chunk = worker.chunks.pop(header.chunk_id)
+        outcomes.append(decode_result(body, chunk, header.seconds, self._stop_on_error))
+        if self._max_tasks is not None and worker.assigned >= self._max_tasks and not worker.chunks:
+            self._stop_worker(worker, kill=False)
+
+    def _worker_died(self, worker: _Worker, outcomes: list[Outcome]) -> None:
+        """A worker died: report the chunk it was running, requeue the ones it had not started."""
+        if worker.stopped:
+            return
+        if self._killed_at_exit:
+            # The interpreter exits under a call still running in a daemon thread; end that
+            # thread quietly (threads ignore SystemExit) rather than report dead workers.
+            raise SystemExit("fastparallel: the interpreter is exiting")
+        worker.process.join(1.0)  # for its exit code
+        chunks = list(worker.chunks.values())
+        worker.chunks.clear()
+        if chunks:
+            outcomes.append(self._crash_outcome(worker, chunks[0]))
+            outcomes.extend(Requeue(c) for c in chunks[1:])
+        self._stop_worker(worker, kill=True)
+
+    def _crash_outcome(self, worker: _Worker, running: Chunk) -> Crashed:
+        index = worker.process.current_item[0]
+        culprit: int | None = index - running.start if 0 <= index - running.start < len(running.items) else None
+        if culprit is not None:
+            what = describe_item(running.start + culprit, running.items[culprit])
+            indices: tuple[int, ...] = (running.start + culprit,)
+        else:
+            last = running.start + len(running.items) - 1
+            what = f"items {running.start}-{last} (first: {describe_item(running.start, running.items[0])})"
+            indices = tuple(range(running.start, last + 1))
+        exitcode = worker.process.exitcode()
+        error = worker_died_error()(
+            f"a worker process (pid {worker.process.pid}) {describe_exit(exitcode)} while running {what}",
+            indices,
+            exitcode,
+        )
+        log.info("%s", error)
+        return Crashed(running, culprit, error)
+
+    def abort(self) -> None:
+        """Kill every worker that is running or holding chunks of this call."""
+        for worker in list(self._workers):
+            if worker.chunks:
+                worker.chunks.clear()
+                self._stop_worker(worker, kill=True)
+        self._join_stopped(block=True)
+
+    def end(self) -> None:
+        self._active = []
+        if self._max_tasks is not None:
+            for worker in list(self._workers):
+                if worker.assigned >= self._max_tasks and not worker.chunks:
+                    self._stop_worker(worker, kill=False)
+        self._join_stopped()
+
+
+def checkout(options: Options) -> AbstractContextManager[ProcessPool]:
+    """A warm process pool for this start method, initializer and ``max_tasks_per_child``."""
+    name, ctx = resolve_context(options.method)
+    forks = name == "fork"
+    init_blob = None
+    if options.initializer is not None:
+        init_blob = pickle_for_workers((options.initializer, options.initargs), "initializer and initargs", forks)
+    pools.install_multiprocessing_hook()
+    method_key = name if isinstance(options.method, (str, type(None))) else id(ctx)
+    key = ("processes", method_key, init_blob, options.max_tasks_per_child)
+    launcher = MultiprocessingLauncher(ctx)
+    return pools.checkout(key, lambda: ProcessPool(launcher, init_blob, options.max_tasks_per_child))

@@ -1,0 +1,185 @@
+"""The dispatcher against a fake backend: submission, ordering, windows, crashes, errors, deadlines.
+
+No threads or processes: the fake backend runs a chunk when it is polled, and can be told
+to crash, requeue or split chunks, so each rule of the loop is checked on its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import pytest
+
+from fastparallel.backends.base import Crashed, Done, Requeue, Split
+from fastparallel.chunking import Chunk, ChunkReader, ChunkSizer
+from fastparallel.dispatch import Dispatcher
+from fastparallel.errors import ParallelTimeoutError
+from fastparallel.options import Options
+
+
+class FakeBackend:
+    """Runs ``fn`` over a chunk when polled; ``script`` maps a chunk's start to a special outcome."""
+
+    chunks_per_worker = 2
+
+    def __init__(self, fn=lambda x: x * 10, script=None, reverse=False, stall=False):
+        self.fn = fn
+        self.script = dict(script or {})  # start -> "crash" | "requeue" | "split" (once each)
+        self.reverse = reverse  # finish the newest chunk first
+        self.stall = stall  # never finish anything
+        self.queued: list[Chunk] = []
+        self.submitted: list[Chunk] = []
+        self.max_queued = 0
+        self.aborted = False
+
+    def begin(self, call, n_workers, options):
+        pass
+
+    def submit(self, chunk):
+        self.queued.append(chunk)
+        self.submitted.append(chunk)
+        self.max_queued = max(self.max_queued, len(self.queued))
+
+    def poll(self, timeout):
+        if self.stall:
+            time.sleep(timeout or 0)
+            return []
+        chunk = self.queued.pop(-1 if self.reverse else 0)
+        action = self.script.pop(chunk.start, None)
+        if action == "crash":
+            return [Crashed(chunk, 1 if len(chunk.items) > 1 else 0, RuntimeError(f"crash at {chunk.start}"))]
+        if action == "requeue":
+            return [Requeue(chunk)]
+        if action == "split":
+            return [Split(chunk)]
+        values, errors = [], []
+        for offset, item in enumerate(chunk.items):
+            try:
+                values.append(self.fn(item))
+            except Exception as exc:
+                values.append(None)
+                errors.append((offset, exc))
+        return [Done(chunk, values, errors, 0.0)]
+
+    def abort(self):
+        self.aborted = True
+
+    def end(self):
+        pass
+
+
+def dispatcher(backend, items, *, chunksize=2, n_workers=2, ordered=True, window=None, deadline=None, **opts):
+    options = Options(n_workers=n_workers, chunksize=chunksize, **opts)
+    sizer = ChunkSizer(chunksize, None, n_workers)
+    reader = ChunkReader(iter(items), sizer)
+    return Dispatcher(backend, reader, sizer, options, n_workers=n_workers, head=[], window=window,
+                      ordered=ordered, deadline=deadline)
+
+
+def values(pieces) -> list[Any]:
+    return [v for _, vs in sorted(pieces, key=lambda p: p[0]) for v in vs]
+
+
+def test_every_item_once_in_order():
+    backend = FakeBackend(reverse=True)
+    pieces = list(dispatcher(backend, range(11)).run())
+    assert [start for start, _ in pieces] == sorted(start for start, _ in pieces)  # ordered
+    assert values(pieces) == [x * 10 for x in range(11)]
+    assert backend.max_queued <= 2 * FakeBackend.chunks_per_worker
+
+
+def test_unordered_yields_as_chunks_finish():
+    pieces = list(dispatcher(FakeBackend(reverse=True), range(8), ordered=False).run())
+    assert [start for start, _ in pieces] != sorted(start for start, _ in pieces)
+    assert values(pieces) == [x * 10 for x in range(8)]
+
+
+def test_window_bounds_how_far_reading_runs_ahead():
+    read = []
+
+    def items():
+        for i in itertools.count():
+            read.append(i)
+            yield i
+
+    stream = dispatcher(FakeBackend(reverse=True), items(), chunksize=1, window=5).run()
+    first = [next(stream) for _ in range(3)]
+    assert [start for start, _ in first] == [0, 1, 2]
+    assert len(read) <= 3 + 5 + 1  # the pieces out, the window, one read that hit it
+
+
+def test_fail_fast_raises_the_earliest_error_of_a_chunk_and_aborts():
+    def fn(x):
+        if x in (3, 2):
+            raise KeyError(x)
+        return x
+
+    backend = FakeBackend(fn)
+    with pytest.raises(KeyError) as info:
+        list(dispatcher(backend, range(8), chunksize=4).run())
+    assert info.value.args == (2,)
+    assert backend.aborted  # chunks were still in flight
+
+
+def test_return_exceptions_puts_errors_in_their_slots():
+    def fn(x):
+        if x == 3:
+            raise KeyError(x)
+        return x
+
+    out = values(dispatcher(FakeBackend(fn), range(6), return_exceptions=True).run())
+    assert out[:3] == [0, 1, 2] and out[4:] == [4, 5] and isinstance(out[3], KeyError)
+
+
+def test_a_crashed_chunk_reruns_its_other_items_one_by_one():
+    backend = FakeBackend(script={2: "crash"})
+    out = values(dispatcher(backend, range(6), return_exceptions=True).run())
+    assert isinstance(out[3], RuntimeError)  # the culprit, offset 1 of the chunk at 2
+    assert out[:3] + out[4:] == [0, 10, 20, 40, 50]
+    reruns = [c for c in backend.submitted if c.start == 2 and len(c.items) == 1]
+    assert len(reruns) == 1  # item 2 again, alone; item 3 not again
+
+
+def test_a_crash_raises_when_errors_are_not_returned():
+    with pytest.raises(RuntimeError, match="crash at 2"):
+        list(dispatcher(FakeBackend(script={2: "crash"}), range(6)).run())
+
+
+def test_requeued_and_split_chunks_run_again():
+    backend = FakeBackend(script={0: "requeue", 4: "split"})
+    assert values(dispatcher(backend, range(6)).run()) == [x * 10 for x in range(6)]
+    starts = [(c.start, len(c.items)) for c in backend.submitted]
+    assert starts.count((0, 2)) == 2  # requeued whole
+    assert (4, 1) in starts and (5, 1) in starts  # split into singles
+
+
+def test_deadline_raises_a_timeout_error_naming_progress():
+    backend = FakeBackend(stall=True)
+    began = time.monotonic()
+    with pytest.raises(ParallelTimeoutError, match="0 of 4 items finished"):
+        list(dispatcher(backend, range(4), deadline=time.monotonic() + 0.05, timeout=0.05).run())
+    assert time.monotonic() - began < 2
+    assert backend.aborted
+
+
+def test_pause_keeps_one_chunk_per_worker_and_spaces_submissions():
+    backend = FakeBackend()
+    d = dispatcher(backend, range(4), chunksize=1, n_workers=2, pause=0.02)
+    began = time.monotonic()
+    assert values(d.run()) == [0, 10, 20, 30]
+    assert time.monotonic() - began >= 0.06  # three gaps of 20 ms between four starts
+    assert backend.max_queued <= 2
+
+
+def test_input_errors_name_how_far_reading_got():
+    def items():
+        yield 1
+        yield 2
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError) as info:
+        list(dispatcher(FakeBackend(), items(), chunksize=1).run())
+    assert "after 2 items were read" in " ".join(info.value.__notes__)
+
