@@ -433,15 +433,37 @@ def _state(pid: int) -> str:
 
 
 # -- pause, initializer, max_tasks_per_child, timeout ----------------------------------------
-@pytest.mark.parametrize("kind", ["serial", "threads", "processes"])
-def test_pause_spaces_task_starts(tmp_path, kind):
+def slow_start():
+    time.sleep(0.3)  # workers that are not ready when the first items are released
+
+
+PAUSE_CASES = {
+    "serial": {"n_workers": 0},
+    "threads": {"threadpool": True},
+    "threads, chunksize=3": {"threadpool": True, "chunksize": 3},
+    "threads, slow initializer": {"threadpool": True, "initializer": slow_start},
+    "processes, cold": {"cold": True},
+    "processes, warm": {},
+    "processes, chunksize=3": {"chunksize": 3},
+    "processes, slow initializer": {"initializer": slow_start},
+}
+
+
+@pytest.mark.parametrize("case", list(PAUSE_CASES))
+def test_pause_spaces_the_starts_of_any_two_items(tmp_path, case):
+    kw = {"n_workers": 3, **PAUSE_CASES[case]}
+    fn = kw.pop("fn", record_start)
+    if kw.pop("cold", False) or "initializer" in kw:
+        shutdown()  # workers start (and run the initializer) while the first items wait for them
+    else:
+        parallel(square, range(6), **kw)  # warm
     log = tmp_path / "starts"
-    kw = {"n_workers": 3, **BACKENDS[kind]}
-    parallel(record_start, range(5), log, pause=0.1, **kw)
+    assert parallel(fn, range(6), log, pause=0.1, **kw) == list(range(6))
     starts = sorted(float(t) for t in log.read_text().split())
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert len(starts) == 5
-    assert min(gaps) >= 0.08
+    assert len(starts) == 6
+    assert min(gaps) >= 0.09, gaps
+    assert starts[-1] - starts[0] < 5 * 0.1 + 5  # generous: no more waiting than the pauses and some slack
 
 
 @pytest.mark.parametrize("threadpool", [False, True])

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fastparallel.backends.base import Crashed, Done, Requeue, Split
+from fastparallel.backends.base import Crashed, Done, Requeue, Split, Started
 from fastparallel.chunking import Chunk, ChunkReader, ChunkSizer
 from fastparallel.dispatch import Dispatcher
 from fastparallel.errors import ParallelTimeoutError
@@ -23,6 +23,7 @@ class FakeBackend:
     """Runs ``fn`` over a chunk when polled; ``script`` maps a chunk's start to a special outcome."""
 
     chunks_per_worker = 2
+    reports_starts = False
 
     def __init__(self, fn=lambda x: x * 10, script=None, reverse=False, stall=False):
         self.fn = fn
@@ -171,6 +172,58 @@ def test_pause_keeps_one_chunk_per_worker_and_spaces_submissions():
     assert values(d.run()) == [0, 10, 20, 30]
     assert time.monotonic() - began >= 0.06  # three gaps of 20 ms between four starts
     assert backend.max_queued <= 2
+
+
+class LateStarts(FakeBackend):
+    """Reports Started: each chunk starts ``delay`` seconds after it is polled for (a cold
+    worker), and is done ``busy`` seconds after that."""
+
+    reports_starts = True
+
+    def __init__(self, delay=0.0, busy=0.0):
+        super().__init__()
+        self.delay, self.busy = delay, busy
+        self.submit_times: list[float] = []
+        self.start_times: list[float] = []
+        self.running: list[tuple[Chunk, float]] = []  # started, done at
+        self.polls = 0
+
+    def submit(self, chunk):
+        super().submit(chunk)
+        self.submit_times.append(time.monotonic())
+
+    def poll(self, timeout):
+        self.polls += 1
+        if self.queued:  # start the next chunk
+            time.sleep(self.delay)
+            chunk = self.queued.pop(0)
+            self.start_times.append(time.monotonic())
+            self.running.append((chunk, time.monotonic() + self.busy))
+            return [Started(chunk, self.start_times[-1])]
+        chunk, done_at = self.running[0]
+        wait = done_at - time.monotonic()
+        if wait > 0 and (timeout is None or timeout >= wait):
+            time.sleep(wait)
+        elif wait > 0:
+            time.sleep(timeout)
+            return []
+        self.running.pop(0)
+        return [Done(chunk, [x * 10 for x in chunk.items], [], 0.0)]
+
+
+def test_pause_releases_an_item_only_once_the_previous_one_started():
+    backend = LateStarts(delay=0.05)
+    d = dispatcher(backend, range(4), chunksize=1, n_workers=4, pause=0.02)
+    assert values(d.run()) == [0, 10, 20, 30]
+    for started, next_submitted in zip(backend.start_times[:-1], backend.submit_times[1:], strict=True):
+        assert next_submitted >= started + 0.02  # not merely 0.02 s after the previous submission
+
+
+def test_pause_does_not_spin_while_every_worker_is_busy():
+    backend = LateStarts(busy=0.1)
+    d = dispatcher(backend, range(3), chunksize=1, n_workers=1, pause=0.01)
+    assert values(d.run()) == [0, 10, 20]
+    assert backend.polls < 30  # one wait per outcome, not a poll(0) loop until the worker is free
 
 
 def test_input_errors_name_how_far_reading_got():

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import backends, pools
-from .backends.base import Backend, Crashed, Done, Outcome, Requeue, Split
+from .backends.base import Backend, Crashed, Done, Outcome, Requeue, Split, Started
 from .calls import Call
 from .chunking import Chunk, ChunkReader, ChunkSizer
 from .errors import ParallelTimeoutError, add_note
@@ -66,7 +66,7 @@ def run(call: Call, items: Iterator[Any], options: Options, *, ordered: bool, st
     total = options.total
     if total is not None:
         n_workers = max(1, min(n_workers, total))
-    # pause spaces the starts of items, so every chunk holds one item.
+    # pause spaces the starts of items, so every chunk holds one item, whatever chunksize says.
     sizer = ChunkSizer(1 if options.pause else options.chunksize, total, n_workers)
     if options.max_tasks_per_child is not None:  # a chunk must fit in one worker's allowance
         sizer.cap = min(sizer.cap, options.max_tasks_per_child)
@@ -104,14 +104,18 @@ class Dispatcher:
         self.window = window  # ordered streaming: chunks read ahead of the next piece out, at most
         self.deadline = deadline
         self.progress: Progress | None = make_progress(options.progress, options.total)
+        self.pause = options.pause or 0.0
         # With pause, one chunk (of one item) per worker: a queued item would start late.
-        self.max_inflight = n_workers if options.pause else backend.chunks_per_worker * n_workers
+        self.max_inflight = n_workers if self.pause else backend.chunks_per_worker * n_workers
         self.todo: deque[Chunk] = deque(head)  # read or requeued, not yet submitted
         self.inflight: dict[int, Chunk] = {}  # submitted, no outcome yet
         self.parked: dict[int, list[Any]] = {}  # ordered: finished pieces waiting for earlier ones
         self.next_out = 0  # ordered: input index of the next item to yield
         self.done_items = 0
-        self.next_start_time = 0.0  # pause: no submission before this time.monotonic()
+        # pause: no submission before this time.monotonic(), nor while the last submitted
+        # item has not started (on backends that report starts: see _handle).
+        self.next_start_time = 0.0
+        self.awaiting_start: int | None = None  # the id of that chunk
 
     def run(self) -> Iterator[Piece]:
         ok = False
@@ -134,9 +138,9 @@ class Dispatcher:
 
     def _submit_while_room(self) -> bool:
         """Submit chunks while the backend has room; False once every item is done."""
-        pause = self.options.pause
+        pause = self.pause
         while len(self.inflight) < self.max_inflight:
-            if pause and time.monotonic() < self.next_start_time:
+            if pause and (self.awaiting_start is not None or time.monotonic() < self.next_start_time):
                 break
             chunk = self._next_chunk()
             if chunk is None:
@@ -144,7 +148,10 @@ class Dispatcher:
             self.backend.submit(chunk)
             self.inflight[chunk.id] = chunk
             if pause:
-                self.next_start_time = time.monotonic() + pause
+                if self.backend.reports_starts:
+                    self.awaiting_start = chunk.id
+                else:  # best effort: space the submissions
+                    self.next_start_time = time.monotonic() + pause
         return bool(self.inflight) or self._more_to_read()
 
     def _next_chunk(self) -> Chunk | None:
@@ -165,13 +172,18 @@ class Dispatcher:
             timeout = self.deadline - time.monotonic()
             if timeout <= 0:
                 raise ParallelTimeoutError(self._timeout_message())
-        if self.options.pause and self._more_to_read():
+        if self._paused_start_due():
             until_start = max(0.0, self.next_start_time - time.monotonic())
             timeout = until_start if timeout is None else min(timeout, until_start)
         if not self.inflight:  # nothing runs: only waiting for the next paused start
             time.sleep(timeout or 0.0)
             return []
         return self.backend.poll(timeout)
+
+    def _paused_start_due(self) -> bool:
+        """pause: whether the next submission waits only for ``next_start_time``."""
+        return (bool(self.pause) and self.awaiting_start is None and len(self.inflight) < self.max_inflight
+                and self._more_to_read())
 
     def _timeout_message(self) -> str:
         reader = self.reader
@@ -182,6 +194,13 @@ class Dispatcher:
     # -- step 3: handle an outcome -------------------------------------------------------
     def _handle(self, outcome: Outcome) -> Iterator[Piece]:
         chunk = outcome.chunk
+        if isinstance(outcome, Started):
+            self.next_start_time = max(self.next_start_time, outcome.time + self.pause)
+            if chunk.id == self.awaiting_start:
+                self.awaiting_start = None
+            return
+        if chunk.id == self.awaiting_start:  # it ended without starting (requeued, crashed first)
+            self.awaiting_start = None
         self.inflight.pop(chunk.id, None)
         if isinstance(outcome, Requeue):
             self.todo.appendleft(chunk)

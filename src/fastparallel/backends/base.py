@@ -2,9 +2,10 @@
 
 A backend (serial, threads, processes, an external executor) runs the chunks that the
 dispatcher submits and reports what happened to each as an :data:`Outcome`:
-:class:`Done`, :class:`Crashed`, :class:`Requeue` or :class:`Split`. The dispatcher
-never needs to know which kind of backend it drives; how many chunks are in flight is
-the dispatcher's business (``chunks_per_worker`` times the number of workers).
+:class:`Done`, :class:`Crashed`, :class:`Requeue` or :class:`Split`, and, with
+``pause``, :class:`Started`. The dispatcher never needs to know which kind of backend
+it drives; how many chunks are in flight is the dispatcher's business
+(``chunks_per_worker`` times the number of workers).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..chunking import Chunk
 if TYPE_CHECKING:
     from ..options import Options
 
-__all__ = ["Backend", "Done", "Crashed", "Requeue", "Split", "Outcome", "wait_and_drain"]
+__all__ = ["Backend", "Done", "Crashed", "Requeue", "Split", "Started", "Outcome", "wait_and_drain"]
 
 T = TypeVar("T")
 
@@ -60,7 +61,19 @@ class Split(NamedTuple):
     chunk: Chunk
 
 
-Outcome = Done | Crashed | Requeue | Split
+class Started(NamedTuple):
+    """With ``pause``: the chunk's item is about to be passed to ``fn``, at ``time``.
+
+    ``time`` is a ``time.monotonic()`` reading, which is system-wide on Linux and macOS,
+    so a worker process's reading compares with the caller's. The dispatcher releases
+    the next item only once the previous one has started and ``pause`` has passed.
+    """
+
+    chunk: Chunk
+    time: float
+
+
+Outcome = Done | Crashed | Requeue | Split | Started
 
 
 class Backend(Protocol):
@@ -69,6 +82,11 @@ class Backend(Protocol):
     chunks_per_worker: ClassVar[int]
     """Chunks the dispatcher keeps in flight per worker: one running, the rest queued so
     that a worker never idles waiting for the dispatcher."""
+
+    reports_starts: ClassVar[bool]
+    """Whether, for a call with ``pause``, the backend reports :class:`Started` before
+    each chunk's item runs. Else (an external executor) the dispatcher can only space
+    its submissions."""
 
     def begin(self, call: Call, n_workers: int, options: Options) -> None:
         """Prepare for a call of ``call`` on ``n_workers`` workers (pickle it, start workers...)."""

@@ -71,6 +71,7 @@ class ExecutorBackend:
     """Submits chunks to ``executor`` and collects them through done-callbacks."""
 
     chunks_per_worker = 4  # a cluster round trip takes milliseconds: keep more queued
+    reports_starts = False  # its workers' clocks may not compare with ours: pause spaces submissions
 
     def __init__(self, executor: Any):
         self._executor = executor

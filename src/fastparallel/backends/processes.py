@@ -23,9 +23,9 @@ from ..chunking import Chunk
 from ..errors import add_note, describe_exit, describe_item, initializer_error, worker_died_error
 from ..pickling import dumps, loads
 from ..remote_errors import ITEM_NOT_PICKLABLE, pack_exception, unpack_exception
-from .base import Crashed, Outcome, Requeue
+from .base import Crashed, Outcome, Requeue, Started
 from .launcher import MultiprocessingLauncher, WorkerProcess, resolve_context
-from .protocol import ChunkHeader, DoneHeader, Kind, decode, decode_result, encode
+from .protocol import ChunkHeader, DoneHeader, Kind, StartedHeader, decode, decode_result, encode
 from .worker import Unpicklable
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ class ProcessPool:
     """Worker processes started by ``launcher``; serves one call at a time."""
 
     chunks_per_worker = 2
+    reports_starts = True
 
     def __init__(self, launcher: MultiprocessingLauncher, init_blob: bytes | None = None,
                  max_tasks_per_child: int | None = None):
@@ -77,6 +78,7 @@ class ProcessPool:
         self._call_blob: bytes | None = None
         self._call_version = 0  # bumped when the pickled call changes: workers get it once
         self._stop_on_error = True
+        self._report_starts = False
         self._n_workers = 0
         self._closed = False
         self._killed_at_exit = False
@@ -151,6 +153,7 @@ class ProcessPool:
             self._call_blob = blob
             self._call_version += 1
         self._stop_on_error = options.stop_on_error
+        self._report_starts = bool(options.pause)
         self._n_workers = n_workers
         self._join_stopped()
         for worker in list(self._workers):
@@ -205,7 +208,8 @@ class ProcessPool:
                 assert self._call_blob is not None
                 outbox.send(encode(Kind.SETUP), self._call_blob)
                 worker.call_version = self._call_version
-            header = ChunkHeader(chunk.id, chunk.start, self._stop_on_error, has_bad_items, self._n_workers)
+            header = ChunkHeader(chunk.id, chunk.start, self._stop_on_error, has_bad_items, self._n_workers,
+                                 self._report_starts)
             outbox.send(encode(Kind.CHUNK, header), body)
         except OSError:
             pass  # the worker died; poll() sees its sentinel and requeues or reports the chunk
@@ -234,6 +238,9 @@ class ProcessPool:
                 if kind == Kind.DONE:
                     assert isinstance(header, DoneHeader)
                     self._chunk_done(worker, header, body, outcomes)
+                elif kind == Kind.STARTED:
+                    assert isinstance(header, StartedHeader)
+                    outcomes.append(Started(worker.chunks[header.chunk_id], header.time))
                 else:  # INIT_FAILED
                     self._closed = True
                     raise initializer_error(unpack_exception(loads(body)), "a worker process")

@@ -5,10 +5,11 @@ frame. A frame is a message: its :class:`Kind` (one byte), a fixed header for th
 (a :mod:`struct`, decoded into a NamedTuple), then an optional body::
 
     caller -> worker   SETUP                                   body: pickled (fn, args, kwargs)
-                       CHUNK  ChunkHeader(chunk_id, start, stop_on_error,
-                                          has_bad_items, pool_size)  body: pickled list of items
+                       CHUNK  ChunkHeader(chunk_id, start, stop_on_error, has_bad_items,
+                                          pool_size, report_start)  body: pickled list of items
                        STOP
-    worker -> caller   DONE   DoneHeader(chunk_id, seconds)    body: pickled (values, errors)
+    worker -> caller   STARTED StartedHeader(chunk_id, time)   (only if report_start: pause)
+                       DONE   DoneHeader(chunk_id, seconds)    body: pickled (values, errors)
                        INIT_FAILED                             body: pickled packed exception
 
 ``errors`` in a DONE body lists ``(offset, ErrorKind, packed exception)``. The caller
@@ -30,7 +31,8 @@ from ..pickling import dumps, loads
 from ..remote_errors import ErrorKind, PackedException, pack_exception, remote_item_error
 from .base import Done, Split
 
-__all__ = ["Channel", "Kind", "ChunkHeader", "DoneHeader", "encode", "decode", "encode_result", "decode_result"]
+__all__ = ["Channel", "Kind", "ChunkHeader", "DoneHeader", "StartedHeader", "encode", "decode", "encode_result",
+           "decode_result"]
 
 _LENGTH = struct.Struct("<Q")
 
@@ -87,6 +89,7 @@ class Kind(IntEnum):
     STOP = 3
     DONE = 4
     INIT_FAILED = 5
+    STARTED = 6
 
 
 class ChunkHeader(NamedTuple):
@@ -95,6 +98,7 @@ class ChunkHeader(NamedTuple):
     stop_on_error: bool
     has_bad_items: bool  # some items are Unpicklable stand-ins
     pool_size: int  # workers in the pool: nested pools share the machine
+    report_start: bool = False  # pause: send STARTED right before calling fn
 
 
 class DoneHeader(NamedTuple):
@@ -102,12 +106,18 @@ class DoneHeader(NamedTuple):
     seconds: float  # time spent calling fn
 
 
+class StartedHeader(NamedTuple):
+    chunk_id: int
+    time: float  # time.monotonic() in the worker: system-wide, so it compares with the caller's
+
+
 _HEADERS: dict[Kind, tuple[struct.Struct, type[Any]]] = {
-    Kind.CHUNK: (struct.Struct("<BqqBBI"), ChunkHeader),
+    Kind.CHUNK: (struct.Struct("<BqqBBIB"), ChunkHeader),
     Kind.DONE: (struct.Struct("<Bqd"), DoneHeader),
+    Kind.STARTED: (struct.Struct("<Bqd"), StartedHeader),
 }
 _BARE = struct.Struct("<B")
-Header = ChunkHeader | DoneHeader | None
+Header = ChunkHeader | DoneHeader | StartedHeader | None
 
 
 def encode(kind: Kind, header: Header = None) -> bytes:

@@ -7,6 +7,7 @@ let through as ``KeyboardInterrupt``.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..calls import Call, run_chunk
 from ..chunking import Chunk
 from ..errors import initializer_error, item_error
-from .base import Done, Outcome
+from .base import Done, Outcome, Started
 
 if TYPE_CHECKING:
     from ..options import Options
@@ -26,16 +27,19 @@ class SerialBackend:
     """Runs each submitted chunk in the calling thread when the dispatcher polls."""
 
     chunks_per_worker = 1
+    reports_starts = True
 
     def __init__(self) -> None:
         self._queue: deque[Chunk] = deque()
         self._call: Call | None = None
         self._stop_on_error = True
+        self._report_starts = False
 
     def begin(self, call: Call, n_workers: int, options: Options) -> None:
         """Runs the ``initializer``, once, here."""
         self._call = call
         self._stop_on_error = options.stop_on_error
+        self._report_starts = bool(options.pause)
         if options.initializer is not None:
             try:
                 options.initializer(*options.initargs)
@@ -50,9 +54,10 @@ class SerialBackend:
     def poll(self, timeout: float | None) -> list[Outcome]:
         assert self._call is not None
         chunk = self._queue.popleft()
+        started: list[Outcome] = [Started(chunk, time.monotonic())] if self._report_starts else []
         run = run_chunk(self._call, chunk.items, chunk.start, self._stop_on_error, propagate_interrupt=True)
         errors = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in run.errors]
-        return [Done(chunk, run.values, errors, run.seconds)]
+        return [*started, Done(chunk, run.values, errors, run.seconds)]
 
     def abort(self) -> None:
         self._queue.clear()

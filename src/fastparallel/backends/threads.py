@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from .. import pools
 from ..calls import Call, run_chunk
 from ..chunking import Chunk
 from ..errors import initializer_error, item_error
-from .base import Done, Outcome, wait_and_drain
+from .base import Done, Outcome, Started, wait_and_drain
 
 if TYPE_CHECKING:
     from ..options import Options
@@ -36,17 +37,20 @@ class ThreadPool:
     """Daemon threads fed from one queue; kept warm between calls by :mod:`fastparallel.pools`."""
 
     chunks_per_worker = 2
+    reports_starts = True
 
     def __init__(self, initializer: Callable[..., Any] | None = None, initargs: Iterable[Any] = ()):
         self._initializer = initializer
         self._initargs = tuple(initargs)
-        self._tasks: queue.SimpleQueue[tuple[Call, Chunk, bool] | None] = queue.SimpleQueue()
+        # (call, chunk, stop_on_error, report_start), or None: stop
+        self._tasks: queue.SimpleQueue[tuple[Call, Chunk, bool, bool] | None] = queue.SimpleQueue()
         self._outcomes: queue.SimpleQueue[Outcome | _InitFailed] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._cancelled = [False]  # read by running chunks before each item
         self._closed = False
         self._call: Call | None = None
         self._stop_on_error = True
+        self._report_starts = False
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -82,7 +86,9 @@ class ThreadPool:
             task = self._tasks.get()
             if task is None or self._closed:
                 return
-            call, chunk, stop_on_error = task
+            call, chunk, stop_on_error, report_start = task
+            if report_start:
+                self._outcomes.put(Started(chunk, time.monotonic()))
             run = run_chunk(call, chunk.items, chunk.start, stop_on_error, cancelled=self._cancelled)
             errors = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in run.errors]
             self._outcomes.put(Done(chunk, run.values, errors, run.seconds))
@@ -91,11 +97,12 @@ class ThreadPool:
     def begin(self, call: Call, n_workers: int, options: Options) -> None:
         self._call = call
         self._stop_on_error = options.stop_on_error
+        self._report_starts = bool(options.pause)
         self._start_threads(n_workers)
 
     def submit(self, chunk: Chunk) -> None:
         assert self._call is not None
-        self._tasks.put((self._call, chunk, self._stop_on_error))
+        self._tasks.put((self._call, chunk, self._stop_on_error, self._report_starts))
 
     def poll(self, timeout: float | None) -> list[Outcome]:
         outcomes: list[Outcome] = []

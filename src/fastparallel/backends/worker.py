@@ -17,13 +17,24 @@ import queue
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from .. import cpus, pools
 from ..calls import Call, CurrentItem, run_chunk
 from ..pickling import dumps, loads
 from ..remote_errors import ErrorKind, pack_exception
-from .protocol import Channel, ChunkHeader, DoneHeader, Kind, PackedErrors, decode, encode, encode_result
+from .protocol import (
+    Channel,
+    ChunkHeader,
+    DoneHeader,
+    Kind,
+    PackedErrors,
+    StartedHeader,
+    decode,
+    encode,
+    encode_result,
+)
 
 __all__ = ["Unpicklable", "run_packed", "serve", "process_main", "channel_from"]
 
@@ -102,13 +113,15 @@ def _run_initializer(init_blob: bytes | None, outbound: Channel) -> None:
 
 
 def _run_chunk_message(call: Call | BaseException, header: ChunkHeader, body: memoryview,
-                       current_item: memoryview) -> tuple[bytes, float]:
+                       current_item: memoryview, outbound: Channel) -> tuple[bytes, float]:
     cpus.set_enclosing_pool_size(header.pool_size)
     current_item[0] = -1  # nothing of this chunk runs yet (a crash while unpickling blames no item)
     try:
         items = loads(body)
     except BaseException as exc:  # noqa: BLE001 - reported on the chunk
         return encode_result([None], [(0, ErrorKind.ITEMS, pack_exception(exc, dumps))]), 0.0
+    if header.report_start:  # pause: the caller releases the next item from this time on
+        outbound.send(encode(Kind.STARTED, StartedHeader(header.chunk_id, time.monotonic())))
     return run_packed(call, items, header.start, header.stop_on_error, header.has_bad_items, current_item)
 
 
@@ -126,7 +139,7 @@ def serve(inbound: Channel, outbound: Channel, current_item: memoryview, init_bl
         kind, header, body = decode(inbox.get())
         if kind == Kind.CHUNK:
             assert isinstance(header, ChunkHeader)
-            result, seconds = _run_chunk_message(call, header, body, current_item)
+            result, seconds = _run_chunk_message(call, header, body, current_item, outbound)
             outbound.send(encode(Kind.DONE, DoneHeader(header.chunk_id, seconds)), result)
         elif kind == Kind.SETUP:
             try:
