@@ -437,6 +437,10 @@ def slow_start():
     time.sleep(0.3)  # workers that are not ready when the first items are released
 
 
+async def record_start_async(path, x):
+    return record_start(path, x)
+
+
 PAUSE_CASES = {
     "serial": {"n_workers": 0},
     "threads": {"threadpool": True},
@@ -446,6 +450,7 @@ PAUSE_CASES = {
     "processes, warm": {},
     "processes, chunksize=3": {"chunksize": 3},
     "processes, slow initializer": {"initializer": slow_start},
+    "coroutines": {"fn": record_start_async},
 }
 
 

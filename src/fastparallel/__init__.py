@@ -1,4 +1,4 @@
-"""fastparallel: map a function over items on threads or processes.
+"""fastparallel: map a function over items on threads, processes or an event loop.
 
 Example:
     >>> from fastparallel import parallel
@@ -9,6 +9,7 @@ Example:
 from typing import TYPE_CHECKING
 
 from ._version import __version__
+from .aio import parallel_async, parallel_async_dict, parallel_async_gen
 from .api import parallel
 from .cpus import num_cpus
 from .errors import (
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "parallel",
+    "parallel_async",
+    "parallel_async_gen",
+    "parallel_async_dict",
     "num_cpus",
     "shutdown",
     "FastParallelError",

@@ -6,13 +6,13 @@ Everything else happens below: :class:`~.options.Options` checks the keywords, a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from .calls import Call
+from .calls import Call, is_coroutine_function
 from .dispatch import Piece, run
-from .options import Options, ReturnAs
+from .options import Flag, Options, ReturnAs
 from .progress import ProgressCallback
 
 if TYPE_CHECKING:
@@ -25,16 +25,65 @@ R = TypeVar("R")
 
 @overload
 def parallel(
-    fn: Callable[..., R],
+    fn: Callable[..., Coroutine[Any, Any, R]],
     items: Iterable[Any],
+    /,
     *args: Any,
     n_workers: int | None = None,
-    threadpool: bool = False,
-    progress: bool | ProgressCallback | None = None,
+    threadpool: Flag = False,
+    progress: Flag | ProgressCallback = None,
     total: int | None = None,
     chunksize: int | None = None,
     timeout: float | None = None,
-    pause: float = 0,
+    pause: float | None = 0,
+    method: str | multiprocessing.context.BaseContext | None = None,
+    return_exceptions: bool = False,
+    max_tasks_per_child: int | None = None,
+    initializer: Callable[..., Any] | None = None,
+    initargs: Iterable[Any] = (),
+    return_as: Literal["list"] = "list",
+    executor: Any = None,
+    **kwargs: Any,
+) -> list[R]: ...
+
+
+@overload
+def parallel(
+    fn: Callable[..., Coroutine[Any, Any, R]],
+    items: Iterable[Any],
+    /,
+    *args: Any,
+    n_workers: int | None = None,
+    threadpool: Flag = False,
+    progress: Flag | ProgressCallback = None,
+    total: int | None = None,
+    chunksize: int | None = None,
+    timeout: float | None = None,
+    pause: float | None = 0,
+    method: str | multiprocessing.context.BaseContext | None = None,
+    return_exceptions: bool = False,
+    max_tasks_per_child: int | None = None,
+    initializer: Callable[..., Any] | None = None,
+    initargs: Iterable[Any] = (),
+    return_as: Literal["generator", "generator_unordered"],
+    executor: Any = None,
+    **kwargs: Any,
+) -> Iterator[R]: ...
+
+
+@overload
+def parallel(
+    fn: Callable[..., R],
+    items: Iterable[Any],
+    /,
+    *args: Any,
+    n_workers: int | None = None,
+    threadpool: Flag = False,
+    progress: Flag | ProgressCallback = None,
+    total: int | None = None,
+    chunksize: int | None = None,
+    timeout: float | None = None,
+    pause: float | None = 0,
     method: str | multiprocessing.context.BaseContext | None = None,
     return_exceptions: bool = False,
     max_tasks_per_child: int | None = None,
@@ -50,14 +99,15 @@ def parallel(
 def parallel(
     fn: Callable[..., R],
     items: Iterable[Any],
+    /,
     *args: Any,
     n_workers: int | None = None,
-    threadpool: bool = False,
-    progress: bool | ProgressCallback | None = None,
+    threadpool: Flag = False,
+    progress: Flag | ProgressCallback = None,
     total: int | None = None,
     chunksize: int | None = None,
     timeout: float | None = None,
-    pause: float = 0,
+    pause: float | None = 0,
     method: str | multiprocessing.context.BaseContext | None = None,
     return_exceptions: bool = False,
     max_tasks_per_child: int | None = None,
@@ -70,16 +120,17 @@ def parallel(
 
 
 def parallel(
-    fn: Callable[..., R],
+    fn: Callable[..., Any],
     items: Iterable[Any],
+    /,
     *args: Any,
     n_workers: int | None = None,
-    threadpool: bool = False,
-    progress: bool | ProgressCallback | None = None,
+    threadpool: Flag = False,
+    progress: Flag | ProgressCallback = None,
     total: int | None = None,
     chunksize: int | None = None,
     timeout: float | None = None,
-    pause: float = 0,
+    pause: float | None = 0,
     method: str | multiprocessing.context.BaseContext | None = None,
     return_exceptions: bool = False,
     max_tasks_per_child: int | None = None,
@@ -88,11 +139,19 @@ def parallel(
     return_as: ReturnAs = "list",
     executor: Any = None,
     **kwargs: Any,
-) -> list[R] | Iterator[R]:
+) -> list[Any] | Iterator[Any]:
     """Apply ``fn`` to every item of ``items`` in parallel; results in input order.
 
     ``fn`` is called as ``fn(*args, item, **kwargs)``, exactly like
-    ``fastcore.parallel.parallel``, so swapping the import is enough.
+    ``fastcore.parallel.parallel``, so swapping the import is enough. ``fn`` and
+    ``items`` are positional-only: keywords named ``fn`` or ``items`` go to ``fn``.
+
+    A coroutine function (``async def``) runs differently: its items run as tasks on
+    an event loop in a helper thread, ``n_workers`` of them at once (16 when None), so
+    it works from plain code and from inside a running event loop (a notebook cell);
+    ``threadpool`` is ignored, and ``method``, ``max_tasks_per_child``, ``initializer``
+    and ``executor`` are refused. Inside a coroutine of your own, prefer
+    :func:`~fastparallel.parallel_async`, which does not block the running loop.
 
     Args:
         fn: the function to call. On processes it may be a lambda, a closure or defined
@@ -102,19 +161,20 @@ def parallel(
         items: any iterable, read lazily; generators and infinite iterators work.
         *args: positional arguments passed before the item.
         n_workers: workers to use. None: the CPUs this process may use (threads: a few
-            more, at most 32). 0: run serially in the calling thread. Never more
-            workers than items.
-        threadpool: True for threads (I/O, C code that releases the GIL), False for
-            processes (pure-Python CPU work).
-        progress: True for a progress bar (HTML in a notebook, a bar in a terminal, a
-            few plain lines in a log); a callable ``progress(done, total)`` to report
-            yourself; None/False for none.
+            more, at most 32; coroutines: 16 at once). 0: run serially in the calling
+            thread. Never more workers than items.
+        threadpool: True (or 1) for threads (I/O, C code that releases the GIL), False
+            (or 0, None) for processes (pure-Python CPU work).
+        progress: True (or 1) for a progress bar (HTML in a notebook, a bar in a
+            terminal, a few plain lines in a log); a callable ``progress(done, total)``
+            to report yourself; None/False/0 for none.
         total: the number of items, when ``len(items)`` does not tell (for the ETA).
         chunksize: items per task sent to a worker. None adapts it to the measured
             time per item.
         timeout: seconds for the whole call; past it, ``ParallelTimeoutError`` (a
             ``TimeoutError``) is raised and busy worker processes are killed.
-        pause: at least this many seconds between the starts of two items.
+        pause: at least this many seconds between the starts of any two items, over
+            all workers (each chunk then holds one item). None: 0.
         method: start method for processes: 'forkserver', 'spawn', 'fork', a
             multiprocessing context, or None (forkserver where available, else spawn).
         return_exceptions: put an item's exception in its result slot instead of
@@ -144,6 +204,10 @@ def parallel(
         [2, 4, 8]
         >>> parallel(lambda x: x * 10, range(4), n_workers=0)
         [0, 10, 20, 30]
+        >>> async def double(x):
+        ...     return 2 * x
+        >>> parallel(double, [1, 2, 3], n_workers=2)
+        [2, 4, 6]
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}: {fn!r:.60}")
@@ -152,6 +216,7 @@ def parallel(
         total=_length(items) if total is None else total, chunksize=chunksize, timeout=timeout, pause=pause,
         method=method, return_exceptions=return_exceptions, max_tasks_per_child=max_tasks_per_child,
         initializer=initializer, initargs=initargs, return_as=return_as, executor=executor,
+        coroutine=is_coroutine_function(fn),
     )  # fmt: skip
     try:
         iterator = iter(items)

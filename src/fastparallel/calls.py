@@ -9,12 +9,13 @@ and recorded by offset, optional early stop and cancellation.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from functools import partial
 from time import perf_counter
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["Call", "ChunkRun", "CurrentItem", "run_chunk"]
+__all__ = ["Call", "ChunkRun", "CurrentItem", "run_chunk", "is_coroutine_function"]
 
 
 class CurrentItem(Protocol):
@@ -33,6 +34,25 @@ class Call(NamedTuple):
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+
+
+def is_coroutine_function(fn: Any) -> bool:
+    """Whether calling ``fn`` returns a coroutine to await.
+
+    True for an ``async def`` function or method, a ``functools.partial`` of one, and an
+    object whose ``__call__`` is one.
+
+    Example:
+        >>> async def fetch(url): ...
+        >>> is_coroutine_function(fetch), is_coroutine_function(partial(fetch)), is_coroutine_function(len)
+        (True, True, False)
+    """
+    while isinstance(fn, partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    # An instance with ``async def __call__``; not a class, whose call builds an instance.
+    return callable(fn) and not isinstance(fn, type) and inspect.iscoroutinefunction(fn.__call__)
 
 
 class ChunkRun(NamedTuple):

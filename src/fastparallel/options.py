@@ -21,11 +21,16 @@ if TYPE_CHECKING:
 
 __all__ = ["Options", "BackendName", "ReturnAs"]
 
-BackendName = Literal["serial", "threads", "processes", "executor"]
+BackendName = Literal["serial", "threads", "processes", "executor", "coroutines"]
 ReturnAs = Literal["list", "generator", "generator_unordered"]
 RETURN_AS = ("list", "generator", "generator_unordered")
+Flag = bool | Literal[0, 1] | None
+"""A yes/no option as fastcore accepts it: True/False, 1/0, or None for no."""
 # Options that only mean something for local worker processes.
 _PROCESS_ONLY = ("method", "max_tasks_per_child")
+# Coroutines at once when n_workers=None: fastcore's parallel_async default, so that moving
+# between parallel(async_fn, ...) and parallel_async(...) keeps the load on a server the same.
+COROUTINE_WORKERS = 16
 
 
 def _is_int(value: Any) -> bool:
@@ -34,6 +39,15 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _loose_flag(name: str, value: Any, expected: str = "True or False (or 1, 0, None)") -> bool:
+    """True or False from fastcore's loose values: a bool, 1 or 0, or None (no)."""
+    if value is None:
+        return False
+    if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name} must be {expected}, got {value!r:.60}")
 
 
 def _is_context(method: Any) -> bool:
@@ -46,7 +60,10 @@ class Options:
     """The validated keywords of one ``parallel()`` call (see its docstring for each).
 
     ``n_workers`` is resolved: after construction it is the number of workers to use
-    (0 runs serially), never None. ``backend`` names where chunks run.
+    (0 runs serially; for a coroutine function, the number of its items running at
+    once), never None. ``backend`` names where chunks run. fastcore's loose values are
+    normalised: ``threadpool`` is a bool, ``progress`` a bool or a callable, ``pause`` a
+    float.
 
     Example:
         >>> Options(n_workers=0).backend
@@ -56,12 +73,12 @@ class Options:
     """
 
     n_workers: int | None = None
-    threadpool: bool = False
-    progress: bool | ProgressCallback | None = None
+    threadpool: Flag = False  # a bool after construction
+    progress: Flag | ProgressCallback = None  # a bool or a callable after construction
     total: int | None = None
     chunksize: int | None = None
     timeout: float | None = None
-    pause: float = 0
+    pause: float | None = 0  # a float after construction
     method: str | multiprocessing.context.BaseContext | None = None
     return_exceptions: bool = False
     max_tasks_per_child: int | None = None
@@ -69,9 +86,11 @@ class Options:
     initargs: Iterable[Any] = ()  # a tuple after construction
     return_as: ReturnAs = "list"
     executor: Any = None
+    coroutine: bool = False  # fn is a coroutine function (api.py tells): its items run on an event loop
     backend: BackendName = field(init=False, default="serial")
 
     def __post_init__(self) -> None:
+        self._normalise_loose_values()
         self._check_workers_and_flags()
         self._check_numbers()
         self._check_method_and_initializer()
@@ -79,6 +98,8 @@ class Options:
         backend: BackendName
         if self.executor is not None:
             backend = "executor"
+        elif self.coroutine:
+            backend = "coroutines"
         elif self.n_workers == 0:
             backend = "serial"
         else:
@@ -87,16 +108,29 @@ class Options:
         self._set("initargs", tuple(self.initargs))
         if self.n_workers is None:
             self._set("n_workers", self._default_workers())
+        elif self.coroutine and self.n_workers == 0:
+            self._set("n_workers", 1)  # one item at a time, on the event loop
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)  # a frozen dataclass, normalised once here
 
+    def _normalise_loose_values(self) -> None:
+        """fastcore's loose values: flags given as 1/0/None, ``pause=None``."""
+        self._set("threadpool", _loose_flag("threadpool", self.threadpool))
+        if not callable(self.progress):
+            expected = "True or False (or 1, 0, None) or a callable(done, total)"
+            self._set("progress", _loose_flag("progress", self.progress, expected))
+        if self.pause is None:
+            self._set("pause", 0.0)
+
     def _default_workers(self) -> int:
+        if self.coroutine:
+            return COROUTINE_WORKERS
         if self.executor is not None:
             from .backends.executor import executor_workers
 
             return executor_workers(self.executor)
-        return default_workers(self.threadpool)
+        return default_workers(bool(self.threadpool))
 
     @property
     def stop_on_error(self) -> bool:
@@ -110,11 +144,6 @@ class Options:
                 raise TypeError(f"n_workers must be an int or None, got {type(n_workers).__name__}")
             if n_workers < 0:
                 raise ValueError(f"n_workers must be >= 0 (0 runs serially), got {n_workers}")
-        if not isinstance(self.threadpool, bool):
-            raise TypeError(f"threadpool must be True or False, got {self.threadpool!r:.60}")
-        progress = self.progress
-        if not (progress is None or isinstance(progress, bool) or callable(progress)):
-            raise TypeError(f"progress must be None, a bool or a callable(done, total), got {progress!r:.60}")
         if not isinstance(self.return_exceptions, bool):
             raise TypeError(f"return_exceptions must be True or False, got {self.return_exceptions!r:.60}")
         if self.return_as not in RETURN_AS:
@@ -134,7 +163,7 @@ class Options:
                 raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r:.60}")
             if timeout < 0:
                 raise ValueError(f"timeout must be >= 0, got {timeout}")
-        if not _is_number(pause) or pause < 0:
+        if pause is None or not _is_number(pause) or pause < 0:  # None was normalised to 0 already
             raise ValueError(f"pause must be a number of seconds >= 0, got {pause!r:.60}")
         max_tasks = self.max_tasks_per_child
         if max_tasks is not None and (not _is_int(max_tasks) or max_tasks < 1):
@@ -161,7 +190,16 @@ class Options:
     def _check_backend_fit(self) -> None:
         """Refuse options that the chosen backend would otherwise silently ignore."""
         given = [name for name in _PROCESS_ONLY if getattr(self, name) is not None]
-        if self.executor is not None:
+        if self.coroutine:
+            if self.initializer is not None:
+                given.append("initializer")
+            if self.executor is not None:
+                given.append("executor")
+            if given:
+                raise ValueError(f"{', '.join(given)} cannot be used with a coroutine function: its items run as "
+                                 "tasks on an event loop in this process; leave it out (set up state inside the "
+                                 "coroutine, or pass it as an argument)")
+        elif self.executor is not None:
             if not hasattr(self.executor, "submit"):
                 raise TypeError("executor must be a concurrent.futures.Executor or a dask Client, "
                                 f"got {self.executor!r:.60}")

@@ -133,11 +133,11 @@ class LineProgress:
         self._line(self._done, final=ok)
 
 
-def make_progress(progress: bool | ProgressCallback | None, total: int | None) -> Progress | None:
+def make_progress(progress: bool | int | ProgressCallback | None, total: int | None) -> Progress | None:
     """The reporter for ``progress=``: None, a callback, a bar, or plain lines."""
-    if progress is None or progress is False:
+    if not progress:
         return None
-    if progress is not True:
+    if callable(progress):
         return CallbackProgress(progress, total)
     notebook = in_notebook()
     if notebook or _stdout_is_terminal():

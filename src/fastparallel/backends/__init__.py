@@ -1,8 +1,9 @@
-"""The places where chunks run: serial, threads, processes, an external executor.
+"""The places where chunks run: serial, threads, processes, an external executor, an event loop.
 
 Each backend module has a ``checkout(options)`` that returns a context manager yielding
 a :class:`~.base.Backend` for one call: a new object (serial, executor) or a warm pool
-taken from :mod:`fastparallel.pools` and given back afterwards (threads, processes).
+taken from :mod:`fastparallel.pools` and given back afterwards (threads, processes, the
+event loop thread that runs coroutine functions).
 Choosing a backend is a lookup by :attr:`Options.backend
 <fastparallel.options.Options.backend>`; modules are imported on first use, so that
 ``import fastparallel`` stays fast.
@@ -26,6 +27,7 @@ _MODULES: dict[BackendName, str] = {
     "threads": "threads",
     "processes": "processes",
     "executor": "executor",
+    "coroutines": "coroutines",
 }
 
 

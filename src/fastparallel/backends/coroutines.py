@@ -1,0 +1,176 @@
+"""Coroutine functions: their items run as tasks on an asyncio event loop in a helper thread.
+
+``parallel(async_fn, items)`` runs the loop in a daemon thread of its own rather than in
+the calling thread, so a call works the same from plain code and from inside a running
+event loop (a notebook cell, code called from a coroutine), where ``asyncio.run()``
+would fail: the calling thread only waits for outcomes, as it does for the thread pool.
+
+A chunk runs as one task that awaits its items one after another, as a worker thread
+runs its chunk, so the dispatcher's count of chunks in flight (one per worker) bounds
+how many items run at once. Adaptive chunking then groups tiny coroutines, so that they
+do not each pay a hand-off between the two threads.
+
+Giving up on a call (fail-fast, a timeout, a closed generator, Ctrl-C) cancels its
+tasks and waits briefly for them to unwind; the loop then serves no other call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from contextlib import AbstractContextManager
+from functools import partial
+from typing import TYPE_CHECKING
+
+from .. import pools
+from ..calls import Call
+from ..chunking import Chunk
+from ..errors import item_error
+from .base import Done, Outcome, Started, wait_and_drain
+
+if TYPE_CHECKING:
+    from ..options import Options
+
+__all__ = ["EventLoopThread", "checkout"]
+
+log = logging.getLogger("fastparallel")
+
+_UNWIND_SECONDS = 2.0  # abort(): how long cancelled tasks may take to finish
+
+
+class EventLoopThread:
+    """An event loop in a daemon thread; kept warm between calls by :mod:`fastparallel.pools`."""
+
+    chunks_per_worker = 1  # a chunk is one task: n_workers chunks in flight, n_workers items at once
+    reports_starts = True
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._pending: deque[Chunk] = deque()  # submitted, not yet turned into tasks by the loop
+        self._handoff_scheduled = False  # the loop will take every pending chunk soon
+        self._tasks: set[asyncio.Task[None]] = set()  # touched in the loop's thread only
+        self._cancelling = False  # set in the loop's thread before it cancels the tasks
+        self._closed = False
+        self._call: Call | None = None
+        self._stop_on_error = True
+        self._report_starts = False
+        self._thread = threading.Thread(target=self._serve, name="fastparallel-event-loop", daemon=True)
+        self._thread.start()
+
+    # -- lifecycle -----------------------------------------------------------------
+    def _serve(self) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            # Stopped (shutdown): let the tasks that are left, if any, unwind before closing.
+            leftover = asyncio.all_tasks(loop)
+            for task in leftover:
+                task.cancel()
+            if leftover:
+                loop.run_until_complete(asyncio.wait(leftover, timeout=_UNWIND_SECONDS))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    @property
+    def reusable(self) -> bool:
+        return not self._closed
+
+    def shutdown(self) -> None:
+        """Stop the loop (its thread ends once leftover tasks unwind). Does not wait."""
+        self._closed = True
+        try:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        except RuntimeError:  # the loop is closed already
+            pass
+
+    def kill_at_exit(self) -> None:
+        """Nothing to do: a daemon thread never holds up interpreter exit."""
+
+    # -- one call --------------------------------------------------------------------
+    def begin(self, call: Call, n_workers: int, options: Options) -> None:
+        self._call = call
+        self._stop_on_error = options.stop_on_error
+        self._report_starts = bool(options.pause)
+
+    def submit(self, chunk: Chunk) -> None:
+        self._pending.append(chunk)
+        if not self._handoff_scheduled:  # one wake-up of the loop takes every chunk pending by then
+            self._handoff_scheduled = True
+            self._loop.call_soon_threadsafe(self._start_pending)
+
+    def _start_pending(self) -> None:
+        """In the loop's thread: a task for each pending chunk."""
+        self._handoff_scheduled = False  # before taking chunks: a later submit schedules another hand-off
+        call = self._call
+        while self._pending:
+            chunk = self._pending.popleft()
+            if self._cancelling or call is None:
+                continue
+            task = self._loop.create_task(self._run(call, chunk, self._stop_on_error, self._report_starts))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, call: Call, chunk: Chunk, stop_on_error: bool, report_start: bool) -> None:
+        """Await ``fn`` on each item of ``chunk`` in turn; report the outcome."""
+        if report_start:
+            self._outcomes.put(Started(chunk, time.monotonic()))
+        fn, args, kwargs = call
+        one = partial(fn, *args, **kwargs) if args or kwargs else fn
+        values: list[object] = []
+        errors: list[tuple[int, BaseException]] = []
+        began = time.perf_counter()
+        for offset, item in enumerate(chunk.items):
+            try:
+                values.append(await one(item))
+                continue
+            except asyncio.CancelledError as exc:
+                if self._cancelling:
+                    raise
+                error: BaseException = exc  # fn cancelled itself: an error of its item
+            except BaseException as exc:  # noqa: BLE001 - as in a worker thread: reported on the item
+                error = exc
+            values.append(None)
+            errors.append((offset, item_error(error, chunk.start + offset, item)))
+            if stop_on_error:
+                break
+        self._outcomes.put(Done(chunk, values, errors, time.perf_counter() - began))
+
+    def poll(self, timeout: float | None) -> list[Outcome]:
+        return wait_and_drain(self._outcomes, timeout)
+
+    def abort(self) -> None:
+        """Cancel this call's tasks and wait (briefly) for them to unwind; the loop is not reused."""
+        self._closed = True
+        try:
+            unwound = asyncio.run_coroutine_threadsafe(self._cancel_all(), self._loop)
+        except RuntimeError:  # the loop is closed already
+            return
+        try:
+            unwound.result(_UNWIND_SECONDS)
+        except concurrent.futures.TimeoutError:
+            log.warning("fastparallel: coroutines still running %.0f s after being cancelled", _UNWIND_SECONDS)
+
+    async def _cancel_all(self) -> None:
+        self._cancelling = True
+        self._pending.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def end(self) -> None:
+        self._call = None
+
+
+def checkout(options: Options) -> AbstractContextManager[EventLoopThread]:
+    """A warm event loop thread."""
+    return pools.checkout(("coroutines",), EventLoopThread)
