@@ -73,11 +73,48 @@ def _load_fastparallel(method: str | None = None) -> SessionFactory:
     return FastparallelSession
 
 
+def _load_fastparallel_async() -> SessionFactory:
+    import asyncio
+
+    from fastparallel import parallel_async
+
+    class FastparallelAsyncSession(Session):
+        def map(self, job: Job) -> list[Any]:
+            return asyncio.run(parallel_async(job.fn, job.items, n_workers=self.n_workers, **job.kwargs))
+
+    return FastparallelAsyncSession
+
+
+def _load_asyncio() -> SessionFactory:
+    import asyncio
+
+    class GatherSession(Session):
+        """``asyncio.gather`` over every item, a semaphore keeping ``n_workers`` in flight."""
+
+        def map(self, job: Job) -> list[Any]:
+            async def run_all() -> list[Any]:
+                slots = asyncio.Semaphore(self.n_workers)
+
+                async def one(item: Any) -> Any:
+                    async with slots:
+                        return await job.fn(item, **job.kwargs)
+
+                return list(await asyncio.gather(*(one(item) for item in job.items)))
+
+            return asyncio.run(run_all())
+
+    return GatherSession
+
+
 def _load_fastcore() -> SessionFactory:
-    from fastcore.parallel import parallel
+    import asyncio
+
+    from fastcore.parallel import parallel, parallel_async
 
     class FastcoreSession(Session):
         def map(self, job: Job) -> list[Any]:
+            if self.mode == "async":
+                return list(asyncio.run(parallel_async(job.fn, job.items, n_workers=self.n_workers, **job.kwargs)))
             return list(
                 parallel(
                     job.fn, job.items, n_workers=self.n_workers, threadpool=self.threads,
@@ -192,8 +229,13 @@ CONTENDERS: dict[str, Contender] = {
         ),
         Contender(
             name="fastparallel", label="fastparallel", load=_load_fastparallel,
-            apis={"process": "parallel(fn, items)", "thread": "parallel(fn, items, threadpool=True)"},
+            apis={"process": "parallel(fn, items)", "thread": "parallel(fn, items, threadpool=True)",
+                  "async": "parallel(async_fn, items, n_workers=k)"},
             progress=True, import_stmt="import fastparallel",
+        ),
+        Contender(
+            name="fastparallel_async", label="fastparallel.parallel_async", load=_load_fastparallel_async,
+            apis={"async": "await parallel_async(async_fn, items, n_workers=k)"},
         ),
         Contender(
             name="fastparallel_fork", label="fastparallel (method='fork')",
@@ -204,7 +246,8 @@ CONTENDERS: dict[str, Contender] = {
         ),
         Contender(
             name="fastcore", label="fastcore.parallel", load=_load_fastcore,
-            apis={"process": "parallel(fn, items)", "thread": "parallel(fn, items, threadpool=True)"},
+            apis={"process": "parallel(fn, items)", "thread": "parallel(fn, items, threadpool=True)",
+                  "async": "await parallel_async(async_fn, items, n_workers=k)"},
             keeps_pool=False, progress=True, import_stmt="from fastcore.parallel import parallel",
         ),
         Contender(
@@ -240,6 +283,10 @@ CONTENDERS: dict[str, Contender] = {
             apis={"process": "process_map(fn, items, disable=True)",
                   "thread": "thread_map(fn, items, disable=True)"},
             keeps_pool=False, progress=True, import_stmt="from tqdm.contrib.concurrent import process_map",
+        ),
+        Contender(
+            name="asyncio", label="asyncio.gather + Semaphore", load=_load_asyncio,
+            apis={"async": "await gather(*(limited(fn(x)) for x in items)), Semaphore(k)"},
         ),
     ]
 }  # fmt: skip

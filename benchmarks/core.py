@@ -9,12 +9,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Mode = Literal["process", "thread", "serial", "none"]
-"""How a case runs: on worker processes, on threads, serially, or (imports) not at all."""
+Mode = Literal["process", "thread", "async", "serial", "none"]
+"""How a case runs: on worker processes, on threads, as coroutines on an event loop, serially,
+or (imports) not at all."""
 
 MODE_LABELS: Mapping[str, str] = {
     "process": "processes",
     "thread": "threads",
+    "async": "coroutines",
     "serial": "serial",
     "none": "-",
 }

@@ -61,6 +61,8 @@ TARGETS: list[Target] = [
            fp("bigarg", "tiny", "process"), 2.0),
     Target("256 waits of 20 ms on 32 threads: vs the ideal 0.16 s", fp("sleep", "256x20ms", "thread"),
            0.16, 1.2),
+    Target("1,000 coroutines awaiting 20 ms, 100 in flight: vs the ideal 0.2 s",
+           fp("coroutines", "1000x20ms", "async"), 0.2, 1.3),
     Target("import fastparallel: seconds added to interpreter start", fp("import", "fresh", "none"),
            None, 0.030),
     Target("progress=True on 100k tiny items: vs progress off", fp("progress", "on", "process"),

@@ -38,6 +38,14 @@ def wait(x: int, delay: float) -> int:
     return x
 
 
+async def nap(x: int, delay: float) -> int:
+    """The coroutine stand-in for I/O: awaits ``asyncio.sleep(delay)`` and hands the item back."""
+    import asyncio  # here, not at module level: workers of the other workloads import this module
+
+    await asyncio.sleep(delay)
+    return x
+
+
 def fetch(x: int, url: str) -> int:
     """GET ``{url}/{x}`` from the loopback test server, which answers with ``x`` itself."""
     with urllib.request.urlopen(f"{url}/{x}", timeout=30) as response:

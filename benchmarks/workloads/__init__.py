@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import MapWorkload, Prepared, Workload
 from .compute import CPU, SCALING
+from .coroutines import COROUTINES
 from .datasci import IMAGES, TREES
 from .imports import IMPORT
 from .io import HTTP, SLEEP
@@ -13,7 +14,7 @@ from .transfer import BIG_ARG, BIG_RESULT
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
-        TINY_COLD, TINY_WARM, CPU, SLEEP, HTTP, TREES, IMAGES,
+        TINY_COLD, TINY_WARM, CPU, SLEEP, HTTP, COROUTINES, TREES, IMAGES,
         BIG_ARG, BIG_RESULT, SCALING, IMPORT, PROGRESS,
     ]
 }  # fmt: skip
