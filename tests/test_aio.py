@@ -104,8 +104,8 @@ def test_timeout_is_per_item():
         return i
 
     out = run(parallel_async(stuck_on_one, range(3), timeout=0.2, return_exceptions=True))
-    assert out[0] == 0 and out[2] == 2 and isinstance(out[1], TimeoutError)
-    with pytest.raises(TimeoutError):
+    assert out[0] == 0 and out[2] == 2 and isinstance(out[1], asyncio.TimeoutError)
+    with pytest.raises(asyncio.TimeoutError):  # the built-in TimeoutError from Python 3.11 on
         run(parallel_async(stuck_on_one, range(3), timeout=0.2))
 
 

@@ -7,7 +7,8 @@ function is awaited; a plain function runs in a thread (``asyncio.to_thread``).
 
 They run on the caller's running loop, with no helper thread: at most ``n_workers``
 items at once, item ``i`` never started before ``i * pause`` seconds from the start,
-``timeout`` seconds per item (an item past it fails with ``TimeoutError``). Unlike
+``timeout`` seconds per item (an item past it fails with ``asyncio.TimeoutError``,
+the built-in ``TimeoutError`` from Python 3.11 on). Unlike
 fastcore, the input is read as items start rather than all at once, and an error names
 its item in a note.
 """
@@ -147,7 +148,7 @@ async def parallel_async_gen(
     Like ``fastcore.parallel.parallel_async_gen``: ``f(item, *args, **kwargs)`` is
     awaited if ``f`` is a coroutine function, else run in a thread; at most
     ``n_workers`` at once; item ``i`` starts no sooner than ``i * pause`` seconds after
-    the first; ``timeout`` is per item (``TimeoutError``; None or 0: no limit).
+    the first; ``timeout`` is per item (``asyncio.TimeoutError``; None or 0: no limit).
 
     Args:
         f: a coroutine function, or a plain function (run with ``asyncio.to_thread``).
