@@ -115,8 +115,9 @@ def parallel(
         timeout: seconds for the whole call; past it, ``ParallelTimeoutError`` (a
             ``TimeoutError``) is raised and busy worker processes are killed.
         pause: at least this many seconds between the starts of two items.
-        method: start method for processes: 'forkserver', 'spawn', 'fork', a
-            multiprocessing context, or None (forkserver where available, else spawn).
+        method: start method for processes: None (forks of fastparallel's template
+            process where ``os.fork`` exists, else 'spawn'), 'forkserver', 'spawn',
+            'fork' or a multiprocessing context.
         return_exceptions: put an item's exception in its result slot instead of
             raising it.
         max_tasks_per_child: replace a worker process after it ran this many items.

@@ -11,15 +11,15 @@ Choosing a backend is a lookup by :attr:`Options.backend
 from __future__ import annotations
 
 import importlib
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
 
-from .base import Backend
-
+TYPE_CHECKING = False  # worker processes import this package: no typing at run time
 if TYPE_CHECKING:
-    from ..options import BackendName, Options
+    from contextlib import AbstractContextManager
 
-__all__ = ["Backend", "checkout"]
+    from ..options import BackendName, Options
+    from .base import Backend
+
+__all__ = ["checkout"]
 
 _MODULES: dict[BackendName, str] = {
     "serial": "serial",
