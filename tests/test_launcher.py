@@ -364,6 +364,32 @@ def test_a_forked_child_starts_its_own_template(tmp_path: Path) -> None:
     assert proc.stdout.split() == ["True", "True"]
 
 
+# -- chunk sizes ---------------------------------------------------------------------------------
+
+
+def test_a_warm_pool_remembers_chunk_sizes_of_the_same_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastparallel.backends import processes
+
+    sizes: list[int] = []
+    submit = processes.ProcessPool.submit
+
+    def recording(self: Any, chunk: Any) -> None:
+        sizes.append(len(chunk.items))
+        submit(self, chunk)
+
+    monkeypatch.setattr(processes.ProcessPool, "submit", recording)
+    fastparallel.shutdown()
+    assert parallel(h.square, range(400), n_workers=1) == [x * x for x in range(400)]
+    assert sizes[:2] == [1, 1]  # the first call measures with one-item chunks
+    sizes.clear()
+    assert parallel(h.square, range(400), n_workers=1) == [x * x for x in range(400)]
+    assert sizes[0] == 1 and sizes[1] == 100, sizes  # from the second chunk on: the cap, 400 / 4
+    sizes.clear()
+    parallel(h.getpid, range(400), n_workers=1)  # another function: measured anew
+    assert sizes[:2] == [1, 1]
+
+
+
 def two_parents(_: Any) -> int:
     return os.getppid()
 

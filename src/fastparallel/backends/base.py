@@ -13,7 +13,7 @@ import queue
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar
 
 from ..calls import Call
-from ..chunking import Chunk
+from ..chunking import Chunk, Measured
 
 if TYPE_CHECKING:
     from ..options import Options
@@ -70,8 +70,12 @@ class Backend(Protocol):
     """Chunks the dispatcher keeps in flight per worker: one running, the rest queued so
     that a worker never idles waiting for the dispatcher."""
 
-    def begin(self, call: Call, n_workers: int, options: Options) -> None:
-        """Prepare for a call of ``call`` on ``n_workers`` workers (pickle it, start workers...)."""
+    def begin(self, call: Call, n_workers: int, options: Options) -> Measured | None:
+        """Prepare for a call of ``call`` on ``n_workers`` workers (pickle it, start workers...).
+
+        A warm pool may return what it measured for the same call before: the call's
+        chunk sizes start from it, and what this call measures is written back to it.
+        """
 
     def submit(self, chunk: Chunk) -> None:
         """Start ``chunk`` (or queue it behind the worker's current one)."""

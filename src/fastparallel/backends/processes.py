@@ -6,7 +6,9 @@ worker holds the input index of the item in progress, so a crash is pinned on on
 
 Every call brings the caller's context (working directory, ``sys.path``, environment,
 ``sys.argv``) to the workers: a warm worker gets it again whenever it changed, so warm
-workers behave like fresh ones.
+workers behave like fresh ones. The pool also remembers the chunk sizes measured for
+recent calls (:class:`~fastparallel.chunking.Measured`), so that a loop of calls over
+batches does not measure again every time.
 
 Busy workers can be killed (fail-fast, timeouts, Ctrl-C, a closed generator); the pool
 replaces dead workers on its next use. Workers leave the pool in one way: stopped (asked
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
+from collections.abc import Hashable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from .. import pools
 from ..calls import Call
-from ..chunking import Chunk
+from ..chunking import Chunk, Measured
 from ..errors import describe_exit, describe_item, start_crash_error, worker_died_error, worker_start_error
 from ..pickling import dumps, loads
 from ..remote_errors import unpack_exception
@@ -50,6 +54,8 @@ __all__ = ["ProcessPool", "checkout"]
 log = logging.getLogger("fastparallel")
 
 _JOIN_SECONDS = 2.0
+_REMEMBERED_CALLS = 8  # chunk-size measurements kept per pool
+_REMEMBERED_BLOB_BYTES = 1 << 16  # larger pickled calls are remembered while they stay current
 
 
 class _Worker:
@@ -84,6 +90,7 @@ class ProcessPool:
         self._context: Any = None  # the caller's context as last sent (protocol.Context)
         self._context_blob = b""
         self._context_version = 0  # bumped when the caller's context changes
+        self._sizes: OrderedDict[Hashable, Measured] = OrderedDict()  # recent calls' chunk measurements
         self._stop_on_error = True
         self._n_workers = 0
         self._closed = False
@@ -163,9 +170,9 @@ class ProcessPool:
                 pass
 
     # -- one call --------------------------------------------------------------------
-    def begin(self, call: Call, n_workers: int, options: Options) -> None:
+    def begin(self, call: Call, n_workers: int, options: Options) -> Measured | None:
         """Pickle the call (sent to each worker once), take the caller's context, and start
-        missing workers."""
+        missing workers; returns the chunk measurements remembered for this call."""
         blob = pickle_for_workers(tuple(call), "fn, args and kwargs", self._launcher.forks)
         if blob != self._call_blob:
             self._call_blob = blob
@@ -180,6 +187,9 @@ class ProcessPool:
         self._active = self._workers[:n_workers]
         while len(self._active) < n_workers:
             self._start_worker()
+        # With max_tasks_per_child, sizes also decide when workers are replaced: a remembered
+        # size right after the one-item first chunks would leave allowances unused.
+        return self._remembered_sizes(blob) if self._max_tasks is None else None
 
     def _sync_context(self) -> None:
         """Take the caller's context now; workers that have an older one get it before chunks."""
@@ -188,6 +198,17 @@ class ProcessPool:
             self._context = context
             self._context_blob = dumps(tuple(context))
             self._context_version += 1
+
+    def _remembered_sizes(self, blob: bytes) -> Measured:
+        """The chunk measurements of the same pickled call on this pool (a new record if none)."""
+        # A large pickled call is not hashed: it is remembered while it stays the current one.
+        key: Hashable = blob if len(blob) <= _REMEMBERED_BLOB_BYTES else self._call_version
+        sizes = self._sizes
+        measured = sizes.pop(key, None) or Measured()
+        sizes[key] = measured
+        while len(sizes) > _REMEMBERED_CALLS:
+            sizes.popitem(last=False)
+        return measured
 
     def _fits(self, worker: _Worker, size: int) -> bool:
         """Whether ``worker`` may take ``size`` more items under ``max_tasks_per_child``."""
