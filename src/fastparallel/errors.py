@@ -203,6 +203,7 @@ _START_STAGES = {
     "CONTEXT": "it could not take over the caller's working directory, sys.path and environment",
     "LOAD": "its initializer and initargs could not be unpickled there",
     "RUN": "raised by the initializer",
+    "FORK": "it failed to set itself up after the fork",
 }
 
 

@@ -31,6 +31,12 @@ _MODULES: dict[BackendName, str] = {
 
 def checkout(name: BackendName, options: Options) -> AbstractContextManager[Backend]:
     """The backend called ``name``, for one call with ``options``."""
+    if name == "processes" and options.method is None:
+        # The template process that starts workers boots (~20 ms) while this process
+        # imports the pool's modules: start it first.
+        from .template_client import start_early
+
+        start_early()
     module = importlib.import_module(f".{_MODULES[name]}", __name__)
     backend: AbstractContextManager[Backend] = module.checkout(options)
     return backend

@@ -14,16 +14,11 @@ was started. There are two launchers:
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .protocol import Channel
 from .worker import STARTING, channel_from, process_main
-
-if TYPE_CHECKING:
-    from .template_launcher import TemplateLauncher
 
 __all__ = ["WorkerProcess", "Launcher", "MultiprocessingLauncher", "make_launcher", "resolve_context",
            "enlarge_pipe", "wait_ready"]
@@ -76,17 +71,6 @@ def resolve_context(method: Any) -> tuple[str, Any]:
     return method.get_start_method(), method
 
 
-def _template_launcher() -> TemplateLauncher | None:
-    """The template launcher where it can work: ``os.fork``, fd passing, an interpreter to run."""
-    import socket
-
-    if not (hasattr(os, "fork") and hasattr(socket, "send_fds") and sys.executable):
-        return None
-    from .template_launcher import TemplateLauncher
-
-    return TemplateLauncher()
-
-
 def make_launcher(method: Any) -> tuple[Launcher, Hashable]:
     """The launcher for ``method=``, and a key that tells its pools apart from others'.
 
@@ -94,9 +78,12 @@ def make_launcher(method: Any) -> tuple[Launcher, Hashable]:
     ``spawn``: both are safe when the caller runs threads.
     """
     if method is None:
-        template = _template_launcher()
-        if template is not None:
-            return template, "template"
+        from . import template_client
+
+        if template_client.available():
+            from .template_launcher import TemplateLauncher
+
+            return TemplateLauncher(), "template"
         method = "spawn"
     name, ctx = resolve_context(method)
     return MultiprocessingLauncher(ctx), name if isinstance(method, str) else id(ctx)

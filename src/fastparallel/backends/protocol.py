@@ -112,6 +112,7 @@ class StartStage(IntEnum):
     CONTEXT = 1  # taking over the caller's context
     LOAD = 2  # unpickling the initializer and its arguments
     RUN = 3  # running the initializer
+    FORK = 4  # setting itself up right after the fork (template workers)
 
 
 # At run time the headers are plain collections.namedtuple classes: worker processes

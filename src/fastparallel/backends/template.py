@@ -1,6 +1,6 @@
 """The template process: a small, single-threaded process that forks worker processes.
 
-The caller starts it with exec (:mod:`.template_launcher`), so threads in the caller
+The caller starts it with exec (:mod:`.template_client`), so threads in the caller
 never leak into a fork, and the caller's ``__main__`` is never imported or run. It reads
 the caller's ``sys.path`` from a pipe, then imports what a worker needs (:mod:`.worker`
 and its imports) once; each worker is a fork of it and starts with all that loaded, in
@@ -32,9 +32,6 @@ import socket
 import struct
 import sys
 
-from . import worker
-from .protocol import Channel, StartStage
-
 __all__ = ["main", "REQUEST", "PID", "STATUS", "SLOT_BYTES"]
 
 # cloudpickle (needed by workers whose fn comes from __main__ or is a lambda) is imported
@@ -50,6 +47,12 @@ _REQUEST_FDS = 4
 
 class _Template:
     def __init__(self, control: socket.socket):
+        # Imported here, in the template, once: every worker forked from it has them. (The
+        # caller imports this module for its constants only.)
+        from . import protocol, worker
+
+        self.protocol = protocol
+        self.worker = worker
         self.control = control
         self.statuses: dict[int, int] = {}  # live worker pid -> write end of its status pipe
         self.wake_r, self.wake_w = os.pipe()  # SIGCHLD wakes the loop through it
@@ -131,7 +134,8 @@ class _Template:
 
     def become_worker(self, inbound: int, outbound: int, status: int, slot: int) -> None:
         """In the forked child: drop what only the template may hold, then serve."""
-        out = Channel(outbound)
+        worker, protocol = self.worker, self.protocol
+        out = protocol.Channel(outbound)
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -139,11 +143,18 @@ class _Template:
             # Other workers' status pipes and our own: only the template writes them.
             for fd in (self.wake_r, self.wake_w, status, *self.statuses.values()):
                 os.close(fd)
+            for fd in (inbound, outbound):
+                os.set_inheritable(fd, False)  # not into processes that fn starts
             current_item = memoryview(mmap.mmap(slot, SLOT_BYTES)).cast("q")
             os.close(slot)
-            worker.serve(Channel(inbound), out, current_item)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
-            worker.report_start_failure(out, exc, StartStage.CONTEXT)
+            worker.report_start_failure(out, exc, protocol.StartStage.FORK)  # exits
+        try:
+            worker.serve(protocol.Channel(inbound), out, current_item)  # exits when done
+        except BaseException:  # noqa: BLE001 - a bug: leave its traceback, the pool sees the exit
+            import traceback
+
+            traceback.print_exc()
         finally:
             os._exit(1)
 

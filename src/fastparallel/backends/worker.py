@@ -43,7 +43,7 @@ from .protocol import (
 
 TYPE_CHECKING = False  # no typing at run time: it would add ~10 ms to every worker start
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NoReturn
 
     from ..calls import CurrentItem
     from .protocol import PackedErrors
@@ -98,7 +98,7 @@ def _read_inbound(inbound: Channel, inbox: queue.SimpleQueue[bytearray], parent_
     _exit_now()
 
 
-def _exit_now(code: int = 0) -> None:
+def _exit_now(code: int = 0) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -117,7 +117,7 @@ def _run_initializer(body: memoryview, outbound: Channel) -> None:
         report_start_failure(outbound, exc, stage)
 
 
-def report_start_failure(outbound: Channel, exc: BaseException, stage: StartStage) -> None:
+def report_start_failure(outbound: Channel, exc: BaseException, stage: StartStage) -> NoReturn:
     """Tell the caller that this worker could not start, and why; then exit."""
     try:
         outbound.send(encode(Kind.INIT_FAILED), dumps((stage, pack_exception(exc, dumps))))
