@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Hashable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import pools
 from ..calls import Call
@@ -34,6 +34,7 @@ from .base import Crashed, Outcome, Requeue
 from .launcher import Launcher, MultiprocessingLauncher, WorkerProcess, make_launcher, wait_ready
 from .protocol import (
     ChunkHeader,
+    Context,
     DoneHeader,
     Kind,
     StartStage,
@@ -87,7 +88,7 @@ class ProcessPool:
         self._stopping: list[_Worker] = []  # asked to exit or killed, not yet joined
         self._call_blob: bytes | None = None
         self._call_version = 0  # bumped when the pickled call changes: workers get it once
-        self._context: Any = None  # the caller's context as last sent (protocol.Context)
+        self._context: Context | None = None  # the caller's context as last sent
         self._context_blob = b""
         self._context_version = 0  # bumped when the caller's context changes
         self._sizes: OrderedDict[Hashable, Measured] = OrderedDict()  # recent calls' chunk measurements
