@@ -37,6 +37,8 @@ class Contender:
     """Whether it can show a progress bar."""
     import_stmt: str | None = None
     """What a user imports to use it (for the import-time workload)."""
+    only_in: tuple[str, ...] | None = None
+    """The workloads it is measured in (None: all of them)."""
 
     def skip_reason(self, mode: str) -> str | None:
         if mode in self.apis:
@@ -184,7 +186,7 @@ def _load_mp_pool(method: str | None) -> SessionFactory:
     return PoolSession
 
 
-def _load_futures() -> SessionFactory:
+def _load_futures(method: str | None = None) -> SessionFactory:
     from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
     class FuturesSession(Session):
@@ -194,7 +196,8 @@ def _load_futures() -> SessionFactory:
             if self.threads:
                 self.executor = ThreadPoolExecutor(n_workers)
             else:
-                self.executor = ProcessPoolExecutor(n_workers)
+                context = None if method is None else multiprocessing.get_context(method)
+                self.executor = ProcessPoolExecutor(n_workers, mp_context=context)
 
         def map(self, job: Job) -> list[Any]:
             return list(self.executor.map(job.bound, job.items))
@@ -219,6 +222,8 @@ def _load_tqdm() -> SessionFactory:
 # --- the registry -----------------------------------------------------------------------------
 
 DEFAULT_METHOD = multiprocessing.get_start_method()
+FORKSERVER_WORKLOADS = ("tiny_cold", "script", "batches")
+"""Where the forkserver-based standard-library pools (the defaults from Python 3.14) are measured."""
 
 CONTENDERS: dict[str, Contender] = {
     c.name: c
@@ -231,7 +236,7 @@ CONTENDERS: dict[str, Contender] = {
             name="fastparallel", label="fastparallel", load=_load_fastparallel,
             apis={"process": "parallel(fn, items)", "thread": "parallel(fn, items, threadpool=True)",
                   "async": "parallel(async_fn, items, n_workers=k)"},
-            progress=True, import_stmt="import fastparallel",
+            progress=True, import_stmt="from fastparallel import parallel",
         ),
         Contender(
             name="fastparallel_async", label="fastparallel.parallel_async", load=_load_fastparallel_async,
@@ -274,9 +279,24 @@ CONTENDERS: dict[str, Contender] = {
             unsupported={"thread": "its thread pool is the ThreadPool measured under mp_pool_fork"},
         ),
         Contender(
+            name="mp_pool_forkserver", label="multiprocessing.Pool (forkserver)",
+            load=lambda: _load_mp_pool("forkserver"),
+            apis={"process": "get_context('forkserver').Pool().map (the default from Python 3.14)"},
+            unsupported={"thread": "its thread pool is the ThreadPool measured under mp_pool_fork"},
+            only_in=FORKSERVER_WORKLOADS,
+        ),
+        Contender(
             name="futures", label="concurrent.futures", load=_load_futures,
             apis={"process": "ProcessPoolExecutor().map", "thread": "ThreadPoolExecutor().map"},
             import_stmt="import concurrent.futures",
+        ),
+        Contender(
+            name="futures_forkserver", label="ProcessPoolExecutor (forkserver)",
+            load=lambda: _load_futures("forkserver"),
+            apis={"process": "ProcessPoolExecutor(mp_context=get_context('forkserver')).map "
+                             "(the default from Python 3.14)"},
+            unsupported={"thread": "its thread pool is the ThreadPoolExecutor measured under futures"},
+            only_in=FORKSERVER_WORKLOADS,
         ),
         Contender(
             name="tqdm", label="tqdm.contrib.concurrent", load=_load_tqdm,

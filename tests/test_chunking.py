@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from fastparallel.chunking import MAX_CHUNK, TARGET_BYTES, TARGET_SECONDS, ChunkReader, ChunkSizer
+from fastparallel.chunking import MAX_CHUNK, TARGET_BYTES, TARGET_SECONDS, ChunkReader, ChunkSizer, Measured
 
 
 def test_a_fixed_chunksize_is_kept():
@@ -53,3 +53,21 @@ def test_the_reader_marks_the_end_and_makes_singles():
     assert reader.next_chunk() is None
     single = reader.single(1, "x")
     assert single.start == 1 and single.items == ["x"] and single.id == 2
+
+
+def test_sizer_starts_from_a_remembered_measurement_and_writes_its_own_back():
+    memory = Measured()
+    first = ChunkSizer(None, None, 1)
+    first.resume(memory)
+    assert first.next_size() == 1  # nothing remembered yet: measure
+    first.record(128, TARGET_SECONDS / 8)  # an eighth of the target for 128 items
+    assert first.next_size() == 1024
+    first.remember()
+    assert (memory.items, memory.seconds) == (128, TARGET_SECONDS / 8)
+    second = ChunkSizer(None, None, 1)
+    second.resume(memory)
+    assert second.next_size() == 1024  # from the first chunk on
+    second.record(8, TARGET_SECONDS)  # slower now: its own measurement wins
+    assert second.next_size() == 8
+    second.remember()
+    assert (memory.items, memory.seconds) == (8, TARGET_SECONDS)

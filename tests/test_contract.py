@@ -372,10 +372,10 @@ def test_context_object_as_method():
 
 
 def test_default_start_method_is_safe_and_global_state_untouched():
-    from fastparallel.backends.launcher import resolve_context
+    from fastparallel.backends.launcher import make_launcher
 
-    expected = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    assert resolve_context(None)[0] == expected
+    expected = "template" if hasattr(os, "fork") else "spawn"
+    assert make_launcher(None)[1] == expected
     proc = run_script("""
         import multiprocessing as mp, threading, sys
         import fastparallel

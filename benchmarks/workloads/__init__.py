@@ -8,13 +8,14 @@ from .coroutines import COROUTINES
 from .datasci import IMAGES, TREES
 from .imports import IMPORT
 from .io import HTTP, SLEEP
+from .startup import BATCHES, SCRIPT
 from .tiny import PROGRESS, TINY_COLD, TINY_WARM
 from .transfer import BIG_ARG, BIG_RESULT
 
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
-        TINY_COLD, TINY_WARM, CPU, SLEEP, HTTP, COROUTINES, TREES, IMAGES,
+        TINY_COLD, TINY_WARM, SCRIPT, BATCHES, CPU, SLEEP, HTTP, COROUTINES, TREES, IMAGES,
         BIG_ARG, BIG_RESULT, SCALING, IMPORT, PROGRESS,
     ]
 }  # fmt: skip

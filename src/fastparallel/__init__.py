@@ -6,31 +6,55 @@ Example:
     [1, 2, 3]
 """
 
-from typing import TYPE_CHECKING
+# The public names are imported on first use: a worker process imports this package
+# for its own modules only, and should not pay for the dispatcher and the options.
+import importlib
 
 from ._version import __version__
-from .aio import parallel_async, parallel_async_dict, parallel_async_gen
-from .api import parallel
-from .cpus import num_cpus
-from .errors import (
-    FastParallelError,
-    ParallelTimeoutError,
-    RemoteError,
-    RemoteTraceback,
-    TaskExitError,
-    worker_died_error,
-)
-from .pools import shutdown
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .aio import parallel_async, parallel_async_dict, parallel_async_gen
+    from .api import parallel
+    from .cpus import num_cpus
+    from .errors import (
+        FastParallelError,
+        ParallelTimeoutError,
+        RemoteError,
+        RemoteTraceback,
+        TaskExitError,
+        WorkerDiedError,
+    )
+    from .pools import shutdown
+
+_WHERE = {
+    "parallel": "api",
+    "parallel_async": "aio",
+    "parallel_async_gen": "aio",
+    "parallel_async_dict": "aio",
+    "num_cpus": "cpus",
+    "shutdown": "pools",
+    "FastParallelError": "errors",
+    "WorkerDiedError": "errors",  # defined on first use: see errors.worker_died_error
+    "TaskExitError": "errors",
+    "ParallelTimeoutError": "errors",
+    "RemoteError": "errors",
+    "RemoteTraceback": "errors",
+}
 
 
 def __getattr__(name: str) -> object:
-    if name == "WorkerDiedError":  # defined on first use: see errors.worker_died_error
-        return worker_died_error()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 
-if TYPE_CHECKING:
-    from .errors import WorkerDiedError
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 __all__ = [
     "parallel",

@@ -175,8 +175,9 @@ def parallel(
             ``TimeoutError``) is raised and busy worker processes are killed.
         pause: at least this many seconds between the starts of any two items, over
             all workers (each chunk then holds one item). None: 0.
-        method: start method for processes: 'forkserver', 'spawn', 'fork', a
-            multiprocessing context, or None (forkserver where available, else spawn).
+        method: start method for processes: None (forks of fastparallel's template
+            process where ``os.fork`` exists, else 'spawn'), 'forkserver', 'spawn',
+            'fork' or a multiprocessing context.
         return_exceptions: put an item's exception in its result slot instead of
             raising it.
         max_tasks_per_child: replace a worker process after it ran this many items.

@@ -9,31 +9,50 @@ and recorded by offset, optional early stop and cancellation.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
+from collections import namedtuple
 from functools import partial
 from time import perf_counter
-from typing import Any, NamedTuple, Protocol
+
+# Worker processes import this module: at run time the named tuples are plain
+# collections.namedtuple classes, so that starting a worker does not import typing
+# (about 10 ms). Type checkers read the declarations below.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, NamedTuple, Protocol
+
+    class CurrentItem(Protocol):
+        """Where a worker records the input index of the item it is running (at ``[0]``).
+
+        In a worker process it is shared memory the caller reads after a crash, to pin
+        the crash on one item.
+        """
+
+        def __setitem__(self, index: int, value: int, /) -> None: ...
+
+    class Call(NamedTuple):
+        """What to call for each item: ``fn(*args, item, **kwargs)``."""
+
+        fn: Callable[..., Any]
+        args: tuple[Any, ...]
+        kwargs: dict[str, Any]
+
+    class ChunkRun(NamedTuple):
+        """The outcome of running a chunk.
+
+        ``values[i]`` is the result for item ``i`` of the chunk (None where it failed);
+        ``errors`` lists ``(offset, exception)``. ``values`` may be shorter than the chunk
+        when the run stopped early (first error with ``stop_on_error``, or cancellation).
+        """
+
+        values: list[Any]
+        errors: list[tuple[int, BaseException]]
+        seconds: float
+else:
+    Call = namedtuple("Call", ["fn", "args", "kwargs"], module=__name__)
+    ChunkRun = namedtuple("ChunkRun", ["values", "errors", "seconds"], module=__name__)
 
 __all__ = ["Call", "ChunkRun", "CurrentItem", "run_chunk", "is_coroutine_function"]
-
-
-class CurrentItem(Protocol):
-    """Where a worker records the input index of the item it is running (at ``[0]``).
-
-    In a worker process it is shared memory the caller reads after a crash, to pin the
-    crash on one item.
-    """
-
-    def __setitem__(self, index: int, value: int, /) -> None: ...
-
-
-class Call(NamedTuple):
-    """What to call for each item: ``fn(*args, item, **kwargs)``."""
-
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
 
 
 def is_coroutine_function(fn: Any) -> bool:
@@ -47,25 +66,14 @@ def is_coroutine_function(fn: Any) -> bool:
         >>> is_coroutine_function(fetch), is_coroutine_function(partial(fetch)), is_coroutine_function(len)
         (True, True, False)
     """
+    import inspect  # in the caller only: worker processes import this module and never need it
+
     while isinstance(fn, partial):
         fn = fn.func
     if inspect.iscoroutinefunction(fn):
         return True
     # An instance with ``async def __call__``; not a class, whose call builds an instance.
     return callable(fn) and not isinstance(fn, type) and inspect.iscoroutinefunction(fn.__call__)
-
-
-class ChunkRun(NamedTuple):
-    """The outcome of running a chunk.
-
-    ``values[i]`` is the result for item ``i`` of the chunk (None where it failed);
-    ``errors`` lists ``(offset, exception)``. ``values`` may be shorter than the chunk
-    when the run stopped early (first error with ``stop_on_error``, or cancellation).
-    """
-
-    values: list[Any]
-    errors: list[tuple[int, BaseException]]
-    seconds: float
 
 
 def run_chunk(

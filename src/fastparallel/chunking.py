@@ -9,6 +9,10 @@ items do not each pay a round trip. With ``chunksize=None`` the size adapts:
   long, uneven items stay spread over all workers;
 * when results come back from processes, a chunk's results stay around
   ``TARGET_BYTES``, so that large results stream back while workers compute.
+
+A warm pool remembers what was measured for the same call (:class:`Measured`), so that
+a loop of calls over batches sizes its chunks from the first one on instead of
+measuring again with one-item chunks.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import math
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-__all__ = ["Chunk", "ChunkSizer", "ChunkReader"]
+__all__ = ["Chunk", "ChunkSizer", "ChunkReader", "Measured"]
 
 TARGET_SECONDS = 0.02
 TARGET_BYTES = 1 << 20  # results a chunk sends back: large ones travel best a few at a time
@@ -33,32 +37,55 @@ class Chunk(NamedTuple):
     items: list[Any]
 
 
+class Measured:
+    """What finished chunks told: ``items`` items took ``seconds`` of work, and their
+    results ``nbytes`` pickled bytes."""
+
+    __slots__ = ("items", "seconds", "nbytes")
+
+    def __init__(self) -> None:
+        self.items = 0
+        self.seconds = 0.0
+        self.nbytes = 0
+
+
 class ChunkSizer:
     """Chooses chunk sizes from a fixed ``chunksize`` or from measured item times."""
 
     def __init__(self, chunksize: int | None, total: int | None, n_workers: int):
         self.fixed = chunksize
         self.cap = MAX_CHUNK if total is None else max(1, min(MAX_CHUNK, math.ceil(total / (4 * n_workers))))
-        self._items_measured = 0
-        self._seconds_measured = 0.0
-        self._bytes_measured = 0
+        self._measured = Measured()  # by this call
+        self._memory: Measured | None = None  # by an earlier call of the same function
+
+    def resume(self, memory: Measured | None) -> None:
+        """Size chunks from ``memory`` until this call has measured something itself;
+        :meth:`remember` writes this call's measurements back into it."""
+        self._memory = memory
+
+    def remember(self) -> None:
+        memory, measured = self._memory, self._measured
+        if memory is not None and measured.items:
+            memory.items, memory.seconds, memory.nbytes = measured.items, measured.seconds, measured.nbytes
 
     def record(self, n_items: int, seconds: float, nbytes: int = 0) -> None:
         """Learn from a finished chunk: ``n_items`` items took ``seconds`` of work and
         their results ``nbytes`` pickled bytes."""
-        self._items_measured += n_items
-        self._seconds_measured += seconds
-        self._bytes_measured += nbytes
+        measured = self._measured
+        measured.items += n_items
+        measured.seconds += seconds
+        measured.nbytes += nbytes
 
     def next_size(self) -> int:
         if self.fixed is not None:
             return self.fixed
-        if not self._items_measured:
+        measured = self._measured if self._measured.items or self._memory is None else self._memory
+        if not measured.items:
             return 1
-        per_item = self._seconds_measured / self._items_measured
+        per_item = measured.seconds / measured.items
         size = self.cap if per_item <= 0 else int(TARGET_SECONDS / per_item)
-        if self._bytes_measured:
-            size = min(size, int(TARGET_BYTES * self._items_measured / self._bytes_measured))
+        if measured.nbytes:
+            size = min(size, int(TARGET_BYTES * measured.items / measured.nbytes))
         return max(1, min(self.cap, size))
 
 

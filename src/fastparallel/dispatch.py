@@ -77,7 +77,7 @@ def run(call: Call, items: Iterator[Any], options: Options, *, ordered: bool, st
     if reader.exhausted:
         n_workers = len(head)
     with backends.checkout(name, options) as backend:
-        backend.begin(call, n_workers, options)
+        sizer.resume(backend.begin(call, n_workers, options))
         try:
             # Streamed in order, a slow item holds back the pieces after it; the window
             # bounds how far reading may run ahead of it: a few chunks per worker, so
@@ -87,6 +87,7 @@ def run(call: Call, items: Iterator[Any], options: Options, *, ordered: bool, st
                                     window=window, ordered=ordered, deadline=deadline)
             yield from dispatcher.run()
         finally:
+            sizer.remember()
             backend.end()
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import reprlib
 import sys
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # worker processes import this module: no typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "FastParallelError",
@@ -24,6 +27,8 @@ __all__ = [
     "add_note",
     "item_error",
     "initializer_error",
+    "worker_start_error",
+    "start_crash_error",
     "describe_exit",
 ]
 
@@ -166,13 +171,13 @@ def add_note(exc: BaseException, note: str) -> None:
             pass
 
 
-def _deliverable(exc: BaseException, what: str) -> BaseException:
+def _deliverable(exc: BaseException, origin: str) -> BaseException:
     """``exc`` with a note saying where it came from, or wrapped if it would end the caller."""
     if isinstance(exc, Exception):
-        add_note(exc, f"fastparallel: raised by {what}")
+        add_note(exc, f"fastparallel: {origin}")
         return exc
     wrapped = TaskExitError(
-        f"{type(exc).__name__}({short_repr(exc.args[0]) if exc.args else ''}) raised by {what}; "
+        f"{type(exc).__name__}({short_repr(exc.args[0]) if exc.args else ''}) {origin}; "
         "fastparallel stopped it from ending the caller"
     )
     wrapped.__cause__ = exc
@@ -185,12 +190,33 @@ def item_error(exc: BaseException, index: int, item: Any) -> BaseException:
     An ``Exception`` is returned as it is, with a note naming the item. Anything else
     (``SystemExit``, ``KeyboardInterrupt``, ...) is wrapped in :class:`TaskExitError`.
     """
-    return _deliverable(exc, f"fn on {describe_item(index, item)}")
+    return _deliverable(exc, f"raised by fn on {describe_item(index, item)}")
 
 
 def initializer_error(exc: BaseException, where: str) -> BaseException:
     """The exception to deliver when the ``initializer`` raised ``exc`` in ``where``."""
-    return _deliverable(exc, f"the initializer of {where}")
+    return _deliverable(exc, f"raised by the initializer of {where}")
+
+
+# Why a worker process could not start, by the stage where it failed (protocol.StartStage).
+_START_STAGES = {
+    "CONTEXT": "it could not take over the caller's working directory, sys.path and environment",
+    "LOAD": "its initializer and initargs could not be unpickled there",
+    "RUN": "raised by the initializer",
+    "FORK": "it failed to set itself up after the fork",
+}
+
+
+def worker_start_error(exc: BaseException, stage: str) -> BaseException:
+    """The exception to deliver when a worker process could not start: ``exc``, raised
+    there at ``stage`` (a ``StartStage`` name), with the worker's traceback as its cause."""
+    return _deliverable(exc, f"a worker process could not start: {_START_STAGES[stage]}")
+
+
+def start_crash_error(pid: int, exitcode: int | None) -> WorkerDiedError:
+    """The error for a worker process that died while starting, before running any item."""
+    return worker_died_error()(f"a worker process (pid {pid}) could not start: it {describe_exit(exitcode)} "
+                               "before running any item; its output, if any, is on stderr", (), exitcode)
 
 
 def signal_name(signum: int) -> str:

@@ -9,7 +9,10 @@ import by name. cloudpickle is imported on first need, not at import time.
 from __future__ import annotations
 
 import pickle
-from typing import Any
+
+TYPE_CHECKING = False  # worker processes import this module: no typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["dumps", "loads"]
 

@@ -23,7 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-__all__ = ["Pool", "checkout", "shutdown", "exiting", "install_multiprocessing_hook", "MAX_IDLE_POOLS"]
+__all__ = ["Pool", "checkout", "shutdown", "exiting", "install_multiprocessing_hook", "add_shutdown_hook",
+           "MAX_IDLE_POOLS"]
 
 log = logging.getLogger("fastparallel")
 
@@ -69,6 +70,7 @@ class _Registry:
 
 _registry = _Registry()
 _hook_lock = threading.Lock()
+_shutdown_hooks: list[Callable[[bool], None]] = []
 _hooks_installed = False
 _mp_hook_installed = False
 _exiting = False
@@ -138,14 +140,36 @@ def _check_in(record: PoolRecord) -> None:
 
 
 def shutdown() -> None:
-    """Stop all warm worker pools now. Pools in use are stopped when their call ends.
+    """Stop all warm worker pools now, and the template process that starts worker
+    processes. Pools in use are stopped when their call ends.
 
-    Later calls start new pools as needed.
+    Later calls start new pools (and a new template) as needed.
 
     Example:
         >>> import fastparallel
         >>> fastparallel.shutdown()
     """
+    _stop_idle_pools()
+    _run_shutdown_hooks(at_exit=False)
+
+
+def add_shutdown_hook(hook: Callable[[bool], None]) -> None:
+    """Call ``hook(at_exit)`` after the idle pools have stopped: from :func:`shutdown`
+    (False), and at interpreter exit (True), once busy pools have been killed too."""
+    with _hook_lock:
+        if hook not in _shutdown_hooks:
+            _shutdown_hooks.append(hook)
+
+
+def _run_shutdown_hooks(at_exit: bool) -> None:
+    for hook in list(_shutdown_hooks):
+        try:
+            hook(at_exit)
+        except Exception:  # pragma: no cover - best effort
+            log.debug("error in a shutdown hook", exc_info=True)
+
+
+def _stop_idle_pools() -> None:
     with _registry.lock:
         _registry.generation += 1
         idle = [record for group in _registry.idle.values() for record in group]
@@ -208,11 +232,12 @@ def _at_exit() -> None:
     if _exiting:
         return
     _exiting = True
-    shutdown()
+    _stop_idle_pools()
     with _registry.lock:
         busy = [record.pool for record in _registry.in_use]
     for pool in busy:
         pool.kill_at_exit()
+    _run_shutdown_hooks(at_exit=True)
 
 
 def _forget_after_fork() -> None:

@@ -10,16 +10,20 @@ attaches the worker's traceback as ``__cause__``, and adds a note naming the ite
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
 from enum import IntEnum
-from typing import Any
 
 from .errors import RemoteError, RemoteTraceback, add_note, describe_item, item_error, short_repr
 
+TYPE_CHECKING = False  # worker processes import this module: no typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    Dumps = Callable[[Any], bytes]
+    PackedException = tuple[Any, ...]
+
 __all__ = ["ErrorKind", "pack_exception", "unpack_exception", "remote_item_error", "ITEM_NOT_PICKLABLE"]
 
-Dumps = Callable[[Any], bytes]
-PackedException = tuple[Any, ...]
 
 
 class ErrorKind(IntEnum):

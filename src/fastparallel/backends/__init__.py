@@ -12,15 +12,15 @@ Choosing a backend is a lookup by :attr:`Options.backend
 from __future__ import annotations
 
 import importlib
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
 
-from .base import Backend
-
+TYPE_CHECKING = False  # worker processes import this package: no typing at run time
 if TYPE_CHECKING:
-    from ..options import BackendName, Options
+    from contextlib import AbstractContextManager
 
-__all__ = ["Backend", "checkout"]
+    from ..options import BackendName, Options
+    from .base import Backend
+
+__all__ = ["checkout"]
 
 _MODULES: dict[BackendName, str] = {
     "serial": "serial",
@@ -33,6 +33,12 @@ _MODULES: dict[BackendName, str] = {
 
 def checkout(name: BackendName, options: Options) -> AbstractContextManager[Backend]:
     """The backend called ``name``, for one call with ``options``."""
+    if name == "processes" and options.method is None:
+        # The template process that starts workers boots (~20 ms) while this process
+        # imports the pool's modules: start it first.
+        from .template_client import start_early
+
+        start_early()
     module = importlib.import_module(f".{_MODULES[name]}", __name__)
     backend: AbstractContextManager[Backend] = module.checkout(options)
     return backend

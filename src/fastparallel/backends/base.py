@@ -14,7 +14,7 @@ import queue
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar
 
 from ..calls import Call
-from ..chunking import Chunk
+from ..chunking import Chunk, Measured
 
 if TYPE_CHECKING:
     from ..options import Options
@@ -88,8 +88,12 @@ class Backend(Protocol):
     each chunk's item runs. Else (an external executor) the dispatcher can only space
     its submissions."""
 
-    def begin(self, call: Call, n_workers: int, options: Options) -> None:
-        """Prepare for a call of ``call`` on ``n_workers`` workers (pickle it, start workers...)."""
+    def begin(self, call: Call, n_workers: int, options: Options) -> Measured | None:
+        """Prepare for a call of ``call`` on ``n_workers`` workers (pickle it, start workers...).
+
+        A warm pool may return what it measured for the same call before: the call's
+        chunk sizes start from it, and what this call measures is written back to it.
+        """
 
     def submit(self, chunk: Chunk) -> None:
         """Start ``chunk`` (or queue it behind the worker's current one)."""

@@ -3,40 +3,93 @@
 A launcher turns a request for a worker into a running :class:`WorkerProcess`: a
 process with a channel each way and a shared slot where it writes the index of the item
 it is running. The process pool (:mod:`.processes`) never needs to know how the process
-was started.
+was started. There are two launchers:
+
+* ``TemplateLauncher`` (:mod:`.template_launcher`), the default where ``os.fork``
+  exists: workers are forks of fastparallel's own template process;
+* :class:`MultiprocessingLauncher`, for ``method='fork' | 'spawn' | 'forkserver'`` or a
+  multiprocessing context (and the default where there is no ``fork``: Windows).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import multiprocessing.context
-from typing import Any
+from collections.abc import Hashable, Sequence
+from typing import Any, Protocol
 
 from .protocol import Channel
-from .worker import channel_from, process_main
+from .worker import STARTING, channel_from, process_main
 
-__all__ = ["WorkerProcess", "MultiprocessingLauncher", "resolve_context"]
+__all__ = ["WorkerProcess", "Launcher", "MultiprocessingLauncher", "make_launcher", "resolve_context",
+           "enlarge_pipe", "wait_ready"]
 
 log = logging.getLogger("fastparallel")
 
 _PIPE_BYTES = 1 << 20  # a chunk or a result rarely has to wait for room in the pipe
 
 
-def resolve_context(method: Any) -> tuple[str, Any]:
-    """The start method's name and multiprocessing context for ``method=``.
+class WorkerProcess(Protocol):
+    """A started worker process as the pool sees it."""
 
-    The default is ``forkserver`` where the platform has it, else ``spawn``: both are
-    safe when the caller runs threads, and the choice is the same on every Python.
-    """
-    if method is None:
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    inbox: Channel  # results come in here
+    outbox: Channel  # chunks go out here
+    current_item: Any  # [0]: input index of the item it runs; -1: none; STARTING: still starting
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def sentinel(self) -> int:
+        """A file descriptor that becomes readable when the process has ended."""
+
+    def is_alive(self) -> bool: ...
+
+    def exitcode(self) -> int | None:
+        """The exit code once it has ended (negative: killed by that signal), else None."""
+
+    def kill(self) -> None: ...
+
+    def join(self, timeout: float) -> None: ...
+
+    def close(self) -> None:
+        """Release the channels and whatever else it holds (after it has ended)."""
+
+
+class Launcher(Protocol):
+    forks: bool
+    """Whether workers are forked from the caller during the call (they see its memory)."""
+
+    def start(self) -> WorkerProcess: ...
+
+
+def resolve_context(method: Any) -> tuple[str, Any]:
+    """The start method's name and multiprocessing context for ``method=`` (not None)."""
+    import multiprocessing
+
     if isinstance(method, str):
         return method, multiprocessing.get_context(method)
     return method.get_start_method(), method
 
 
-def _enlarge_pipe(fd: int) -> None:
+def make_launcher(method: Any) -> tuple[Launcher, Hashable]:
+    """The launcher for ``method=``, and a key that tells its pools apart from others'.
+
+    ``None`` is fastparallel's template process where the platform can fork, else
+    ``spawn``: both are safe when the caller runs threads.
+    """
+    if method is None:
+        from . import template_client
+
+        if template_client.available():
+            from .template_launcher import TemplateLauncher
+
+            return TemplateLauncher(), "template"
+        method = "spawn"
+    name, ctx = resolve_context(method)
+    return MultiprocessingLauncher(ctx), name if isinstance(method, str) else id(ctx)
+
+
+def enlarge_pipe(fd: int) -> None:
     """Grow a pipe's buffer (Linux) so that writes rarely block on a busy reader."""
     try:
         import fcntl
@@ -46,16 +99,31 @@ def _enlarge_pipe(fd: int) -> None:
         pass
 
 
-class WorkerProcess:
-    """A started worker process as the pool sees it."""
+def wait_ready(handles: Sequence[int], timeout: float | None) -> list[int]:
+    """The handles (file descriptors) that are readable or closed, waiting up to ``timeout``."""
+    try:
+        from select import POLLIN, poll
+    except ImportError:  # pragma: no cover - Windows: sentinels are handles
+        from multiprocessing.connection import wait
+
+        return wait(handles, timeout)  # type: ignore[return-value]
+    poller = poll()
+    for handle in handles:
+        poller.register(handle, POLLIN)  # end of file and errors are always reported
+    ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+    return [fd for fd, _ in poller.poll(ms)]
+
+
+class MultiprocessingWorker:
+    """A worker started by :mod:`multiprocessing`, as the pool sees it."""
 
     __slots__ = ("process", "inbox", "outbox", "current_item")
 
     def __init__(self, process: Any, inbox: Channel, outbox: Channel, current_item: Any):
         self.process = process
-        self.inbox = inbox  # results come in here
-        self.outbox = outbox  # chunks go out here
-        self.current_item = current_item  # [0]: input index of the item it runs, -1 for none
+        self.inbox = inbox
+        self.outbox = outbox
+        self.current_item = current_item
 
     @property
     def pid(self) -> int:
@@ -63,14 +131,12 @@ class WorkerProcess:
 
     @property
     def sentinel(self) -> int:
-        """A handle that becomes ready when the process ends (for ``connection.wait``)."""
         return int(self.process.sentinel)
 
     def is_alive(self) -> bool:
         return bool(self.process.is_alive())
 
     def exitcode(self) -> int | None:
-        """The exit code once it has ended (negative: killed by that signal), else None."""
         code = self.process.exitcode
         return None if code is None else int(code)
 
@@ -81,7 +147,6 @@ class WorkerProcess:
         self.process.join(timeout)
 
     def close(self) -> None:
-        """Release the channels and the process object (after it has ended)."""
         self.inbox.close()
         self.outbox.close()
         self.process.close()
@@ -96,17 +161,19 @@ class MultiprocessingLauncher:
         # call only (like fastcore's), and may receive __main__ objects by reference.
         self.forks = ctx.get_start_method() == "fork"
 
-    def start(self, init_blob: bytes | None) -> WorkerProcess:
+    def start(self) -> MultiprocessingWorker:
+        import multiprocessing.context
+
         ctx = self.ctx
         worker_in, to_worker = ctx.Pipe(duplex=False)
         from_worker, worker_out = ctx.Pipe(duplex=False)
-        _enlarge_pipe(to_worker.fileno())
-        _enlarge_pipe(worker_out.fileno())
+        enlarge_pipe(to_worker.fileno())
+        enlarge_pipe(worker_out.fileno())
         current_item = ctx.RawArray("q", 1)
-        current_item[0] = -1
+        current_item[0] = STARTING
         process = ctx.Process(
             target=process_main,
-            args=(worker_in, worker_out, current_item, init_blob),
+            args=(worker_in, worker_out, current_item),
             name="fastparallel-worker",
             daemon=False,  # daemonic processes may not start their own pools (nested calls)
         )
@@ -122,4 +189,4 @@ class MultiprocessingLauncher:
         worker_out.close()
         log.debug("started worker process %s", process.pid)
         slot = memoryview(current_item).cast("B").cast("q")
-        return WorkerProcess(process, channel_from(from_worker), channel_from(to_worker), slot)
+        return MultiprocessingWorker(process, channel_from(from_worker), channel_from(to_worker), slot)

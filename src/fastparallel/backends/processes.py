@@ -4,6 +4,12 @@ Because every worker has its own channel and the pool decides which worker gets 
 chunk, the pool always knows what a dead worker was running. A shared integer per
 worker holds the input index of the item in progress, so a crash is pinned on one item.
 
+Every call brings the caller's context (working directory, ``sys.path``, environment,
+``sys.argv``) to the workers: a warm worker gets it again whenever it changed, so warm
+workers behave like fresh ones. The pool also remembers the chunk sizes measured for
+recent calls (:class:`~fastparallel.chunking.Measured`), so that a loop of calls over
+batches does not measure again every time.
+
 Busy workers can be killed (fail-fast, timeouts, Ctrl-C, a closed generator); the pool
 replaces dead workers on its next use. Workers leave the pool in one way: stopped (asked
 to exit, or killed), then joined.
@@ -11,54 +17,60 @@ to exit, or killed), then joined.
 
 from __future__ import annotations
 
-import logging
 import time
+from collections import OrderedDict
+from collections.abc import Hashable
 from contextlib import AbstractContextManager
-from multiprocessing.connection import wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import pools
 from ..calls import Call
-from ..chunking import Chunk
-from ..errors import add_note, describe_exit, describe_item, initializer_error, worker_died_error
+from ..chunking import Chunk, Measured
+from ..errors import start_crash_error, worker_start_error
 from ..pickling import dumps, loads
-from ..remote_errors import ITEM_NOT_PICKLABLE, pack_exception, unpack_exception
-from .base import Crashed, Outcome, Requeue, Started
-from .launcher import MultiprocessingLauncher, WorkerProcess, resolve_context
-from .protocol import ChunkHeader, DoneHeader, Kind, StartedHeader, decode, decode_result, encode
-from .worker import Unpicklable
+from ..remote_errors import unpack_exception
+from .base import Outcome, Requeue, Started
+from .crashes import crash_outcome
+from .launcher import Launcher, MultiprocessingLauncher, WorkerProcess, make_launcher, wait_ready
+from .protocol import (
+    ChunkHeader,
+    Context,
+    DoneHeader,
+    Kind,
+    StartedHeader,
+    StartStage,
+    capture_context,
+    decode,
+    decode_result,
+    encode,
+    encode_items,
+    pickle_for_workers,
+)
+from .worker import STARTING
 
 if TYPE_CHECKING:
     from ..options import Options
 
 __all__ = ["ProcessPool", "checkout"]
 
-log = logging.getLogger("fastparallel")
 
 _JOIN_SECONDS = 2.0
+_REMEMBERED_CALLS = 8  # chunk-size measurements kept per pool
+_REMEMBERED_BLOB_BYTES = 1 << 16  # larger pickled calls are remembered while they stay current
 
 
 class _Worker:
     """A worker process and the chunks it holds, in the order it runs them."""
 
-    __slots__ = ("process", "chunks", "call_version", "assigned", "stopped")
+    __slots__ = ("process", "chunks", "call_version", "context_version", "assigned", "stopped")
 
     def __init__(self, process: WorkerProcess):
         self.process = process
         self.chunks: dict[int, Chunk] = {}
         self.call_version = -1  # which pickled call it has (see ProcessPool.begin)
+        self.context_version = -1  # which caller's context it has (see ProcessPool._sync_context)
         self.assigned = 0  # items sent to it over its life (for max_tasks_per_child)
         self.stopped = False
-
-
-def pickle_for_workers(obj: Any, what: str, forks: bool) -> bytes:
-    """Pickle ``obj`` for worker processes; on failure, say what could not travel and why."""
-    try:
-        return dumps(obj, main_by_reference=forks)
-    except Exception as exc:
-        add_note(exc, f"fastparallel: {what} are sent to worker processes and must be picklable "
-                      "(cloudpickle); use threadpool=True to keep them in this process")
-        raise
 
 
 class ProcessPool:
@@ -67,7 +79,7 @@ class ProcessPool:
     chunks_per_worker = 2
     reports_starts = True
 
-    def __init__(self, launcher: MultiprocessingLauncher, init_blob: bytes | None = None,
+    def __init__(self, launcher: Launcher, init_blob: bytes | None = None,
                  max_tasks_per_child: int | None = None):
         self._launcher = launcher
         self._init_blob = init_blob
@@ -77,6 +89,10 @@ class ProcessPool:
         self._stopping: list[_Worker] = []  # asked to exit or killed, not yet joined
         self._call_blob: bytes | None = None
         self._call_version = 0  # bumped when the pickled call changes: workers get it once
+        self._context: Context | None = None  # the caller's context as last sent
+        self._context_blob = b""
+        self._context_version = 0  # bumped when the caller's context changes
+        self._sizes: OrderedDict[Hashable, Measured] = OrderedDict()  # recent calls' chunk measurements
         self._stop_on_error = True
         self._report_starts = False
         self._n_workers = 0
@@ -85,9 +101,20 @@ class ProcessPool:
 
     # -- workers -------------------------------------------------------------------
     def _start_worker(self) -> _Worker:
-        worker = _Worker(self._launcher.start(self._init_blob))
+        if self._killed_at_exit:
+            raise SystemExit("fastparallel: the interpreter is exiting")
+        worker = _Worker(self._launcher.start())
         self._workers.append(worker)
         self._active.append(worker)
+        # Before anything else: the initializer may need the caller's sys.path.
+        outbox = worker.process.outbox
+        try:
+            outbox.send(encode(Kind.CONTEXT), self._context_blob)
+            worker.context_version = self._context_version
+            if self._init_blob is not None:
+                outbox.send(encode(Kind.INIT), self._init_blob)
+        except OSError:
+            pass  # it died already: poll() sees its sentinel
         return worker
 
     def _stop_worker(self, worker: _Worker, kill: bool) -> None:
@@ -114,10 +141,10 @@ class ProcessPool:
         for worker in self._stopping:
             process = worker.process
             process.join(max(0.0, deadline - time.monotonic()) if block else 0)
-            if process.exitcode() is None and block:
+            if process.is_alive() and block:
                 process.kill()
                 process.join(1.0)
-            if process.exitcode() is None:
+            if process.is_alive():
                 still.append(worker)
             elif not self._killed_at_exit:  # else multiprocessing's exit code may be joining it
                 process.close()
@@ -146,12 +173,14 @@ class ProcessPool:
                 pass
 
     # -- one call --------------------------------------------------------------------
-    def begin(self, call: Call, n_workers: int, options: Options) -> None:
-        """Pickle the call (sent to each worker once) and start missing workers."""
+    def begin(self, call: Call, n_workers: int, options: Options) -> Measured | None:
+        """Pickle the call (sent to each worker once), take the caller's context, and start
+        missing workers; returns the chunk measurements remembered for this call."""
         blob = pickle_for_workers(tuple(call), "fn, args and kwargs", self._launcher.forks)
         if blob != self._call_blob:
             self._call_blob = blob
             self._call_version += 1
+        self._sync_context()
         self._stop_on_error = options.stop_on_error
         self._report_starts = bool(options.pause)
         self._n_workers = n_workers
@@ -162,6 +191,28 @@ class ProcessPool:
         self._active = self._workers[:n_workers]
         while len(self._active) < n_workers:
             self._start_worker()
+        # With max_tasks_per_child, sizes also decide when workers are replaced: a remembered
+        # size right after the one-item first chunks would leave allowances unused.
+        return self._remembered_sizes(blob) if self._max_tasks is None else None
+
+    def _sync_context(self) -> None:
+        """Take the caller's context now; workers that have an older one get it before chunks."""
+        context = capture_context()
+        if context != self._context:
+            self._context = context
+            self._context_blob = dumps(tuple(context))
+            self._context_version += 1
+
+    def _remembered_sizes(self, blob: bytes) -> Measured:
+        """The chunk measurements of the same pickled call on this pool (a new record if none)."""
+        # A large pickled call is not hashed: it is remembered while it stays the current one.
+        key: Hashable = blob if len(blob) <= _REMEMBERED_BLOB_BYTES else self._call_version
+        sizes = self._sizes
+        measured = sizes.pop(key, None) or Measured()
+        sizes[key] = measured
+        while len(sizes) > _REMEMBERED_CALLS:
+            sizes.popitem(last=False)
+        return measured
 
     def _fits(self, worker: _Worker, size: int) -> bool:
         """Whether ``worker`` may take ``size`` more items under ``max_tasks_per_child``."""
@@ -177,33 +228,16 @@ class ProcessPool:
             return self._start_worker()
         return min(candidates, key=lambda w: len(w.chunks))
 
-    def _pickle_items(self, chunk: Chunk) -> tuple[bytes, bool]:
-        """The chunk's items pickled, and whether some had to be replaced by an error."""
-        forks = self._launcher.forks
-        try:
-            return dumps(chunk.items, forks), False
-        except Exception:
-            pass
-        items: list[Any] = []
-        for offset, item in enumerate(chunk.items):
-            try:
-                dumps(item)
-                items.append(item)
-            except Exception as exc:
-                where = describe_item(chunk.start + offset, item)
-                if self._stop_on_error:
-                    add_note(exc, ITEM_NOT_PICKLABLE.format(where=where))
-                    raise
-                items.append(Unpicklable(pack_exception(exc, dumps)))
-        return dumps(items, forks), True
-
     def submit(self, chunk: Chunk) -> None:
-        body, has_bad_items = self._pickle_items(chunk)
+        body, has_bad_items = encode_items(chunk, self._stop_on_error, self._launcher.forks)
         worker = self._pick(len(chunk.items))
         worker.chunks[chunk.id] = chunk
         worker.assigned += len(chunk.items)
         outbox = worker.process.outbox
         try:
+            if worker.context_version != self._context_version:
+                outbox.send(encode(Kind.CONTEXT), self._context_blob)
+                worker.context_version = self._context_version
             if worker.call_version != self._call_version:
                 assert self._call_blob is not None
                 outbox.send(encode(Kind.SETUP), self._call_blob)
@@ -221,8 +255,8 @@ class ProcessPool:
                 handles[worker.process.inbox.fd] = worker
                 handles[worker.process.sentinel] = worker
         outcomes: list[Outcome] = []
-        for handle in wait(list(handles), timeout):
-            worker = handles[handle]  # type: ignore[index]
+        for handle in wait_ready(list(handles), timeout):
+            worker = handles[handle]
             if worker.stopped:
                 continue
             self._receive(worker, outcomes)  # results it sent before dying still count
@@ -233,7 +267,7 @@ class ProcessPool:
     def _receive(self, worker: _Worker, outcomes: list[Outcome]) -> None:
         inbox = worker.process.inbox
         try:
-            while not worker.stopped and wait([inbox.fd], 0):
+            while not worker.stopped and wait_ready([inbox.fd], 0):
                 kind, header, body = decode(inbox.recv())
                 if kind == Kind.DONE:
                     assert isinstance(header, DoneHeader)
@@ -242,8 +276,9 @@ class ProcessPool:
                     assert isinstance(header, StartedHeader)
                     outcomes.append(Started(worker.chunks[header.chunk_id], header.time))
                 else:  # INIT_FAILED
-                    self._closed = True
-                    raise initializer_error(unpack_exception(loads(body)), "a worker process")
+                    self._closed = True  # its replacements would fail alike
+                    stage, packed = loads(body)
+                    raise worker_start_error(unpack_exception(packed), StartStage(stage).name)
         except (EOFError, OSError):
             self._worker_died(worker, outcomes)
 
@@ -263,31 +298,15 @@ class ProcessPool:
             # thread quietly (threads ignore SystemExit) rather than report dead workers.
             raise SystemExit("fastparallel: the interpreter is exiting")
         worker.process.join(1.0)  # for its exit code
+        if worker.process.current_item[0] == STARTING:
+            self._closed = True  # its replacements would fail alike
+            raise start_crash_error(worker.process.pid, worker.process.exitcode())
         chunks = list(worker.chunks.values())
         worker.chunks.clear()
         if chunks:
-            outcomes.append(self._crash_outcome(worker, chunks[0]))
+            outcomes.append(crash_outcome(worker.process, chunks[0]))
             outcomes.extend(Requeue(c) for c in chunks[1:])
         self._stop_worker(worker, kill=True)
-
-    def _crash_outcome(self, worker: _Worker, running: Chunk) -> Crashed:
-        index = worker.process.current_item[0]
-        culprit: int | None = index - running.start if 0 <= index - running.start < len(running.items) else None
-        if culprit is not None:
-            what = describe_item(running.start + culprit, running.items[culprit])
-            indices: tuple[int, ...] = (running.start + culprit,)
-        else:
-            last = running.start + len(running.items) - 1
-            what = f"items {running.start}-{last} (first: {describe_item(running.start, running.items[0])})"
-            indices = tuple(range(running.start, last + 1))
-        exitcode = worker.process.exitcode()
-        error = worker_died_error()(
-            f"a worker process (pid {worker.process.pid}) {describe_exit(exitcode)} while running {what}",
-            indices,
-            exitcode,
-        )
-        log.info("%s", error)
-        return Crashed(running, culprit, error)
 
     def abort(self) -> None:
         """Kill every worker that is running or holding chunks of this call."""
@@ -308,13 +327,12 @@ class ProcessPool:
 
 def checkout(options: Options) -> AbstractContextManager[ProcessPool]:
     """A warm process pool for this start method, initializer and ``max_tasks_per_child``."""
-    name, ctx = resolve_context(options.method)
-    forks = name == "fork"
+    launcher, method_key = make_launcher(options.method)
     init_blob = None
     if options.initializer is not None:
-        init_blob = pickle_for_workers((options.initializer, options.initargs), "initializer and initargs", forks)
-    pools.install_multiprocessing_hook()
-    method_key = name if isinstance(options.method, (str, type(None))) else id(ctx)
+        init_blob = pickle_for_workers((options.initializer, options.initargs), "initializer and initargs",
+                                       launcher.forks)
+    if isinstance(launcher, MultiprocessingLauncher):  # its children are joined at exit: stop ours first
+        pools.install_multiprocessing_hook()
     key = ("processes", method_key, init_blob, options.max_tasks_per_child)
-    launcher = MultiprocessingLauncher(ctx)
     return pools.checkout(key, lambda: ProcessPool(launcher, init_blob, options.max_tasks_per_child))

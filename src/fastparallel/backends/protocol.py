@@ -4,13 +4,19 @@ A :class:`Channel` carries frames over one end of a pipe: an 8-byte length, then
 frame. A frame is a message: its :class:`Kind` (one byte), a fixed header for that kind
 (a :mod:`struct`, decoded into a NamedTuple), then an optional body::
 
-    caller -> worker   SETUP                                   body: pickled (fn, args, kwargs)
+    caller -> worker   CONTEXT                                 body: pickled Context
+                       INIT                                    body: pickled (initializer, initargs)
+                       SETUP                                   body: pickled (fn, args, kwargs)
                        CHUNK  ChunkHeader(chunk_id, start, stop_on_error, has_bad_items,
                                           pool_size, report_start)  body: pickled list of items
                        STOP
     worker -> caller   STARTED StartedHeader(chunk_id, time)   (only if report_start: pause)
                        DONE   DoneHeader(chunk_id, seconds)    body: pickled (values, errors)
-                       INIT_FAILED                             body: pickled packed exception
+                       INIT_FAILED                             body: pickled (StartStage, packed exception)
+
+A new worker first gets CONTEXT (the caller's working directory, ``sys.path``,
+environment and ``sys.argv``), then INIT if the pool has an initializer; a warm worker
+gets CONTEXT again before a call whenever the caller's context has changed.
 
 ``errors`` in a DONE body lists ``(offset, ErrorKind, packed exception)``. The caller
 turns a DONE body into a :class:`~.base.Done` or :class:`~.base.Split` outcome with
@@ -21,17 +27,25 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+import sys
+from collections import namedtuple
 from enum import IntEnum
-from typing import Any, NamedTuple
 
-from ..chunking import Chunk
 from ..errors import add_note, describe_item
 from ..pickling import dumps, loads
-from ..remote_errors import ErrorKind, PackedException, pack_exception, remote_item_error
-from .base import Done, Split
+from ..remote_errors import ITEM_NOT_PICKLABLE, ErrorKind, pack_exception, remote_item_error
 
-__all__ = ["Channel", "Kind", "ChunkHeader", "DoneHeader", "StartedHeader", "encode", "decode", "encode_result",
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, NamedTuple
+
+    from ..chunking import Chunk
+    from ..remote_errors import PackedException
+    from .base import Done, Split
+
+__all__ = ["Channel", "Kind", "ChunkHeader", "DoneHeader", "StartedHeader", "Context", "StartStage", "Unpicklable",
+           "capture_context", "encode", "decode", "pickle_for_workers", "encode_items", "encode_result",
            "decode_result"]
 
 _LENGTH = struct.Struct("<Q")
@@ -89,26 +103,71 @@ class Kind(IntEnum):
     STOP = 3
     DONE = 4
     INIT_FAILED = 5
-    STARTED = 6
+    CONTEXT = 6
+    INIT = 7
+    STARTED = 8
 
 
-class ChunkHeader(NamedTuple):
-    chunk_id: int
-    start: int  # input index of the chunk's first item
-    stop_on_error: bool
-    has_bad_items: bool  # some items are Unpicklable stand-ins
-    pool_size: int  # workers in the pool: nested pools share the machine
-    report_start: bool = False  # pause: send STARTED right before calling fn
+class StartStage(IntEnum):
+    """Where a worker's start failed (the first part of an INIT_FAILED body)."""
+
+    CONTEXT = 1  # taking over the caller's context
+    LOAD = 2  # unpickling the initializer and its arguments
+    RUN = 3  # running the initializer
+    FORK = 4  # setting itself up right after the fork (template workers)
 
 
-class DoneHeader(NamedTuple):
-    chunk_id: int
-    seconds: float  # time spent calling fn
+# At run time the headers are plain collections.namedtuple classes: worker processes
+# import this module, and should not pay for importing typing (see calls.py).
+if TYPE_CHECKING:
+    class ChunkHeader(NamedTuple):
+        chunk_id: int
+        start: int  # input index of the chunk's first item
+        stop_on_error: bool
+        has_bad_items: bool  # some items are Unpicklable stand-ins
+        pool_size: int  # workers in the pool: nested pools share the machine
+        report_start: bool = False  # pause: send STARTED right before calling fn
+
+    class StartedHeader(NamedTuple):
+        chunk_id: int
+        time: float  # time.monotonic() when the chunk's item started (system-wide clock)
+
+    class DoneHeader(NamedTuple):
+        chunk_id: int
+        seconds: float  # time spent calling fn
+
+    class Context(NamedTuple):
+        """What a worker takes over from the caller before running a call's items."""
+
+        cwd: str | None  # None: the caller's working directory no longer exists
+        path: list[str]  # sys.path
+        environ: dict[str, str]
+        argv: list[str]
+else:
+    ChunkHeader = namedtuple("ChunkHeader", "chunk_id start stop_on_error has_bad_items pool_size report_start",
+                             defaults=(False,), module=__name__)
+    StartedHeader = namedtuple("StartedHeader", "chunk_id time", module=__name__)
+    DoneHeader = namedtuple("DoneHeader", "chunk_id seconds", module=__name__)
+    Context = namedtuple("Context", "cwd path environ argv", module=__name__)
 
 
-class StartedHeader(NamedTuple):
-    chunk_id: int
-    time: float  # time.monotonic() in the worker: system-wide, so it compares with the caller's
+_environ_copy: tuple[object, dict[str, str]] = (None, {})  # os.environ's raw data, and its decoded copy
+
+
+def capture_context() -> Context:
+    """The calling process's context, now (cheap: a few copies, one system call)."""
+    global _environ_copy
+    try:
+        cwd: str | None = os.getcwd()
+    except OSError:
+        cwd = None
+    # Decoding every variable costs ~100 us; comparing os.environ's raw dict costs ~1 us.
+    raw = getattr(os.environ, "_data", None)
+    seen, environ = _environ_copy
+    if raw is None or raw != seen:
+        environ = dict(os.environ)
+        _environ_copy = (None if raw is None else dict(raw), environ)
+    return Context(cwd, list(sys.path), environ, list(sys.argv))
 
 
 _HEADERS: dict[Kind, tuple[struct.Struct, type[Any]]] = {
@@ -117,7 +176,8 @@ _HEADERS: dict[Kind, tuple[struct.Struct, type[Any]]] = {
     Kind.STARTED: (struct.Struct("<Bqd"), StartedHeader),
 }
 _BARE = struct.Struct("<B")
-Header = ChunkHeader | DoneHeader | StartedHeader | None
+if TYPE_CHECKING:
+    Header = ChunkHeader | DoneHeader | StartedHeader | None
 
 
 def encode(kind: Kind, header: Header = None) -> bytes:
@@ -138,9 +198,52 @@ def decode(frame: bytearray) -> tuple[Kind, Header, memoryview]:
     return kind, header, memoryview(frame)[layout.size:]
 
 
-# -- results: packed in the worker, decoded in the caller ----------------------------------
+# -- bodies: the call and items pickled in the caller, results in the worker -----------------
 
-PackedErrors = list[tuple[int, ErrorKind, PackedException]]
+
+class Unpicklable:
+    """Stands in a chunk for an input item that could not be pickled; carries the error."""
+
+    def __init__(self, packed: PackedException):
+        self.packed = packed
+
+
+def pickle_for_workers(obj: Any, what: str, forks: bool) -> bytes:
+    """Pickle ``obj`` for worker processes; on failure, say what could not travel and why.
+
+    ``forks``: the workers are forked from this process during this call, so objects of
+    ``__main__`` may travel by reference.
+    """
+    try:
+        return dumps(obj, main_by_reference=forks)
+    except Exception as exc:
+        add_note(exc, f"fastparallel: {what} are sent to worker processes and must be picklable "
+                      "(cloudpickle); use threadpool=True to keep them in this process")
+        raise
+
+
+def encode_items(chunk: Chunk, stop_on_error: bool, forks: bool) -> tuple[bytes, bool]:
+    """A chunk's items pickled, and whether some had to be replaced by :class:`Unpicklable`."""
+    try:
+        return dumps(chunk.items, forks), False
+    except Exception:
+        pass
+    items: list[Any] = []
+    for offset, item in enumerate(chunk.items):
+        try:
+            dumps(item)
+            items.append(item)
+        except Exception as exc:
+            where = describe_item(chunk.start + offset, item)
+            if stop_on_error:
+                add_note(exc, ITEM_NOT_PICKLABLE.format(where=where))
+                raise
+            items.append(Unpicklable(pack_exception(exc, dumps)))
+    return dumps(items, forks), True
+
+
+if TYPE_CHECKING:
+    PackedErrors = list[tuple[int, ErrorKind, PackedException]]
 
 
 def encode_result(values: list[Any], errors: PackedErrors) -> bytes:
@@ -165,6 +268,8 @@ def decode_result(body: bytes | memoryview, chunk: Chunk, seconds: float, stop_o
     When the chunk could not be unpickled in the worker, or its results here, the
     culprit is unknown: a chunk of several items is split to run item by item.
     """
+    from .base import Done, Split  # caller side only: worker processes never import it
+
     nbytes = memoryview(body).nbytes
     try:
         values, packed_errors = loads(body)

@@ -1,10 +1,15 @@
 """The code a worker process runs: receive chunks, run them, send results back.
 
 It runs in the child only and imports only what a worker needs (the wire format in
-:mod:`.protocol`, the per-item loop, pickling). A reader thread drains the inbound
-channel into a queue, so the caller's sends never block on a worker that is busy
-sending a large result (no pipe deadlock). The same thread ends the worker when the
-caller goes away: end of file on the channel, or a new parent process id.
+:mod:`.protocol`, the per-item loop, pickling): the template process imports it once
+and every worker forked from it starts with it loaded. A reader thread drains the
+inbound channel into a queue, so the caller's sends never block on a worker that is
+busy sending a large result (no pipe deadlock). The same thread ends the worker when
+the caller goes away: end of file on the channel, or a new parent process id.
+
+A worker starts with the caller's context (CONTEXT) and the initializer (INIT); until
+then its current-item slot holds :data:`STARTING`, so that a worker that dies while
+starting is reported as one that could not start, not as a crash of an item.
 
 :func:`run_packed` is also what an external executor's worker runs for one chunk.
 """
@@ -12,40 +17,43 @@ caller goes away: end of file on the channel, or a new parent process id.
 from __future__ import annotations
 
 import faulthandler
+import importlib
 import os
 import queue
 import signal
 import sys
 import threading
 import time
-from typing import Any
 
-from .. import cpus, pools
-from ..calls import Call, CurrentItem, run_chunk
+from .. import cpus
+from ..calls import Call, run_chunk
 from ..pickling import dumps, loads
 from ..remote_errors import ErrorKind, pack_exception
 from .protocol import (
     Channel,
     ChunkHeader,
+    Context,
     DoneHeader,
     Kind,
-    PackedErrors,
     StartedHeader,
+    StartStage,
+    Unpicklable,
     decode,
     encode,
     encode_result,
 )
 
-__all__ = ["Unpicklable", "run_packed", "serve", "process_main", "channel_from"]
+TYPE_CHECKING = False  # no typing at run time: it would add ~10 ms to every worker start
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+    from ..calls import CurrentItem
+    from .protocol import PackedErrors
+
+__all__ = ["run_packed", "serve", "process_main", "channel_from", "report_start_failure", "apply_context", "STARTING"]
 
 _PARENT_CHECK_SECONDS = 0.25
-
-
-class Unpicklable:
-    """Stands in a chunk for an input item that could not be pickled; carries the error."""
-
-    def __init__(self, packed: tuple[Any, ...]):
-        self.packed = packed
+STARTING = -2  # the current-item slot until the worker has started (then -1: no item)
 
 
 def run_packed(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool,
@@ -92,7 +100,7 @@ def _read_inbound(inbound: Channel, inbox: queue.SimpleQueue[bytearray], parent_
     _exit_now()
 
 
-def _exit_now(code: int = 0) -> None:
+def _exit_now(code: int = 0) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -101,15 +109,42 @@ def _exit_now(code: int = 0) -> None:
     os._exit(code)
 
 
-def _run_initializer(init_blob: bytes | None, outbound: Channel) -> None:
-    if init_blob is None:
-        return
+def _run_initializer(body: memoryview, outbound: Channel) -> None:
+    stage = StartStage.LOAD
     try:
-        initializer, initargs = loads(init_blob)
+        initializer, initargs = loads(body)
+        stage = StartStage.RUN
         initializer(*initargs)
     except BaseException as exc:  # noqa: BLE001 - reported to the caller
-        outbound.send(encode(Kind.INIT_FAILED), dumps(pack_exception(exc, dumps)))
-        _exit_now(1)
+        report_start_failure(outbound, exc, stage)
+
+
+def report_start_failure(outbound: Channel, exc: BaseException, stage: StartStage) -> NoReturn:
+    """Tell the caller that this worker could not start, and why; then exit."""
+    try:
+        outbound.send(encode(Kind.INIT_FAILED), dumps((stage, pack_exception(exc, dumps))))
+    except OSError:
+        pass
+    _exit_now(1)
+
+
+def apply_context(body: memoryview) -> None:
+    """Take over the caller's working directory, ``sys.path``, environment and ``sys.argv``."""
+    context = Context(*loads(body))
+    if context.cwd is not None:
+        try:
+            os.chdir(context.cwd)
+        except OSError:
+            pass  # removed or unreachable: relative paths fail as they would in the caller
+    sys.path[:] = context.path
+    sys.argv[:] = context.argv
+    environ = os.environ
+    for name in [name for name in environ if name not in context.environ]:
+        del environ[name]
+    for name, value in context.environ.items():
+        if environ.get(name) != value:
+            environ[name] = value
+    importlib.invalidate_caches()  # modules written since the last call are found
 
 
 def _run_chunk_message(call: Call | BaseException, header: ChunkHeader, body: memoryview,
@@ -125,15 +160,15 @@ def _run_chunk_message(call: Call | BaseException, header: ChunkHeader, body: me
     return run_packed(call, items, header.start, header.stop_on_error, header.has_bad_items, current_item)
 
 
-def serve(inbound: Channel, outbound: Channel, current_item: memoryview, init_blob: bytes | None) -> None:
-    """The worker's life: run the initializer, then chunks until STOP or the caller goes away."""
+def serve(inbound: Channel, outbound: Channel, current_item: memoryview) -> None:
+    """The worker's life: take the caller's context, run the initializer, then chunks
+    until STOP or the caller goes away."""
     # A terminal Ctrl-C goes to the whole process group; only the caller should react.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()
     inbox: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
     threading.Thread(target=_read_inbound, args=(inbound, inbox, os.getppid()), daemon=True,
                      name="fastparallel-inbound").start()
-    _run_initializer(init_blob, outbound)
     call: Call | BaseException = RuntimeError("no SETUP message before the first chunk")
     while True:
         kind, header, body = decode(inbox.get())
@@ -142,13 +177,23 @@ def serve(inbound: Channel, outbound: Channel, current_item: memoryview, init_bl
             result, seconds = _run_chunk_message(call, header, body, current_item, outbound)
             outbound.send(encode(Kind.DONE, DoneHeader(header.chunk_id, seconds)), result)
         elif kind == Kind.SETUP:
+            current_item[0] = -1  # started: a crash from here on is pinned on the call's items
             try:
                 call = Call(*loads(body))
             except BaseException as exc:  # noqa: BLE001 - reported per item
                 call = exc
+        elif kind == Kind.CONTEXT:
+            try:
+                apply_context(body)
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller
+                report_start_failure(outbound, exc, StartStage.CONTEXT)
+        elif kind == Kind.INIT:
+            _run_initializer(body, outbound)
         else:  # STOP
             break
-    pools.shutdown()  # pools that fn started in this worker (nested parallel() calls)
+    pools = sys.modules.get("fastparallel.pools")
+    if pools is not None:
+        pools.shutdown()  # pools that fn started in this worker (nested parallel() calls)
     _exit_now(0)
 
 
@@ -159,7 +204,7 @@ def channel_from(connection: Any) -> Channel:
     return Channel(fd)
 
 
-def process_main(inbound: Any, outbound: Any, current_item: Any, init_blob: bytes | None) -> None:
+def process_main(inbound: Any, outbound: Any, current_item: Any) -> None:
     """Entry point of a worker started by :mod:`multiprocessing` (the ``target`` of its Process).
 
     ``inbound`` and ``outbound`` are :class:`multiprocessing.connection.Connection` objects
@@ -167,4 +212,4 @@ def process_main(inbound: Any, outbound: Any, current_item: Any, init_blob: byte
     ``current_item`` is a one-element shared ``RawArray('q')``.
     """
     slot = memoryview(current_item).cast("B").cast("q")
-    serve(channel_from(inbound), channel_from(outbound), slot, init_blob)
+    serve(channel_from(inbound), channel_from(outbound), slot)
