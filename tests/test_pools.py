@@ -84,6 +84,9 @@ def test_checkin_happens_when_the_call_fails():
 
 def test_pools_in_use_are_killed_at_exit(monkeypatch):
     monkeypatch.setattr(pools, "_exiting", False)
+    # Not the real hooks: they would stop the template process for good, and later tests
+    # in this session need worker processes.
+    monkeypatch.setattr(pools, "_shutdown_hooks", [])
     with pools.checkout(("a",), FakePool) as busy:
         pools._at_exit()
         assert busy.killed
