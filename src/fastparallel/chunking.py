@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
 from typing import Any, NamedTuple
 
-__all__ = ["Chunk", "ChunkSizer", "ChunkReader", "Measured"]
+__all__ = ["Chunk", "ChunkSizer", "ChunkReader", "Measured", "RecentMeasurements"]
 
 TARGET_SECONDS = 0.02
 TARGET_BYTES = 1 << 20  # results a chunk sends back: large ones travel best a few at a time
@@ -47,6 +48,23 @@ class Measured:
         self.items = 0
         self.seconds = 0.0
         self.nbytes = 0
+
+
+class RecentMeasurements:
+    """What was measured for the last ``size`` calls, by a key that tells calls apart
+    (a warm process pool keeps one: the least recently used is forgotten first)."""
+
+    def __init__(self, size: int = 8):
+        self._size = size
+        self._by_key: OrderedDict[Hashable, Measured] = OrderedDict()
+
+    def get(self, key: Hashable) -> Measured:
+        """The record for ``key`` (a new one if none), now the most recently used."""
+        measured = self._by_key.pop(key, None) or Measured()
+        self._by_key[key] = measured
+        while len(self._by_key) > self._size:
+            self._by_key.popitem(last=False)
+        return measured
 
 
 class ChunkSizer:

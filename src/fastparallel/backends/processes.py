@@ -18,14 +18,12 @@ to exit, or killed), then joined.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from collections.abc import Hashable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from .. import pools
 from ..calls import Call
-from ..chunking import Chunk, Measured
+from ..chunking import Chunk, Measured, RecentMeasurements
 from ..errors import start_crash_error, worker_start_error
 from ..pickling import dumps, loads
 from ..remote_errors import unpack_exception
@@ -55,7 +53,6 @@ __all__ = ["ProcessPool", "checkout"]
 
 
 _JOIN_SECONDS = 2.0
-_REMEMBERED_CALLS = 8  # chunk-size measurements kept per pool
 _REMEMBERED_BLOB_BYTES = 1 << 16  # larger pickled calls are remembered while they stay current
 
 
@@ -92,7 +89,7 @@ class ProcessPool:
         self._context: Context | None = None  # the caller's context as last sent
         self._context_blob = b""
         self._context_version = 0  # bumped when the caller's context changes
-        self._sizes: OrderedDict[Hashable, Measured] = OrderedDict()  # recent calls' chunk measurements
+        self._sizes = RecentMeasurements()  # recent calls' chunk measurements
         self._stop_on_error = True
         self._report_starts = False
         self._n_workers = 0
@@ -193,7 +190,10 @@ class ProcessPool:
             self._start_worker()
         # With max_tasks_per_child, sizes also decide when workers are replaced: a remembered
         # size right after the one-item first chunks would leave allowances unused.
-        return self._remembered_sizes(blob) if self._max_tasks is None else None
+        if self._max_tasks is not None:
+            return None
+        # A large pickled call is not hashed: it is remembered while it stays the current one.
+        return self._sizes.get(blob if len(blob) <= _REMEMBERED_BLOB_BYTES else self._call_version)
 
     def _sync_context(self) -> None:
         """Take the caller's context now; workers that have an older one get it before chunks."""
@@ -202,17 +202,6 @@ class ProcessPool:
             self._context = context
             self._context_blob = dumps(tuple(context))
             self._context_version += 1
-
-    def _remembered_sizes(self, blob: bytes) -> Measured:
-        """The chunk measurements of the same pickled call on this pool (a new record if none)."""
-        # A large pickled call is not hashed: it is remembered while it stays the current one.
-        key: Hashable = blob if len(blob) <= _REMEMBERED_BLOB_BYTES else self._call_version
-        sizes = self._sizes
-        measured = sizes.pop(key, None) or Measured()
-        sizes[key] = measured
-        while len(sizes) > _REMEMBERED_CALLS:
-            sizes.popitem(last=False)
-        return measured
 
     def _fits(self, worker: _Worker, size: int) -> bool:
         """Whether ``worker`` may take ``size`` more items under ``max_tasks_per_child``."""
