@@ -532,6 +532,16 @@ def test_return_exceptions_fills_the_slot(backend):
         ({"progress": 5}, TypeError),
         ({"total": -2}, ValueError),
         ({"return_exceptions": 1}, TypeError),
+        ({"item_timeout": 0}, ValueError),
+        ({"item_timeout": -1}, ValueError),
+        ({"item_timeout": "5"}, TypeError),
+        ({"retries": -1}, ValueError),
+        ({"retries": 1.5}, TypeError),
+        ({"retry_on": "ValueError"}, TypeError),
+        ({"retry_on": (ValueError, 3)}, TypeError),
+        ({"retry_on": ()}, TypeError),
+        ({"retry_delay": -0.1}, ValueError),
+        ({"retry_delay": None}, TypeError),
     ],
 )
 def test_bad_arguments_fail_before_any_worker_starts(kwargs, error):
@@ -544,7 +554,8 @@ def test_bad_arguments_fail_before_any_worker_starts(kwargs, error):
     assert multiprocessing.active_children() == []
 
 
-@pytest.mark.parametrize("kwargs", [{"initializer": print}, {"method": "spawn"}, {"max_tasks_per_child": 2}])
+@pytest.mark.parametrize("kwargs", [{"initializer": print}, {"method": "spawn"}, {"max_tasks_per_child": 2},
+                                    {"item_timeout": 5}])
 def test_options_an_executor_cannot_honour_are_refused(kwargs):
     from concurrent.futures import ThreadPoolExecutor
 

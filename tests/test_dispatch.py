@@ -236,3 +236,107 @@ def test_input_errors_name_how_far_reading_got():
         list(dispatcher(FakeBackend(), items(), chunksize=1).run())
     assert "after 2 items were read" in " ".join(info.value.__notes__)
 
+
+
+# -- retries and item_timeout -----------------------------------------------------------
+
+
+def failing_first(times: dict[int, int], error: type[Exception] = ValueError):
+    """fn for FakeBackend: item x raises on its first ``times[x]`` attempts."""
+    seen: dict[int, int] = {}
+
+    def fn(x):
+        seen[x] = seen.get(x, 0) + 1
+        if seen[x] <= times.get(x, 0):
+            raise error(f"attempt {seen[x]} of {x}")
+        return x * 10
+
+    fn.seen = seen
+    return fn
+
+
+def test_a_retried_item_runs_alone_and_holds_back_later_pieces():
+    fn = failing_first({2: 2})
+    backend = FakeBackend(fn)
+    pieces = list(dispatcher(backend, range(8), chunksize=4, retries=2).run())
+    assert [start for start, _ in pieces] == sorted(start for start, _ in pieces)  # still in input order
+    assert values(pieces) == [x * 10 for x in range(8)]
+    assert fn.seen == {0: 1, 1: 1, 2: 3, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1}
+    assert [(c.start, len(c.items)) for c in backend.submitted].count((2, 1)) == 2  # two retries, alone
+
+
+def test_waiting_retries_count_in_the_window():
+    read = []
+
+    def items():
+        for i in itertools.count():
+            read.append(i)
+            yield i
+
+    fn = failing_first({0: 1})
+    stream = dispatcher(FakeBackend(fn), items(), chunksize=1, window=4, retries=1, retry_delay=0.2).run()
+    first = next(stream)  # item 0, after its retry
+    assert first == (0, [0])
+    assert len(read) == 4  # item 0, waiting, counts in the window: 3 items read after it
+
+
+def test_a_final_error_ends_the_call_while_retries_wait():
+    fn = failing_first({1: 5, 5: 1}, error=KeyError)
+    backend = FakeBackend(fn)
+    began = time.monotonic()
+    with pytest.raises(KeyError) as info:
+        list(dispatcher(backend, range(8), chunksize=1, retries=3, retry_on=ValueError, retry_delay=30).run())
+    assert time.monotonic() - began < 5  # no waiting for anything
+    assert "attempts were made" not in " ".join(getattr(info.value, "__notes__", []))
+    assert backend.aborted
+
+
+def test_retries_wait_without_holding_the_backend():
+    fn = failing_first({0: 1})
+    backend = FakeBackend(fn)
+    d = dispatcher(backend, range(6), chunksize=1, n_workers=1, retries=1, retry_delay=0.1)
+    assert values(d.run()) == [x * 10 for x in range(6)]
+    order = [c.start for c in backend.submitted]
+    assert order.index(0, 1) > order.index(5)  # every other item went first, while item 0 waited
+
+
+class Overdue(FakeBackend):
+    """Chunks run forever unless polled after their deadline: then expire() fails the first
+    item of each with an ItemTimeoutError (a Crashed outcome, as a killed worker gives)."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+        self.started: dict[int, float] = {}
+        self.poll_timeouts: list[float | None] = []
+
+    def submit(self, chunk):
+        super().submit(chunk)
+        self.started[chunk.id] = time.monotonic()
+
+    def poll(self, timeout):
+        self.poll_timeouts.append(timeout)
+        time.sleep(timeout or 0)
+        return []
+
+    def item_deadline(self):
+        return min(self.started[c.id] for c in self.queued) + self.limit if self.queued else None
+
+    def expire(self, now):
+        from fastparallel.errors import item_timeout_error
+
+        out = []
+        for chunk in list(self.queued):
+            if now >= self.started[chunk.id] + self.limit:
+                self.queued.remove(chunk)
+                out.append(Crashed(chunk, 0, item_timeout_error(chunk.start, chunk.items[0], self.limit, "test")))
+        return out
+
+
+def test_the_wait_step_wakes_for_the_earliest_item_deadline():
+    from fastparallel.errors import ItemTimeoutError
+
+    backend = Overdue(limit=0.05)
+    out = values(dispatcher(backend, range(2), chunksize=1, item_timeout=0.05, return_exceptions=True).run())
+    assert all(isinstance(v, ItemTimeoutError) for v in out), out
+    assert backend.poll_timeouts and all(t is not None and t <= 0.05 for t in backend.poll_timeouts)

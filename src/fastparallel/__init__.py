@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .cpus import num_cpus
     from .errors import (
         FastParallelError,
+        ItemTimeoutError,
         ParallelTimeoutError,
         RemoteError,
         RemoteTraceback,
@@ -38,6 +39,7 @@ _WHERE = {
     "WorkerDiedError": "errors",  # defined on first use: see errors.worker_died_error
     "TaskExitError": "errors",
     "ParallelTimeoutError": "errors",
+    "ItemTimeoutError": "errors",
     "RemoteError": "errors",
     "RemoteTraceback": "errors",
 }
@@ -67,6 +69,7 @@ __all__ = [
     "WorkerDiedError",
     "TaskExitError",
     "ParallelTimeoutError",
+    "ItemTimeoutError",
     "RemoteError",
     "RemoteTraceback",
     "__version__",

@@ -43,6 +43,10 @@ def parallel(
     initargs: Iterable[Any] = (),
     return_as: Literal["list"] = "list",
     executor: Any = None,
+    item_timeout: float | None = None,
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    retry_delay: float = 0.0,
     **kwargs: Any,
 ) -> list[R]: ...
 
@@ -67,6 +71,10 @@ def parallel(
     initargs: Iterable[Any] = (),
     return_as: Literal["generator", "generator_unordered"],
     executor: Any = None,
+    item_timeout: float | None = None,
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    retry_delay: float = 0.0,
     **kwargs: Any,
 ) -> Iterator[R]: ...
 
@@ -91,6 +99,10 @@ def parallel(
     initargs: Iterable[Any] = (),
     return_as: Literal["list"] = "list",
     executor: Any = None,
+    item_timeout: float | None = None,
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    retry_delay: float = 0.0,
     **kwargs: Any,
 ) -> list[R]: ...
 
@@ -115,6 +127,10 @@ def parallel(
     initargs: Iterable[Any] = (),
     return_as: Literal["generator", "generator_unordered"],
     executor: Any = None,
+    item_timeout: float | None = None,
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    retry_delay: float = 0.0,
     **kwargs: Any,
 ) -> Iterator[R]: ...
 
@@ -138,6 +154,10 @@ def parallel(
     initargs: Iterable[Any] = (),
     return_as: ReturnAs = "list",
     executor: Any = None,
+    item_timeout: float | None = None,
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    retry_delay: float = 0.0,
     **kwargs: Any,
 ) -> list[Any] | Iterator[Any]:
     """Apply ``fn`` to every item of ``items`` in parallel; results in input order.
@@ -187,7 +207,21 @@ def parallel(
             bounded memory) or "generator_unordered" (in completion order).
         executor: run on an external ``concurrent.futures.Executor`` or a
             ``dask.distributed.Client`` instead of a local pool.
+        item_timeout: seconds one item may run; past it, that item fails with
+            ``ItemTimeoutError`` and the others go on. A worker process running it is
+            killed and replaced; a thread is abandoned (it cannot be killed) and replaced;
+            serially, the item fails when it returns. Not with ``executor``.
+        retries: run an item that failed again, up to this many more times, when its
+            error is an instance of ``retry_on`` (crashes and item timeouts included).
+        retry_on: an exception class or a tuple of them, as in an ``except`` clause.
+        retry_delay: seconds before the first retry of an item; each later retry waits
+            twice as long as the one before (plus up to 10% of random jitter). Waiting
+            items hold no worker.
         **kwargs: keyword arguments passed to ``fn``.
+
+    An error that is final (no retries left, or not a ``retry_on``) ends the call, unless
+    ``return_exceptions``; after several attempts it carries a note saying how many
+    were made and what the earlier ones raised.
 
     Returns:
         A list of results in input order, or an iterator of them (``return_as``).
@@ -197,6 +231,7 @@ def parallel(
         Exception: the first exception raised by ``fn``, with its original type, the
             worker's traceback as ``__cause__`` and a note naming the item.
         WorkerDiedError: a worker process died while running an item.
+        ItemTimeoutError: an item ran longer than ``item_timeout``.
         ParallelTimeoutError: ``timeout`` passed.
 
     Example:
@@ -217,6 +252,7 @@ def parallel(
         total=_length(items) if total is None else total, chunksize=chunksize, timeout=timeout, pause=pause,
         method=method, return_exceptions=return_exceptions, max_tasks_per_child=max_tasks_per_child,
         initializer=initializer, initargs=initargs, return_as=return_as, executor=executor,
+        item_timeout=item_timeout, retries=retries, retry_on=retry_on, retry_delay=retry_delay,
         coroutine=is_coroutine_function(fn),
     )  # fmt: skip
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from functools import partial
-from time import perf_counter
+from time import monotonic_ns, perf_counter
 
 # Worker processes import this module: at run time the named tuples are plain
 # collections.namedtuple classes, so that starting a worker does not import typing
@@ -22,10 +22,11 @@ if TYPE_CHECKING:
     from typing import Any, NamedTuple, Protocol
 
     class CurrentItem(Protocol):
-        """Where a worker records the input index of the item it is running (at ``[0]``).
+        """Where a worker records the input index of the item it is running (at ``[0]``)
+        and, with ``item_timeout``, when it started (at ``[1]``, ``time.monotonic_ns()``).
 
         In a worker process it is shared memory the caller reads after a crash, to pin
-        the crash on one item.
+        the crash on one item, and to tell when a running item is overdue.
         """
 
         def __setitem__(self, index: int, value: int, /) -> None: ...
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 else:
     Call = namedtuple("Call", ["fn", "args", "kwargs"], module=__name__)
     ChunkRun = namedtuple("ChunkRun", ["values", "errors", "seconds"], module=__name__)
+
+_NEVER = (False,)  # ``cancelled`` for a run that nothing cancels
 
 __all__ = ["Call", "ChunkRun", "CurrentItem", "run_chunk", "is_coroutine_function"]
 
@@ -85,6 +88,7 @@ def run_chunk(
     current_item: CurrentItem | None = None,
     cancelled: Sequence[bool] | None = None,
     propagate_interrupt: bool = False,
+    timed: bool = False,
 ) -> ChunkRun:
     """Run ``call`` on each of ``items`` (input indices ``start``, ``start + 1``, ...).
 
@@ -95,6 +99,9 @@ def run_chunk(
             true (a one-element list: reading it costs less than calling a method).
         propagate_interrupt: let ``KeyboardInterrupt`` through (serial runs in the main
             thread, where it is a real Ctrl-C) instead of recording it.
+        timed: (with ``current_item``, for ``item_timeout``) also set ``current_item[1]``
+            to the item's start time, and ``current_item[0]`` to -1 once the chunk is over;
+            ``cancelled`` is checked too.
     """
     fn, args, kwargs = call
     one = partial(fn, *args, **kwargs) if args or kwargs else fn
@@ -105,9 +112,21 @@ def run_chunk(
     began = perf_counter()
     while True:
         try:
-            # Three plain loops rather than one with per-item conditions: this is the
+            # Plain loops rather than one with per-item conditions: this is the
             # innermost hot path, and each check costs as much as a trivial fn.
-            if current_item is not None:
+            if timed and current_item is not None:
+                stop = _NEVER if cancelled is None else cancelled
+                index = start + len(values)
+                for item in remaining:
+                    if stop[0]:
+                        break
+                    # The time first, then the index: a reader that sees the same index
+                    # before and after reading the time never pairs it with an older time.
+                    current_item[1] = monotonic_ns()
+                    current_item[0] = index
+                    index += 1
+                    append(one(item))
+            elif current_item is not None:
                 index = start + len(values)
                 for item in remaining:
                     current_item[0] = index
@@ -132,4 +151,6 @@ def run_chunk(
             append(None)
         if stop_on_error:
             break
+    if timed and current_item is not None:
+        current_item[0] = -1  # over: sending the results back is not part of an item's time
     return ChunkRun(values, errors, perf_counter() - began)

@@ -5,9 +5,10 @@ input starts no pool, or a smaller one), checks a backend out and hands it to a
 :class:`Dispatcher`, which repeats three steps until every item is done: submit while
 there is room, wait for outcomes, handle each outcome. It reads the input lazily (never
 more than the backend can take, plus a bounded window when results must come out in
-order), applies ``pause``, the deadline, fail-fast and ``return_exceptions``, re-runs
-the items of a crashed chunk one by one, reports progress, and yields finished pieces
-as ``(start_index, values)``.
+order), applies ``pause``, the deadline, ``item_timeout`` (the backend tells when the
+next running item is due and gives up on overdue ones), retries (:mod:`.retries`),
+fail-fast and ``return_exceptions``, re-runs the items of a crashed chunk one by one,
+reports progress, and yields finished pieces as ``(start_index, values)``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from . import backends, pools
 from .backends.base import Backend, Crashed, Done, Outcome, Requeue, Split, Started
 from .calls import Call
 from .chunking import Chunk, ChunkReader, ChunkSizer
-from .errors import ParallelTimeoutError, add_note
+from .errors import ItemTimeoutError, ParallelTimeoutError, add_note
 from .options import BackendName, Options
 from .progress import Progress, make_progress
+from .retries import RetryQueue
 
 __all__ = ["run", "Dispatcher", "Piece"]
 
 Piece = tuple[int, list[Any]]
+log = logging.getLogger("fastparallel")
 
 
 def input_error(exc: BaseException, reader: ChunkReader) -> BaseException:
@@ -52,7 +55,7 @@ def _read_head(reader: ChunkReader, count: int) -> list[Chunk]:
 
 def _backend_name(options: Options) -> BackendName:
     if options.backend in ("threads", "processes") and pools.exiting():
-        logging.getLogger("fastparallel").warning("parallel() called while the interpreter exits: running serially")
+        log.warning("parallel() called while the interpreter exits: running serially")
         return "serial"
     return options.backend
 
@@ -117,6 +120,9 @@ class Dispatcher:
         # item has not started (on backends that report starts: see _handle).
         self.next_start_time = 0.0
         self.awaiting_start: int | None = None  # the id of that chunk
+        self.item_timeout = options.item_timeout
+        self.retry = RetryQueue(options) if options.retries else None
+        self.timed_out = 0  # item attempts that ran past item_timeout
 
     def run(self) -> Iterator[Piece]:
         ok = False
@@ -134,11 +140,13 @@ class Dispatcher:
                 self.progress.close(ok)
 
     # -- step 1: submit ------------------------------------------------------------------
-    def _more_to_read(self) -> bool:
-        return bool(self.todo) or not self.reader.exhausted
+    def _more_to_submit(self) -> bool:
+        return bool(self.todo) or not self.reader.exhausted or bool(self.retry)
 
     def _submit_while_room(self) -> bool:
         """Submit chunks while the backend has room; False once every item is done."""
+        if self.retry:  # items whose next attempt is due go first
+            self.todo.extendleft(reversed(self.retry.due(time.monotonic())))
         pause = self.pause
         while len(self.inflight) < self.max_inflight:
             if pause and (self.awaiting_start is not None or time.monotonic() < self.next_start_time):
@@ -153,12 +161,12 @@ class Dispatcher:
                     self.awaiting_start = chunk.id
                 else:  # best effort: space the submissions
                     self.next_start_time = time.monotonic() + pause
-        return bool(self.inflight) or self._more_to_read()
+        return bool(self.inflight) or self._more_to_submit()
 
     def _next_chunk(self) -> Chunk | None:
         if self.todo:
             return self.todo.popleft()
-        if self.window is not None and len(self.inflight) + len(self.parked) >= self.window:
+        if self.window is not None and len(self.inflight) + len(self.parked) + len(self.retry or ()) >= self.window:
             return None
         try:
             return self.reader.next_chunk()
@@ -167,24 +175,32 @@ class Dispatcher:
 
     # -- step 2: wait ----------------------------------------------------------------------
     def _wait(self) -> list[Outcome]:
-        """Outcomes, waiting no longer than the deadline or the next paused start."""
-        timeout: float | None = None
-        if self.deadline is not None:
-            timeout = self.deadline - time.monotonic()
-            if timeout <= 0:
-                raise ParallelTimeoutError(self._timeout_message())
+        """Outcomes, waiting no longer than the deadline, the next paused start, the next
+        retry or the deadline of the earliest running item (then overdue items fail)."""
+        now = time.monotonic()
+        if self.deadline is not None and self.deadline <= now:
+            raise ParallelTimeoutError(self._timeout_message())
+        wake = [self.deadline]
         if self._paused_start_due():
-            until_start = max(0.0, self.next_start_time - time.monotonic())
-            timeout = until_start if timeout is None else min(timeout, until_start)
-        if not self.inflight:  # nothing runs: only waiting for the next paused start
+            wake.append(self.next_start_time)
+        if self.retry:
+            wake.append(self.retry.next_due())
+        if self.item_timeout is not None and self.inflight:
+            wake.append(self.backend.item_deadline())
+        times = [t for t in wake if t is not None]
+        timeout = max(0.0, min(times) - now) if times else None
+        if not self.inflight:  # nothing runs: only waiting for the next paused start or retry
             time.sleep(timeout or 0.0)
             return []
-        return self.backend.poll(timeout)
+        outcomes = self.backend.poll(timeout)
+        if self.item_timeout is not None:
+            outcomes.extend(self.backend.expire(time.monotonic()))
+        return outcomes
 
     def _paused_start_due(self) -> bool:
         """pause: whether the next submission waits only for ``next_start_time``."""
         return (bool(self.pause) and self.awaiting_start is None and len(self.inflight) < self.max_inflight
-                and self._more_to_read())
+                and self._more_to_submit())
 
     def _timeout_message(self) -> str:
         reader = self.reader
@@ -217,25 +233,62 @@ class Dispatcher:
             self.progress.update(self.done_items)
 
     def _finished(self, outcome: Done) -> list[Piece]:
-        values = outcome.values
+        chunk, values = outcome.chunk, outcome.values
         self.sizer.record(len(values), outcome.seconds, outcome.nbytes)
-        if outcome.errors:
-            if self.options.stop_on_error:
-                raise min(outcome.errors, key=lambda e: e[0])[1]
-            for offset, error in outcome.errors:
-                values[offset] = error
-        return [(outcome.chunk.start, values)]
+        if self.retry is not None and len(chunk.items) == 1 and not outcome.errors:
+            self.retry.succeeded(chunk.start)
+        if not outcome.errors:
+            return [(chunk.start, values)]
+        # Items that run again leave a gap: the pieces around them go out now.
+        pieces: list[Piece] = []
+        begin = 0
+        for offset, error in sorted(outcome.errors, key=lambda e: e[0]):
+            final = self._failed(chunk, offset, error)
+            if final is None:
+                pieces.append((chunk.start + begin, values[begin:offset]))
+                begin = offset + 1
+            else:
+                values[offset] = final
+        pieces.append((chunk.start + begin, values[begin:]))
+        return [piece for piece in pieces if piece[1]]
 
     def _crashed(self, outcome: Crashed) -> list[Piece]:
-        if self.options.stop_on_error:
-            raise outcome.error
         chunk, culprit = outcome.chunk, outcome.culprit
         if culprit is None and len(chunk.items) == 1:
             culprit = 0
         # The rest of the chunk runs again, one item at a time, so that a second crash
         # is pinned on exactly one item.
+        if culprit is None:
+            if self.options.stop_chunk_on_error:
+                raise outcome.error
+            self.todo.extend(self._singles(chunk))
+            return []
+        final = self._failed(chunk, culprit, outcome.error)
         self.todo.extend(self._singles(chunk, skip=culprit))
-        return [] if culprit is None else [(chunk.start + culprit, [outcome.error])]
+        return [] if final is None else [(chunk.start + culprit, [final])]
+
+    def _failed(self, chunk: Chunk, offset: int, error: BaseException) -> BaseException | None:
+        """An attempt of the item at ``offset`` in ``chunk`` raised ``error``: None if the
+        item runs again; else its final error, raised here when that ends the call."""
+        index, item = chunk.start + offset, chunk.items[offset]
+        if isinstance(error, ItemTimeoutError):
+            self.timed_out += 1
+            log.info("%s", error)
+        final: BaseException | None = error
+        if self.retry is not None:
+            final = self.retry.failed(index, item, error, time.monotonic(), lambda: self.reader.single(index, item))
+        if self.progress is not None and (self.retry is not None or self.timed_out):
+            self.progress.comment(self._comment())
+        if final is not None and self.options.stop_on_error:
+            raise final
+        return final
+
+    def _comment(self) -> str:
+        """``"3 retried, 1 timed out"``: for the progress bar."""
+        parts = [f"{self.retry.retried} retried"] if self.retry is not None and self.retry.retried else []
+        if self.timed_out:
+            parts.append(f"{self.timed_out} timed out")
+        return ", ".join(parts)
 
     def _singles(self, chunk: Chunk, skip: int | None = None) -> list[Chunk]:
         """The items of ``chunk`` (but ``skip``) as one-item chunks, to run each on its own."""

@@ -21,6 +21,7 @@ __all__ = [
     "WorkerDiedError",
     "TaskExitError",
     "ParallelTimeoutError",
+    "ItemTimeoutError",
     "RemoteError",
     "RemoteTraceback",
     "describe_item",
@@ -30,6 +31,8 @@ __all__ = [
     "worker_start_error",
     "start_crash_error",
     "describe_exit",
+    "item_timeout_error",
+    "attempts_note",
 ]
 
 if sys.version_info < (3, 11):  # concurrent.futures.TimeoutError is the builtin one from 3.11 on
@@ -109,6 +112,25 @@ class TaskExitError(FastParallelError):
 
 class ParallelTimeoutError(FastParallelError, *_TIMEOUT_BASES):  # type: ignore[misc]
     """The whole call took longer than ``timeout`` seconds (a ``TimeoutError``)."""
+
+
+class ItemTimeoutError(FastParallelError, *_TIMEOUT_BASES):  # type: ignore[misc]
+    """One item ran longer than ``item_timeout`` seconds (a ``TimeoutError``).
+
+    The other items go on; the message names the item and the limit.
+
+    Attributes:
+        index: the input index of the item.
+        seconds: the limit it ran past (``item_timeout``).
+    """
+
+    def __init__(self, message: str, index: int = -1, seconds: float = 0.0):
+        super().__init__(message)
+        self.index = index
+        self.seconds = seconds
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.index, self.seconds))
 
 
 class RemoteError(FastParallelError):
@@ -243,3 +265,16 @@ def describe_exit(exitcode: int | None) -> str:
             text += " (a segmentation fault; the worker's Python traceback is on stderr)"
         return text
     return f"exited with code {exitcode}"
+
+
+def item_timeout_error(index: int, item: Any, seconds: float, consequence: str) -> ItemTimeoutError:
+    """The error for an item that ran past ``item_timeout=seconds``; ``consequence`` says
+    what became of the worker that ran it."""
+    return ItemTimeoutError(f"{describe_item(index, item)} ran longer than item_timeout={seconds:g}s; "
+                            f"{consequence}", index, seconds)
+
+
+def attempts_note(attempts: int, earlier: list[str]) -> str:
+    """The note on an item's final error when it ran more than once: ``earlier`` holds
+    short reprs of what the attempts before the last one raised."""
+    return f"fastparallel: {attempts} attempts were made; the earlier ones raised: {', '.join(earlier)}"

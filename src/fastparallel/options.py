@@ -86,6 +86,10 @@ class Options:
     initargs: Iterable[Any] = ()  # a tuple after construction
     return_as: ReturnAs = "list"
     executor: Any = None
+    item_timeout: float | None = None
+    retries: int = 0
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception
+    retry_delay: float = 0.0
     coroutine: bool = False  # fn is a coroutine function (api.py tells): its items run on an event loop
     backend: BackendName = field(init=False, default="serial")
 
@@ -93,6 +97,7 @@ class Options:
         self._normalise_loose_values()
         self._check_workers_and_flags()
         self._check_numbers()
+        self._check_retries()
         self._check_method_and_initializer()
         self._check_backend_fit()
         backend: BackendName
@@ -169,6 +174,32 @@ class Options:
         if max_tasks is not None and (not _is_int(max_tasks) or max_tasks < 1):
             raise ValueError(f"max_tasks_per_child must be an int >= 1 or None, got {max_tasks!r:.60}")
 
+    @property
+    def stop_chunk_on_error(self) -> bool:
+        """Whether a worker stops running its chunk at the first error: only when that
+        error ends the call for sure (fail-fast and no retries)."""
+        return self.stop_on_error and not self.retries
+
+    def _check_retries(self) -> None:
+        item_timeout, retries, retry_delay = self.item_timeout, self.retries, self.retry_delay
+        if item_timeout is not None:
+            if not _is_number(item_timeout):
+                raise TypeError(f"item_timeout must be a number of seconds or None, got {item_timeout!r:.60}")
+            if item_timeout <= 0:
+                raise ValueError(f"item_timeout must be > 0 (seconds one item may run), got {item_timeout}")
+        if not _is_int(retries):
+            raise TypeError(f"retries must be an int (extra attempts per item), got {retries!r:.60}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        if not _is_number(retry_delay):
+            raise TypeError(f"retry_delay must be a number of seconds, got {retry_delay!r:.60}")
+        if not 0 <= retry_delay < math.inf:
+            raise ValueError(f"retry_delay must be >= 0 and finite, got {retry_delay}")
+        classes = self.retry_on if isinstance(self.retry_on, tuple) else (self.retry_on,)
+        if not classes or not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
+            raise TypeError("retry_on must be an exception class or a tuple of them (as in an except clause), "
+                            f"got {self.retry_on!r:.60}")
+
     def _check_method_and_initializer(self) -> None:
         method = self.method
         if method is not None and not _is_context(method):
@@ -205,8 +236,12 @@ class Options:
                                 f"got {self.executor!r:.60}")
             if self.initializer is not None:
                 given.append("initializer")
+            if self.item_timeout is not None:
+                given.append("item_timeout")
             if given:
                 raise ValueError(f"{', '.join(given)} cannot be used with executor=: the executor starts and "
-                                 "manages its own workers; configure them there, or leave executor=None")
+                                 "manages its own workers, so fastparallel can neither set them up, nor tell "
+                                 "when an item starts there, nor stop it; configure the workers there (put a "
+                                 "timeout inside fn), or leave executor=None")
         elif self.threadpool and given and self.n_workers != 0:
             raise ValueError(f"{', '.join(given)} applies to worker processes, not to threadpool=True")

@@ -18,6 +18,8 @@ ProgressCallback = Callable[[int, "int | None"], Any]
 
 class Progress(Protocol):
     def update(self, done: int) -> None: ...
+    def comment(self, text: str) -> None:
+        """Show ``text`` (such as "3 retried, 1 timed out") beside the count, from now on."""
     def close(self, ok: bool) -> None: ...
 
 
@@ -50,6 +52,9 @@ class CallbackProgress:
     def update(self, done: int) -> None:
         self._callback(done, self._total)
 
+    def comment(self, text: str) -> None:
+        pass  # a callback(done, total) has no place for it; the log has it (INFO)
+
     def close(self, ok: bool) -> None:
         pass
 
@@ -68,6 +73,9 @@ class BarProgress:
         self._last = 0.0
         self._done = 0
         self._bar.update(0)
+
+    def comment(self, text: str) -> None:
+        self._bar.comment = text  # fastprogress shows it after the count at the next redraw
 
     def update(self, done: int) -> None:
         self._done = done
@@ -103,6 +111,10 @@ class LineProgress:
         self._start = self._last = time.monotonic()
         self._next_milestone = 0
         self._done = 0
+        self._comment = ""
+
+    def comment(self, text: str) -> None:
+        self._comment = text
 
     def _line(self, done: int, final: bool = False) -> None:
         elapsed = time.monotonic() - self._start
@@ -110,6 +122,8 @@ class LineProgress:
             text = f"fastparallel: {done}/{self._total} items ({100 * done / self._total:.0f}%) in {elapsed:.1f}s"
         else:
             text = f"fastparallel: {done} items in {elapsed:.1f}s"
+        if self._comment:
+            text += f" ({self._comment})"
         print(text + (" - done" if final else ""), file=sys.stderr, flush=True)
 
     def update(self, done: int) -> None:

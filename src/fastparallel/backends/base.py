@@ -19,7 +19,7 @@ from ..chunking import Chunk, Measured
 if TYPE_CHECKING:
     from ..options import Options
 
-__all__ = ["Backend", "Done", "Crashed", "Requeue", "Split", "Started", "Outcome", "wait_and_drain"]
+__all__ = ["Backend", "Done", "Crashed", "Requeue", "Split", "Started", "Outcome", "wait_and_drain", "read_slot"]
 
 T = TypeVar("T")
 
@@ -35,10 +35,12 @@ class Done(NamedTuple):
 
 
 class Crashed(NamedTuple):
-    """The worker running ``chunk`` died.
+    """The worker running ``chunk`` died, or was given up on because an item ran past
+    ``item_timeout``; the chunk's other items run again, one by one.
 
     ``culprit`` is the offset of the item that was running, when known; ``error`` is the
-    :class:`~fastparallel.WorkerDiedError` to raise or to put in its slot.
+    :class:`~fastparallel.WorkerDiedError` or :class:`~fastparallel.ItemTimeoutError`
+    to raise or to put in its slot.
     """
 
     chunk: Chunk
@@ -104,11 +106,44 @@ class Backend(Protocol):
         Only called while chunks are in flight.
         """
 
+    def item_deadline(self) -> float | None:
+        """With ``item_timeout``: the ``time.monotonic()`` at which the earliest running
+        item becomes overdue, and never later than ``item_timeout`` from now (an item may
+        start right after this call); None where the backend enforces the limit itself.
+
+        The dispatcher's wait step wakes up then, and calls :meth:`expire`.
+        """
+
+    def expire(self, now: float) -> list[Outcome]:
+        """With ``item_timeout``: give up on the items overdue at ``now``.
+
+        Each one's worker is stopped (a process is killed, a thread abandoned) and
+        replaced; its chunk comes back as :class:`Crashed` with an ``ItemTimeoutError``,
+        and the chunks that worker held but had not started as :class:`Requeue`.
+        """
+
     def abort(self) -> None:
         """Stop all work of this call now (kill busy processes, cancel threads)."""
 
     def end(self) -> None:
         """The call is over (after success or abort)."""
+
+
+def read_slot(slot: Any, now: float) -> tuple[int, float]:
+    """The input index of the item a worker runs (-1: none) and its start time (seconds of
+    ``time.monotonic()``), from its current-item slot (see ``calls.CurrentItem``).
+
+    The worker writes the time, then the index; the index is read before and after the
+    time, so a pair is only trusted when both reads agree (a new item may start in
+    between). If items start faster than that, the start is taken as ``now``: late
+    rather than early, so an item is never failed before its time.
+    """
+    for _ in range(3):
+        index = slot[0]
+        started = slot[1]
+        if slot[0] == index:
+            return int(index), started / 1e9
+    return int(slot[0]), now
 
 
 def wait_and_drain(inbox: queue.SimpleQueue[T], timeout: float | None) -> list[T]:

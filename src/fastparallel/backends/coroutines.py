@@ -12,6 +12,11 @@ do not each pay a hand-off between the two threads.
 
 Giving up on a call (fail-fast, a timeout, a closed generator, Ctrl-C) cancels its
 tasks and waits briefly for them to unwind; the loop then serves no other call.
+
+With ``item_timeout`` each item's coroutine runs as a task of its own, cancelled at
+its deadline (it unwinds in the background; the item fails at once). A coroutine that
+blocks the loop with synchronous code cannot be interrupted: nothing else on the loop
+runs meanwhile, its deadline included.
 """
 
 from __future__ import annotations
@@ -25,12 +30,12 @@ import time
 from collections import deque
 from contextlib import AbstractContextManager
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import pools
 from ..calls import Call
 from ..chunking import Chunk
-from ..errors import item_error
+from ..errors import item_error, item_timeout_error
 from .base import Done, Outcome, Started, wait_and_drain
 
 if TYPE_CHECKING:
@@ -41,6 +46,32 @@ __all__ = ["EventLoopThread", "checkout"]
 log = logging.getLogger("fastparallel")
 
 _UNWIND_SECONDS = 2.0  # abort(): how long cancelled tasks may take to finish
+_CANCELLED = "its coroutine was cancelled"
+
+
+class _Overdue(Exception):
+    """An item's coroutine ran past ``item_timeout`` (told apart from what ``fn`` raises)."""
+
+
+async def _within(coroutine: Any, seconds: float) -> Any:
+    """Await ``coroutine`` as a task of its own for at most ``seconds``; else cancel it
+    (it unwinds in the background) and raise :class:`_Overdue`."""
+    task = asyncio.ensure_future(coroutine)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:  # the whole chunk is cancelled (abort)
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise _Overdue
+    return task.result()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" warning
 
 
 class EventLoopThread:
@@ -60,6 +91,7 @@ class EventLoopThread:
         self._call: Call | None = None
         self._stop_on_error = True
         self._report_starts = False
+        self._item_timeout: float | None = None
         self._thread = threading.Thread(target=self._serve, name="fastparallel-event-loop", daemon=True)
         self._thread.start()
 
@@ -97,8 +129,9 @@ class EventLoopThread:
     # -- one call --------------------------------------------------------------------
     def begin(self, call: Call, n_workers: int, options: Options) -> None:
         self._call = call
-        self._stop_on_error = options.stop_on_error
+        self._stop_on_error = options.stop_chunk_on_error
         self._report_starts = bool(options.pause)
+        self._item_timeout = options.item_timeout
 
     def submit(self, chunk: Chunk) -> None:
         self._pending.append(chunk)
@@ -124,27 +157,38 @@ class EventLoopThread:
             self._outcomes.put(Started(chunk, time.monotonic()))
         fn, args, kwargs = call
         one = partial(fn, *args, **kwargs) if args or kwargs else fn
+        limit = self._item_timeout
         values: list[object] = []
         errors: list[tuple[int, BaseException]] = []
         began = time.perf_counter()
         for offset, item in enumerate(chunk.items):
+            index = chunk.start + offset
             try:
-                values.append(await one(item))
+                values.append(await one(item) if limit is None else await _within(one(item), limit))
                 continue
+            except _Overdue:
+                assert limit is not None
+                error: BaseException = item_timeout_error(index, item, limit, _CANCELLED)
             except asyncio.CancelledError as exc:
                 if self._cancelling:
                     raise
-                error: BaseException = exc  # fn cancelled itself: an error of its item
+                error = item_error(exc, index, item)  # fn cancelled itself: an error of its item
             except BaseException as exc:  # noqa: BLE001 - as in a worker thread: reported on the item
-                error = exc
+                error = item_error(exc, index, item)
             values.append(None)
-            errors.append((offset, item_error(error, chunk.start + offset, item)))
+            errors.append((offset, error))
             if stop_on_error:
                 break
         self._outcomes.put(Done(chunk, values, errors, time.perf_counter() - began))
 
     def poll(self, timeout: float | None) -> list[Outcome]:
         return wait_and_drain(self._outcomes, timeout)
+
+    def item_deadline(self) -> None:
+        return None  # each item's task is cancelled at its deadline on the loop
+
+    def expire(self, now: float) -> list[Outcome]:
+        return []
 
     def abort(self) -> None:
         """Cancel this call's tasks and wait (briefly) for them to unwind; the loop is not reused."""

@@ -83,7 +83,7 @@ class ExecutorBackend:
         self._payload: Any = None
 
     def begin(self, call: Call, n_workers: int, options: Options) -> None:
-        self._stop_on_error = options.stop_on_error
+        self._stop_on_error = options.stop_chunk_on_error
         self._token = uuid.uuid4().hex
         payload = dumps(tuple(call))
         # On Dask, send the pickled call to every worker once; chunks refer to it.
@@ -116,6 +116,12 @@ class ExecutorBackend:
             count = 1 if self._stop_on_error else len(chunk.items)
             return Done(chunk, [None] * count, [(o, error) for o in range(count)], 0.0)
         return decode_result(body, chunk, seconds, self._stop_on_error)
+
+    def item_deadline(self) -> None:
+        return None  # item_timeout is refused with executor=
+
+    def expire(self, now: float) -> list[Outcome]:
+        return []
 
     def abort(self) -> None:
         futures = list(self._futures.values())

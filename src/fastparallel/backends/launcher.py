@@ -34,6 +34,7 @@ class WorkerProcess(Protocol):
     inbox: Channel  # results come in here
     outbox: Channel  # chunks go out here
     current_item: Any  # [0]: input index of the item it runs; -1: none; STARTING: still starting
+    # [1]: with item_timeout, when that item started (time.monotonic_ns())
 
     @property
     def pid(self) -> int: ...
@@ -169,7 +170,7 @@ class MultiprocessingLauncher:
         from_worker, worker_out = ctx.Pipe(duplex=False)
         enlarge_pipe(to_worker.fileno())
         enlarge_pipe(worker_out.fileno())
-        current_item = ctx.RawArray("q", 1)
+        current_item = ctx.RawArray("q", 2)  # the item's index, and its start time (item_timeout)
         current_item[0] = STARTING
         process = ctx.Process(
             target=process_main,

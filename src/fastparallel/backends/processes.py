@@ -1,14 +1,13 @@
 """A pool of worker processes, each with its own channels, that notices and survives crashes.
 
 Because every worker has its own channel and the pool decides which worker gets which
-chunk, the pool always knows what a dead worker was running. A shared integer per
-worker holds the input index of the item in progress, so a crash is pinned on one item.
+chunk, the pool always knows what a dead worker was running. A shared slot per worker
+holds the input index of the item in progress (and, with ``item_timeout``, when it
+started), so a crash is pinned on one item, and an overdue item's worker is killed.
 
 Every call brings the caller's context (working directory, ``sys.path``, environment,
-``sys.argv``) to the workers: a warm worker gets it again whenever it changed, so warm
-workers behave like fresh ones. The pool also remembers the chunk sizes measured for
-recent calls (:class:`~fastparallel.chunking.Measured`), so that a loop of calls over
-batches does not measure again every time.
+``sys.argv``) to workers that have an older one, so warm workers behave like fresh
+ones; the pool remembers the chunk sizes measured for recent calls.
 
 Busy workers can be killed (fail-fast, timeouts, Ctrl-C, a closed generator); the pool
 replaces dead workers on its next use. Workers leave the pool in one way: stopped (asked
@@ -28,7 +27,7 @@ from ..errors import start_crash_error, worker_start_error
 from ..pickling import dumps, loads
 from ..remote_errors import unpack_exception
 from .base import Outcome, Requeue, Started
-from .crashes import crash_outcome
+from .crashes import crash_outcome, running_item, timeout_outcome
 from .launcher import Launcher, MultiprocessingLauncher, WorkerProcess, make_launcher, wait_ready
 from .protocol import (
     ChunkHeader,
@@ -92,6 +91,7 @@ class ProcessPool:
         self._sizes = RecentMeasurements()  # recent calls' chunk measurements
         self._stop_on_error = True
         self._report_starts = False
+        self._item_timeout: float | None = None
         self._n_workers = 0
         self._closed = False
         self._killed_at_exit = False
@@ -178,13 +178,16 @@ class ProcessPool:
             self._call_blob = blob
             self._call_version += 1
         self._sync_context()
-        self._stop_on_error = options.stop_on_error
+        self._stop_on_error = options.stop_chunk_on_error
         self._report_starts = bool(options.pause)
+        self._item_timeout = options.item_timeout
         self._n_workers = n_workers
         self._join_stopped()
         for worker in list(self._workers):
             if not worker.process.is_alive():
                 self._stop_worker(worker, kill=False)
+            elif worker.process.current_item[0] >= 0:  # an earlier call's item: item_timeout must not see it
+                worker.process.current_item[0] = -1
         self._active = self._workers[:n_workers]
         while len(self._active) < n_workers:
             self._start_worker()
@@ -232,7 +235,7 @@ class ProcessPool:
                 outbox.send(encode(Kind.SETUP), self._call_blob)
                 worker.call_version = self._call_version
             header = ChunkHeader(chunk.id, chunk.start, self._stop_on_error, has_bad_items, self._n_workers,
-                                 self._report_starts)
+                                 self._report_starts, self._item_timeout is not None)
             outbox.send(encode(Kind.CHUNK, header), body)
         except OSError:
             pass  # the worker died; poll() sees its sentinel and requeues or reports the chunk
@@ -291,11 +294,31 @@ class ProcessPool:
             self._closed = True  # its replacements would fail alike
             raise start_crash_error(worker.process.pid, worker.process.exitcode())
         chunks = list(worker.chunks.values())
+        self._lose(worker, [crash_outcome(worker.process, chunks[0])] if chunks else [], outcomes)
+
+    def _lose(self, worker: _Worker, running: list[Outcome], outcomes: list[Outcome]) -> None:
+        """Kill ``worker`` (dead, or overdue): report ``running``, requeue the chunks it had not started."""
+        outcomes.extend([*running, *(Requeue(c) for c in list(worker.chunks.values())[1:])])
         worker.chunks.clear()
-        if chunks:
-            outcomes.append(crash_outcome(worker.process, chunks[0]))
-            outcomes.extend(Requeue(c) for c in chunks[1:])
         self._stop_worker(worker, kill=True)
+
+    def item_deadline(self) -> float | None:
+        now, limit = time.monotonic(), self._item_timeout
+        started = [r[2] for w in self._workers if (r := running_item(w.process, w.chunks, now)) is not None]
+        return None if limit is None else min(started, default=now) + limit  # now: for items not started yet
+
+    def expire(self, now: float) -> list[Outcome]:
+        """Kill the workers whose item is overdue (they are replaced on the next submit)."""
+        limit = self._item_timeout or float("inf")  # None: nothing is ever overdue
+        outcomes: list[Outcome] = []
+        for worker in list(self._workers):
+            running = running_item(worker.process, worker.chunks, now)
+            if running is not None and now >= running[2] + limit:
+                self._receive(worker, outcomes)  # a result that came in meanwhile still counts
+                running = running_item(worker.process, worker.chunks, now)
+                if running is not None and now >= running[2] + limit:
+                    self._lose(worker, [timeout_outcome(worker.process, *running[:2], limit)], outcomes)
+        return outcomes
 
     def abort(self) -> None:
         """Kill every worker that is running or holding chunks of this call."""

@@ -8,7 +8,7 @@ frame. A frame is a message: its :class:`Kind` (one byte), a fixed header for th
                        INIT                                    body: pickled (initializer, initargs)
                        SETUP                                   body: pickled (fn, args, kwargs)
                        CHUNK  ChunkHeader(chunk_id, start, stop_on_error, has_bad_items,
-                                          pool_size, report_start)  body: pickled list of items
+                                          pool_size, report_start, timed)  body: pickled list of items
                        STOP
     worker -> caller   STARTED StartedHeader(chunk_id, time)   (only if report_start: pause)
                        DONE   DoneHeader(chunk_id, seconds)    body: pickled (values, errors)
@@ -127,6 +127,7 @@ if TYPE_CHECKING:
         has_bad_items: bool  # some items are Unpicklable stand-ins
         pool_size: int  # workers in the pool: nested pools share the machine
         report_start: bool = False  # pause: send STARTED right before calling fn
+        timed: bool = False  # item_timeout: write each item's start time into the slot
 
     class StartedHeader(NamedTuple):
         chunk_id: int
@@ -144,8 +145,9 @@ if TYPE_CHECKING:
         environ: dict[str, str]
         argv: list[str]
 else:
-    ChunkHeader = namedtuple("ChunkHeader", "chunk_id start stop_on_error has_bad_items pool_size report_start",
-                             defaults=(False,), module=__name__)
+    ChunkHeader = namedtuple("ChunkHeader",
+                             "chunk_id start stop_on_error has_bad_items pool_size report_start timed",
+                             defaults=(False, False), module=__name__)
     StartedHeader = namedtuple("StartedHeader", "chunk_id time", module=__name__)
     DoneHeader = namedtuple("DoneHeader", "chunk_id seconds", module=__name__)
     Context = namedtuple("Context", "cwd path environ argv", module=__name__)
@@ -171,7 +173,7 @@ def capture_context() -> Context:
 
 
 _HEADERS: dict[Kind, tuple[struct.Struct, type[Any]]] = {
-    Kind.CHUNK: (struct.Struct("<BqqBBIB"), ChunkHeader),
+    Kind.CHUNK: (struct.Struct("<BqqBBIBB"), ChunkHeader),
     Kind.DONE: (struct.Struct("<Bqd"), DoneHeader),
     Kind.STARTED: (struct.Struct("<Bqd"), StartedHeader),
 }

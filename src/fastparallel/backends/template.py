@@ -41,7 +41,7 @@ _PRELOAD_AFTER_IDLE_MS = 200
 REQUEST = b"W"
 PID = struct.Struct("<q")
 STATUS = struct.Struct("<i")
-SLOT_BYTES = 8  # the current-item slot: one signed 64-bit integer
+SLOT_BYTES = 16  # the current-item slot: two signed 64-bit integers (the item's index, its start time)
 _REQUEST_FDS = 4
 
 

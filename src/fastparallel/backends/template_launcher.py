@@ -86,7 +86,7 @@ class TemplateWorker:
 
 
 def _new_slot() -> tuple[int, mmap.mmap]:
-    """Shared memory for one int64 (the current-item slot): its descriptor and a mapping."""
+    """Shared memory for the current-item slot (two int64s): its descriptor and a mapping."""
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("fastparallel-slot")
     else:  # an unlinked temporary file

@@ -5,6 +5,11 @@ interpreter exit (one stuck ``fn`` then blocks exit forever) and it refuses work
 ``atexit`` handlers. These threads are daemons; a call that gives up on them (timeout,
 fail-fast, a closed generator) marks them cancelled so they stop at the next item, and
 the pool is not reused.
+
+With ``item_timeout``, each thread writes the index and start time of its running item
+into its own slot (as a worker process does into shared memory). A thread whose item
+is overdue cannot be killed: it is abandoned (it stops before its chunk's next item, and
+its late result is dropped) and a new thread takes its place, so the pool keeps its width.
 """
 
 from __future__ import annotations
@@ -19,18 +24,33 @@ from typing import TYPE_CHECKING, Any
 from .. import pools
 from ..calls import Call, run_chunk
 from ..chunking import Chunk
-from ..errors import initializer_error, item_error
-from .base import Done, Outcome, Started, wait_and_drain
+from ..errors import initializer_error, item_error, item_timeout_error
+from .base import Crashed, Done, Outcome, Started, read_slot, wait_and_drain
 
 if TYPE_CHECKING:
     from ..options import Options
 
 __all__ = ["ThreadPool", "checkout"]
 
+_ABANDONED = "a thread cannot be stopped: it was abandoned (its late result is dropped) and replaced"
+
 
 class _InitFailed(Exception):
     def __init__(self, error: BaseException):
         self.error = error
+
+
+class _Worker:
+    """A thread of the pool and what the caller may read of it."""
+
+    __slots__ = ("thread", "slot", "stop", "chunk", "abandoned")
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.slot = [-1, 0]  # item_timeout: input index of the running item, its start (monotonic_ns)
+        self.stop = [False]  # read by its running chunk before each item
+        self.chunk: Chunk | None = None  # the chunk it runs
+        self.abandoned = False
 
 
 class ThreadPool:
@@ -42,15 +62,16 @@ class ThreadPool:
     def __init__(self, initializer: Callable[..., Any] | None = None, initargs: Iterable[Any] = ()):
         self._initializer = initializer
         self._initargs = tuple(initargs)
-        # (call, chunk, stop_on_error, report_start), or None: stop
-        self._tasks: queue.SimpleQueue[tuple[Call, Chunk, bool, bool] | None] = queue.SimpleQueue()
+        # (call, chunk, stop_on_error, report_start, timed), or None: stop
+        self._tasks: queue.SimpleQueue[tuple[Call, Chunk, bool, bool, bool] | None] = queue.SimpleQueue()
         self._outcomes: queue.SimpleQueue[Outcome | _InitFailed] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._cancelled = [False]  # read by running chunks before each item
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()  # a chunk ends once: done by its thread, or abandoned by the caller
         self._closed = False
         self._call: Call | None = None
         self._stop_on_error = True
         self._report_starts = False
+        self._item_timeout: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -60,22 +81,22 @@ class ThreadPool:
     def shutdown(self) -> None:
         """Ask every thread to stop after its current item. Does not wait."""
         self._closed = True
-        self._cancelled[0] = True
-        for _ in self._threads:
+        for worker in self._workers:
+            worker.stop[0] = True
             self._tasks.put(None)
 
     def kill_at_exit(self) -> None:
         """Nothing to do: daemon threads never hold up interpreter exit."""
 
     def _start_threads(self, n: int) -> None:
-        while len(self._threads) < n:
-            thread = threading.Thread(
-                target=self._work, name=f"fastparallel-thread-{len(self._threads)}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        while len(self._workers) < n:
+            worker = _Worker()
+            worker.thread = threading.Thread(target=self._work, args=(worker,), daemon=True,
+                                             name=f"fastparallel-thread-{len(self._workers)}")
+            worker.thread.start()
+            self._workers.append(worker)
 
-    def _work(self) -> None:
+    def _work(self, worker: _Worker) -> None:
         if self._initializer is not None:
             try:
                 self._initializer(*self._initargs)
@@ -86,23 +107,31 @@ class ThreadPool:
             task = self._tasks.get()
             if task is None or self._closed:
                 return
-            call, chunk, stop_on_error, report_start = task
+            call, chunk, stop_on_error, report_start, timed = task
+            worker.chunk = chunk
             if report_start:
                 self._outcomes.put(Started(chunk, time.monotonic()))
-            run = run_chunk(call, chunk.items, chunk.start, stop_on_error, cancelled=self._cancelled)
+            run = run_chunk(call, chunk.items, chunk.start, stop_on_error, cancelled=worker.stop,
+                            current_item=worker.slot if timed else None, timed=timed)
             errors = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in run.errors]
-            self._outcomes.put(Done(chunk, run.values, errors, run.seconds))
+            with self._lock:
+                if worker.abandoned:
+                    return  # its item ran past item_timeout: already reported, and replaced
+                worker.chunk = None
+                self._outcomes.put(Done(chunk, run.values, errors, run.seconds))
 
     # -- one call --------------------------------------------------------------------
     def begin(self, call: Call, n_workers: int, options: Options) -> None:
         self._call = call
-        self._stop_on_error = options.stop_on_error
+        self._stop_on_error = options.stop_chunk_on_error
         self._report_starts = bool(options.pause)
+        self._item_timeout = options.item_timeout
         self._start_threads(n_workers)
 
     def submit(self, chunk: Chunk) -> None:
         assert self._call is not None
-        self._tasks.put((self._call, chunk, self._stop_on_error, self._report_starts))
+        timed = self._item_timeout is not None
+        self._tasks.put((self._call, chunk, self._stop_on_error, self._report_starts, timed))
 
     def poll(self, timeout: float | None) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -111,6 +140,38 @@ class ThreadPool:
                 self.shutdown()
                 raise initializer_error(outcome.error, "a worker thread")
             outcomes.append(outcome)
+        return outcomes
+
+    def _running(self, worker: _Worker, now: float) -> tuple[Chunk, int, float] | None:
+        """The chunk ``worker`` runs, the offset of its running item and when it started."""
+        chunk = worker.chunk
+        if chunk is None:
+            return None
+        index, started = read_slot(worker.slot, now)
+        offset = index - chunk.start
+        return (chunk, offset, started) if 0 <= offset < len(chunk.items) else None
+
+    def item_deadline(self) -> float | None:
+        now, limit = time.monotonic(), self._item_timeout
+        started = [r[2] for w in self._workers if (r := self._running(w, now)) is not None]
+        # An item that starts after now is due after now + limit: wake then at the latest.
+        return None if limit is None else min(started, default=now) + limit
+
+    def expire(self, now: float) -> list[Outcome]:
+        """Abandon the threads whose item is overdue, and start one in the place of each."""
+        limit = self._item_timeout or float("inf")  # None: nothing is ever overdue
+        outcomes: list[Outcome] = []
+        for worker in list(self._workers):
+            with self._lock:  # the thread cannot report its chunk done meanwhile
+                running = self._running(worker, now)
+                if running is None or now < running[2] + limit:
+                    continue
+                worker.abandoned = worker.stop[0] = True
+            self._workers.remove(worker)
+            chunk, offset, _ = running
+            error = item_timeout_error(chunk.start + offset, chunk.items[offset], limit, _ABANDONED)
+            outcomes.append(Crashed(chunk, offset, error))
+        self._start_threads(len(self._workers) + len(outcomes))
         return outcomes
 
     def abort(self) -> None:

@@ -57,7 +57,8 @@ STARTING = -2  # the current-item slot until the worker has started (then -1: no
 
 
 def run_packed(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool,
-               has_bad_items: bool = False, current_item: CurrentItem | None = None) -> tuple[bytes, float]:
+               has_bad_items: bool = False, current_item: CurrentItem | None = None,
+               timed: bool = False) -> tuple[bytes, float]:
     """Run a chunk; returns the pickled ``(values, errors)`` and the seconds ``fn`` took.
 
     ``call`` is the exception raised while unpickling the call, if it could not be.
@@ -65,7 +66,7 @@ def run_packed(call: Call | BaseException, items: list[Any], start: int, stop_on
     if isinstance(call, BaseException):
         return encode_result([None], [(0, ErrorKind.SETUP, pack_exception(call, dumps))]), 0.0
     if not has_bad_items:
-        run = run_chunk(call, items, start, stop_on_error, current_item=current_item)
+        run = run_chunk(call, items, start, stop_on_error, current_item=current_item, timed=timed)
         errors: PackedErrors = [(o, ErrorKind.FN, pack_exception(e, dumps)) for o, e in run.errors]
         return encode_result(run.values, errors), run.seconds
     values: list[Any] = []
@@ -76,7 +77,7 @@ def run_packed(call: Call | BaseException, items: list[Any], start: int, stop_on
             values.append(None)
             errors.append((offset, ErrorKind.ITEM, item.packed))
         else:
-            run = run_chunk(call, [item], start + offset, stop_on_error, current_item=current_item)
+            run = run_chunk(call, [item], start + offset, stop_on_error, current_item=current_item, timed=timed)
             values.extend(run.values)
             errors.extend((offset, ErrorKind.FN, pack_exception(e, dumps)) for _, e in run.errors)
             seconds += run.seconds
@@ -157,7 +158,8 @@ def _run_chunk_message(call: Call | BaseException, header: ChunkHeader, body: me
         return encode_result([None], [(0, ErrorKind.ITEMS, pack_exception(exc, dumps))]), 0.0
     if header.report_start:  # pause: the caller releases the next item from this time on
         outbound.send(encode(Kind.STARTED, StartedHeader(header.chunk_id, time.monotonic())))
-    return run_packed(call, items, header.start, header.stop_on_error, header.has_bad_items, current_item)
+    return run_packed(call, items, header.start, header.stop_on_error, header.has_bad_items, current_item,
+                      header.timed)
 
 
 def serve(inbound: Channel, outbound: Channel, current_item: memoryview) -> None:
@@ -209,7 +211,7 @@ def process_main(inbound: Any, outbound: Any, current_item: Any) -> None:
 
     ``inbound`` and ``outbound`` are :class:`multiprocessing.connection.Connection` objects
     (which multiprocessing knows how to hand to a child under every start method);
-    ``current_item`` is a one-element shared ``RawArray('q')``.
+    ``current_item`` is a two-element shared ``RawArray('q')`` (index, start time).
     """
     slot = memoryview(current_item).cast("B").cast("q")
     serve(channel_from(inbound), channel_from(outbound), slot)
