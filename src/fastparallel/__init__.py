@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         WorkerDiedError,
     )
     from .pools import shutdown
+    from .worker_state import per_worker
 
 _WHERE = {
     "parallel": "api",
@@ -35,6 +36,7 @@ _WHERE = {
     "parallel_async_dict": "aio",
     "num_cpus": "cpus",
     "shutdown": "pools",
+    "per_worker": "worker_state",
     "FastParallelError": "errors",
     "WorkerDiedError": "errors",  # defined on first use: see errors.worker_died_error
     "TaskExitError": "errors",
@@ -65,6 +67,7 @@ __all__ = [
     "parallel_async_dict",
     "num_cpus",
     "shutdown",
+    "per_worker",
     "FastParallelError",
     "WorkerDiedError",
     "TaskExitError",
