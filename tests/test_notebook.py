@@ -143,3 +143,18 @@ def test_errors_and_streaming(executed):
     assert "item 2" in text
     text = _cell_text(executed, "stream")
     assert "first start with a chain longer than 200 steps: 2463" in text
+
+
+@pytest.mark.timeout(300)
+def test_a_model_loaded_once_per_worker(executed):
+    text = _cell_text(executed, "per_worker")
+    assert "scores: [1, -2, 4, -1]" in text
+    assert "one model per worker process: True" in text  # each worker built it at most once, both calls
+    assert "a model loaded in the notebook's process: False" in text
+
+
+@pytest.mark.timeout(300)
+def test_a_stuck_item_fails_alone(executed):
+    text = _cell_text(executed, "item_timeout")
+    assert "results: [0, 1, 4, 16, 25, 36, 49]" in text
+    assert "item 3: ItemTimeoutError - fastparallel: 2 attempts were made" in text
