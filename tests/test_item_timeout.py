@@ -183,3 +183,14 @@ def test_an_index_left_by_an_earlier_call_is_not_taken_for_a_running_item() -> N
     assert parallel(r.square, [3], n_workers=1, item_timeout=30) == [9]
     assert parallel(time.sleep, [0.3], n_workers=1) == [None]  # the work itself, in the worker
     assert parallel(r.square, range(4), n_workers=1, item_timeout=0.25) == [0, 1, 4, 9]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_multiprocessing_start_methods_time_out_too(method: str, tmp_path: Path) -> None:
+    # Their slot is a RawArray of two int64s instead of the template launcher's memfd.
+    out = parallel(r.stuck_on, range(6), n_workers=NW, method=method, item_timeout=LIMIT, return_exceptions=True,
+                   directory=str(tmp_path), stuck=(3,))
+    _check_timeout_error(out[3], 3)
+    assert [v[0] for i, v in enumerate(out) if i != 3] == [x * x for x in range(6) if x != 3]
+    h.wait_gone([r.attempts(tmp_path, 3)[0]["pid"]], h.PROMPT, "the killed worker")

@@ -146,3 +146,16 @@ print(json.dumps({"caller": os.getpid(), "out": out}))
     for v in out:
         ids[v[1]].add(v[2])
     assert all(len(seen) == 1 for seen in ids.values())
+
+
+def test_a_forked_worker_builds_its_own_object(tmp_path: Path) -> None:
+    # The caller built one first (serially); workers forked from it must not inherit it.
+    log = tmp_path / "builds"
+    get = per_worker(r.Model, str(log))
+    mine = parallel(r.use_model, range(3), get, n_workers=0)
+    out = parallel(r.use_model, range(40), get, n_workers=2, method="fork")
+    builds = r.builds(log)
+    assert builds[0][0] == os.getpid() == mine[0][1]
+    worker_pids = {v[1] for v in out}
+    assert os.getpid() not in worker_pids
+    assert sorted(pid for pid, _ in builds[1:]) == sorted(worker_pids)  # each built its own, once
