@@ -550,6 +550,7 @@ def test_bad_arguments_fail_before_any_worker_starts(kwargs, error):
     with pytest.raises(error) as info:
         parallel(lambda x: called.append(x), range(3), **kwargs)
     assert next(iter(kwargs)) in str(info.value)  # the message names the argument
+    assert not getattr(info.value, "__notes__", None)  # raised by the checks, not by fn in a worker
     assert not called
     assert multiprocessing.active_children() == []
 
