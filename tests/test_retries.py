@@ -183,3 +183,13 @@ def test_retries_work_on_an_external_executor(tmp_path: Path) -> None:
                        fail={4: 2})
     assert out == SQUARES
     assert _counts(tmp_path, range(10)) == [1, 1, 1, 1, 3, 1, 1, 1, 1, 1]
+
+
+async def _flaky_coroutine(x: int, *, directory: str, fail: dict[int, int]) -> int:
+    return r.flaky(x, directory=directory, fail=fail)
+
+
+def test_coroutine_functions_are_retried(tmp_path: Path) -> None:
+    out = parallel(_flaky_coroutine, range(10), n_workers=3, retries=2, directory=str(tmp_path), fail={6: 2})
+    assert out == SQUARES
+    assert len(r.attempts(tmp_path, 6)) == 3
