@@ -194,3 +194,15 @@ def test_multiprocessing_start_methods_time_out_too(method: str, tmp_path: Path)
     _check_timeout_error(out[3], 3)
     assert [v[0] for i, v in enumerate(out) if i != 3] == [x * x for x in range(6) if x != 3]
     h.wait_gone([r.attempts(tmp_path, 3)[0]["pid"]], h.PROMPT, "the killed worker")
+
+
+@pytest.mark.timeout(60)
+def test_the_finished_items_of_an_abandoned_thread_run_once(tmp_path: Path, release: threading.Event) -> None:
+    # One chunk of 6 on one thread: items 0 and 1 finish, item 2 gets stuck. 0 and 1 keep
+    # their results (a request is not sent twice); 3, 4 and 5 run on the new thread.
+    out = parallel(r.stuck_on, range(6), threadpool=True, n_workers=1, chunksize=6, item_timeout=LIMIT,
+                   return_exceptions=True, directory=str(tmp_path), stuck=(2,), event=release)
+    _check_timeout_error(out[2], 2)
+    assert [v[0] for i, v in enumerate(out) if i != 2] == [0, 1, 9, 16, 25]
+    assert [len(r.attempts(tmp_path, x)) for x in range(6)] == [1] * 6
+    assert out[0][1] == out[1][1] != out[3][1]  # 0 and 1 on the abandoned thread, 3 on its replacement

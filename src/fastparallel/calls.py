@@ -89,6 +89,7 @@ def run_chunk(
     cancelled: Sequence[bool] | None = None,
     propagate_interrupt: bool = False,
     timed: bool = False,
+    into: tuple[list[Any], list[tuple[int, BaseException]]] | None = None,
 ) -> ChunkRun:
     """Run ``call`` on each of ``items`` (input indices ``start``, ``start + 1``, ...).
 
@@ -102,11 +103,13 @@ def run_chunk(
         timed: (with ``current_item``, for ``item_timeout``) also set ``current_item[1]``
             to the item's start time, and ``current_item[0]`` to -1 once the chunk is over;
             ``cancelled`` is checked too.
+        into: lists to fill with the values and the errors as the items finish (they are
+            returned too), so that the finished items of a chunk whose thread was
+            abandoned at an ``item_timeout`` keep their results.
     """
     fn, args, kwargs = call
     one = partial(fn, *args, **kwargs) if args or kwargs else fn
-    values: list[Any] = []
-    errors: list[tuple[int, BaseException]] = []
+    values, errors = ([], []) if into is None else into
     append = values.append
     remaining = iter(items)  # the loops below resume from here after an exception
     began = perf_counter()

@@ -118,8 +118,10 @@ class Backend(Protocol):
         """With ``item_timeout``: give up on the items overdue at ``now``.
 
         Each one's worker is stopped (a process is killed, a thread abandoned) and
-        replaced; its chunk comes back as :class:`Crashed` with an ``ItemTimeoutError``,
-        and the chunks that worker held but had not started as :class:`Requeue`.
+        replaced; its chunk (or, where the results of its finished items are at hand,
+        the part from the overdue item on, after a :class:`Done` for the rest) comes
+        back as :class:`Crashed` with an ``ItemTimeoutError``, and the chunks that
+        worker held but had not started as :class:`Requeue`.
         """
 
     def abort(self) -> None:

@@ -10,6 +10,8 @@ With ``item_timeout``, each thread writes the index and start time of its runnin
 into its own slot (as a worker process does into shared memory). A thread whose item
 is overdue cannot be killed: it is abandoned (it stops before its chunk's next item, and
 its late result is dropped) and a new thread takes its place, so the pool keeps its width.
+The items of its chunk that had finished keep their results; those after the overdue
+one run again.
 """
 
 from __future__ import annotations
@@ -43,13 +45,16 @@ class _InitFailed(Exception):
 class _Worker:
     """A thread of the pool and what the caller may read of it."""
 
-    __slots__ = ("thread", "slot", "stop", "chunk", "abandoned")
+    __slots__ = ("thread", "slot", "stop", "chunk", "finished", "began", "abandoned")
 
     def __init__(self) -> None:
         self.thread: threading.Thread | None = None
         self.slot = [-1, 0]  # item_timeout: input index of the running item, its start (monotonic_ns)
         self.stop = [False]  # read by its running chunk before each item
         self.chunk: Chunk | None = None  # the chunk it runs
+        # item_timeout: the values and errors of its chunk so far, and when the chunk began
+        self.finished: tuple[list[Any], list[tuple[int, BaseException]]] = ([], [])
+        self.began = 0.0
         self.abandoned = False
 
 
@@ -108,11 +113,14 @@ class ThreadPool:
             if task is None or self._closed:
                 return
             call, chunk, stop_on_error, report_start, timed = task
+            if timed:  # before the chunk: the caller reads them once it sees the chunk
+                worker.finished, worker.began = ([], []), time.monotonic()
             worker.chunk = chunk
             if report_start:
                 self._outcomes.put(Started(chunk, time.monotonic()))
             run = run_chunk(call, chunk.items, chunk.start, stop_on_error, cancelled=worker.stop,
-                            current_item=worker.slot if timed else None, timed=timed)
+                            current_item=worker.slot if timed else None, timed=timed,
+                            into=worker.finished if timed else None)
             errors = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in run.errors]
             with self._lock:
                 if worker.abandoned:
@@ -161,6 +169,7 @@ class ThreadPool:
         """Abandon the threads whose item is overdue, and start one in the place of each."""
         limit = self._item_timeout or float("inf")  # None: nothing is ever overdue
         outcomes: list[Outcome] = []
+        abandoned = 0
         for worker in list(self._workers):
             with self._lock:  # the thread cannot report its chunk done meanwhile
                 running = self._running(worker, now)
@@ -168,11 +177,24 @@ class ThreadPool:
                     continue
                 worker.abandoned = worker.stop[0] = True
             self._workers.remove(worker)
-            chunk, offset, _ = running
-            error = item_timeout_error(chunk.start + offset, chunk.items[offset], limit, _ABANDONED)
-            outcomes.append(Crashed(chunk, offset, error))
-        self._start_threads(len(self._workers) + len(outcomes))
+            abandoned += 1
+            outcomes.extend(self._abandoned(worker, *running, limit))
+        self._start_threads(len(self._workers) + abandoned)
         return outcomes
+
+    @staticmethod
+    def _abandoned(worker: _Worker, chunk: Chunk, offset: int, started: float, limit: float) -> list[Outcome]:
+        """The outcomes of the chunk of a thread abandoned on its item at ``offset``: the
+        items before it keep their results, it fails, the items after it run again."""
+        values, errors = worker.finished  # the thread appends no more before its item returns
+        outcomes: list[Outcome] = []
+        if offset:
+            done = Chunk(chunk.id, chunk.start, chunk.items[:offset])
+            failed = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in errors if o < offset]
+            outcomes.append(Done(done, values[:offset], failed, started - worker.began))
+        rest = Chunk(chunk.id, chunk.start + offset, chunk.items[offset:])
+        error = item_timeout_error(rest.start, rest.items[0], limit, _ABANDONED)
+        return [*outcomes, Crashed(rest, 0, error)]
 
     def abort(self) -> None:
         """Give up on this call's chunks: the threads stop at their next item, and the
