@@ -30,6 +30,7 @@ from ..errors import start_crash_error, worker_start_error
 from ..pickling import dumps, loads
 from ..remote_errors import unpack_exception
 from .base import Outcome, Requeue, Started
+from .channel import send_with_buffers
 from .crashes import crash_outcome
 from .launcher import Launcher, MultiprocessingLauncher, WorkerProcess, make_launcher, wait_ready
 from .protocol import (
@@ -45,11 +46,13 @@ from .protocol import (
     encode,
     encode_items,
     pickle_for_workers,
+    setup_message,
 )
 from .worker import STARTING
 
 if TYPE_CHECKING:
     from ..options import Options
+    from .channel import Broadcast
 
 __all__ = ["ProcessPool", "checkout"]
 
@@ -87,7 +90,7 @@ class ProcessPool:
         self._workers: list[_Worker] = []  # alive, or dead and not yet noticed
         self._active: list[_Worker] = []  # those this call uses
         self._stopping: list[_Worker] = []  # asked to exit or killed, not yet joined
-        self._call_blob: bytes | None = None
+        self._setup: Broadcast | None = None  # the last call's SETUP message (fn, args, kwargs pickled)
         self._call_version = 0  # bumped when the pickled call changes: workers get it once
         self._context: Context | None = None  # the caller's context as last sent
         self._context_blob = b""
@@ -157,6 +160,8 @@ class ProcessPool:
     def shutdown(self) -> None:
         """Stop every worker (waits up to about two seconds, then kills)."""
         self._closed = True
+        if self._setup is not None:
+            self._setup.close()
         for worker in list(self._workers):
             self._stop_worker(worker, kill=False)
         self._join_stopped(block=True)
@@ -176,9 +181,10 @@ class ProcessPool:
     def begin(self, call: Call, n_workers: int, options: Options) -> Measured | None:
         """Pickle the call (sent to each worker once), take the caller's context, and start
         missing workers; returns the chunk measurements remembered for this call."""
-        blob = pickle_for_workers(tuple(call), "fn, args and kwargs", self._launcher.forks)
-        if blob != self._call_blob:
-            self._call_blob = blob
+        previous, self._setup = self._setup, setup_message(tuple(call), self._launcher.forks)
+        body = self._setup.pickled.body
+        # Out of band, equal pickles may stand for different arrays (and the last ones' memory is gone).
+        if previous is None or previous.out_of_band or self._setup.out_of_band or body != previous.pickled.body:
             self._call_version += 1
         self._sync_context()
         self._stop_on_error = options.stop_on_error
@@ -193,7 +199,7 @@ class ProcessPool:
             self._start_worker()
         # With max_tasks_per_child, sizes also decide when workers are replaced: a remembered
         # size right after the one-item first chunks would leave allowances unused.
-        return self._remembered_sizes(blob) if self._max_tasks is None else None
+        return self._remembered_sizes(body) if self._max_tasks is None else None
 
     def _sync_context(self) -> None:
         """Take the caller's context now; workers that have an older one get it before chunks."""
@@ -229,7 +235,7 @@ class ProcessPool:
         return min(candidates, key=lambda w: len(w.chunks))
 
     def submit(self, chunk: Chunk) -> None:
-        body, has_bad_items = encode_items(chunk, self._stop_on_error, self._launcher.forks)
+        pickled, has_bad_items = encode_items(chunk, self._stop_on_error, self._launcher.forks)
         worker = self._pick(len(chunk.items))
         worker.chunks[chunk.id] = chunk
         worker.assigned += len(chunk.items)
@@ -239,12 +245,12 @@ class ProcessPool:
                 outbox.send(encode(Kind.CONTEXT), self._context_blob)
                 worker.context_version = self._context_version
             if worker.call_version != self._call_version:
-                assert self._call_blob is not None
-                outbox.send(encode(Kind.SETUP), self._call_blob)
+                assert self._setup is not None
+                self._setup.send(outbox)
                 worker.call_version = self._call_version
             header = ChunkHeader(chunk.id, chunk.start, self._stop_on_error, has_bad_items, self._n_workers,
                                  self._report_starts)
-            outbox.send(encode(Kind.CHUNK, header), body)
+            send_with_buffers(outbox, encode(Kind.CHUNK, header), pickled)
         except OSError:
             pass  # the worker died; poll() sees its sentinel and requeues or reports the chunk
 
@@ -268,10 +274,11 @@ class ProcessPool:
         inbox = worker.process.inbox
         try:
             while not worker.stopped and wait_ready([inbox.fd], 0):
-                kind, header, body = decode(inbox.recv())
+                frame, buffers = inbox.recv()
+                kind, header, body = decode(frame)
                 if kind == Kind.DONE:
                     assert isinstance(header, DoneHeader)
-                    self._chunk_done(worker, header, body, outcomes)
+                    self._chunk_done(worker, header, body, buffers, outcomes)
                 elif kind == Kind.STARTED:
                     assert isinstance(header, StartedHeader)
                     outcomes.append(Started(worker.chunks[header.chunk_id], header.time))
@@ -282,10 +289,10 @@ class ProcessPool:
         except (EOFError, OSError):
             self._worker_died(worker, outcomes)
 
-    def _chunk_done(self, worker: _Worker, header: DoneHeader, body: memoryview,
+    def _chunk_done(self, worker: _Worker, header: DoneHeader, body: memoryview, buffers: list[memoryview],
                     outcomes: list[Outcome]) -> None:
         chunk = worker.chunks.pop(header.chunk_id)
-        outcomes.append(decode_result(body, chunk, header.seconds, self._stop_on_error))
+        outcomes.append(decode_result(body, chunk, header.seconds, self._stop_on_error, buffers))
         if self._max_tasks is not None and worker.assigned >= self._max_tasks and not worker.chunks:
             self._stop_worker(worker, kill=False)
 
@@ -318,6 +325,8 @@ class ProcessPool:
 
     def end(self) -> None:
         self._active = []
+        if self._setup is not None:
+            self._setup.close()  # the call's shared memory
         if self._max_tasks is not None:
             for worker in list(self._workers):
                 if worker.assigned >= self._max_tasks and not worker.chunks:
