@@ -119,7 +119,7 @@ def test_a_body_that_cannot_be_unpickled_here():
 @pytest.fixture
 def passing_pipe():
     r, w = os.pipe()
-    enlarge_pipe(w)  # room for a frame of 100 kB without a reader
+    enlarge_pipe(w)  # room for a frame of 200 kB without a reader
     ours, theirs = new_passers()
     reader, writer = Channel(r, ours), Channel(w, theirs)
     yield reader, writer
@@ -159,7 +159,7 @@ def test_a_refused_message_goes_in_band(passing_pipe, monkeypatch):
         raise OSError(errno.ETOOMANYREFS, "Too many references")
 
     monkeypatch.setattr(socket, "send_fds", refuse)
-    value = bytearray(b"v" * 100_000)
+    value = bytearray(b"v" * 200_000)
     buffers: list[pickle.PickleBuffer] = []
     body = dumps(pickle.PickleBuffer(value), buffers=buffers)
     assert len(buffers) == 1 and len(body) < 100

@@ -27,7 +27,7 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 _MAIN = b"__main__"
 # Buffers this large travel out of band: from about here on, shared memory beats copying
 # through the pipe (benchmarks/shm_threshold.py; docs/large-data.md has the numbers).
-OUT_OF_BAND_BYTES = 1 << 16
+OUT_OF_BAND_BYTES = 1 << 17
 MAX_OUT_OF_BAND = 253  # per pickle: the descriptors one message can pass (Linux's SCM_MAX_FD)
 _PRESCAN_VALUES = 16  # lists this short are searched for large bytes before pickling
 _SCAN_BYTES_PER_VALUE = 1024  # longer ones only when their pickle is this large per value
