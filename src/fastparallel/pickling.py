@@ -31,7 +31,7 @@ OUT_OF_BAND_BYTES = 1 << 17
 MAX_OUT_OF_BAND = 253  # per pickle: the descriptors one message can pass (Linux's SCM_MAX_FD)
 _PRESCAN_VALUES = 16  # lists this short are searched for large bytes before pickling
 _SCAN_BYTES_PER_VALUE = 1024  # longer ones only when their pickle is this large per value
-_BLOB_TYPES = (bytes, bytearray)
+_BLOB_TYPES = frozenset((bytes, bytearray))
 
 loads = pickle.loads
 
@@ -119,6 +119,8 @@ def _rebuild_blob(buffer: Any, mutable: bool) -> bytes | bytearray:
 def _wrap_blobs(values: list[Any]) -> list[Any] | None:
     """``values`` with each large ``bytes`` and ``bytearray`` wrapped in a :class:`_Blob`;
     None if there are none."""
+    if _BLOB_TYPES.isdisjoint(map(type, values)):  # the common case, at C speed
+        return None
     wrapped: list[Any] | None = None
     for offset, value in enumerate(values):
         if type(value) in _BLOB_TYPES and len(value) >= OUT_OF_BAND_BYTES:
