@@ -40,7 +40,7 @@ def _child(requests: Channel, replies: Channel) -> None:
             buffers: list[pickle.PickleBuffer] = []
             body = pickling.dumps(arrays[size], buffers=buffers)
             fds = share(buffers)
-            replies.send(body, fds=fds)
+            replies.send(body, fds=fds, sizes=[memoryview(b).nbytes for b in buffers])
             close_all(fds)
         else:
             replies.send(pickling.dumps(arrays[size]))

@@ -133,8 +133,8 @@ def die_after_passing(x: int, how: str, mib: float = 2) -> Any:
 
     original = channel.Channel._pass
 
-    def pass_then_die(self: Any, fds: Any) -> None:
-        original(self, fds)
+    def pass_then_die(self: Any, fds: Any, sizes: Any) -> None:
+        original(self, fds, sizes)
         if how == "frame":
             os.write(self.fd, (1 << 20 | len(fds) << 48).to_bytes(8, "little") + b"\x04partial")
         os._exit(9)

@@ -53,8 +53,8 @@ def frames(monkeypatch: pytest.MonkeyPatch) -> Iterator[Frames]:
     record = Frames()
     send, recv = channel.Channel.send, channel.Channel.recv
 
-    def recording_send(self: channel.Channel, *parts: Any, fds: Any = ()) -> None:
-        send(self, *parts, fds=fds)
+    def recording_send(self: channel.Channel, *parts: Any, fds: Any = (), sizes: Any = ()) -> None:
+        send(self, *parts, fds=fds, sizes=sizes)
         record.sent.append((protocol.Kind(bytes(parts[0])[0]), sum(memoryview(p).nbytes for p in parts), len(fds)))
 
     def recording_recv(self: channel.Channel) -> tuple[bytearray, list[memoryview]]:

@@ -142,7 +142,7 @@ def test_frames_carry_buffers_as_descriptors_closed_on_both_sides(passing_pipe):
     reader, writer = passing_pipe
     small, large = bytearray(b"s" * 70_000), bytearray(b"L" * (2 << 20))  # copied out / mapped
     fds = share([pickle.PickleBuffer(small), pickle.PickleBuffer(large)])
-    writer.send(b"head", fds=fds)
+    writer.send(b"head", fds=fds, sizes=[len(small), len(large)])
     close_all(fds)
     frame, buffers = reader.recv()
     assert frame == b"head" and [bytes(b) for b in buffers] == [bytes(small), bytes(large)]
@@ -166,3 +166,15 @@ def test_a_refused_message_goes_in_band(passing_pipe, monkeypatch):
     send_with_buffers(writer, b"H", Pickled(body, buffers, lambda: dumps(pickle.PickleBuffer(value))))
     frame, received = reader.recv()
     assert received == [] and bytes(loads(memoryview(frame)[1:])) == bytes(value)
+
+
+def test_buffers_have_the_size_sent_even_if_their_memory_is_larger(passing_pipe):
+    reader, writer = passing_pipe  # POSIX shared memory may be rounded up to whole pages (macOS)
+    data = bytearray(b"r" * 300_001)
+    fds = share([pickle.PickleBuffer(data), pickle.PickleBuffer(data * 8)])
+    for fd in fds:
+        os.ftruncate(fd, os.fstat(fd).st_size + 5000)
+    writer.send(b"x", fds=fds, sizes=[len(data), 8 * len(data)])
+    close_all(fds)
+    _, buffers = reader.recv()
+    assert [b.nbytes for b in buffers] == [len(data), 8 * len(data)] and bytes(buffers[0]) == data

@@ -160,19 +160,19 @@ def _copy(fd: int, size: int) -> memoryview:
     return view
 
 
-def receive(fds: Sequence[int]) -> list[memoryview]:
-    """The memory of each descriptor as a writable buffer of its own; closes every descriptor.
+def receive(fds: Sequence[int], sizes: Sequence[int]) -> list[memoryview]:
+    """The memory of each descriptor (``sizes`` bytes of it) as a writable buffer of its
+    own; closes every descriptor.
 
     A large buffer is mapped (copy-on-write): nothing is copied, and pages the receiver
     never reads are never touched. A smaller one is copied out, which costs less than
-    mapping it (and leaves no mapping behind). A descriptor that can be neither is
-    skipped: the pickle that needs it then fails to load, which the receiver reports
-    like any unpickling error.
+    mapping it (and leaves no mapping behind). From a descriptor that can be neither (or
+    without its size) the buffers stop: the pickle that needs them then fails to load,
+    which the receiver reports like any unpickling error.
     """
     views: list[memoryview] = []
     try:
-        for fd in fds:
-            size = os.fstat(fd).st_size
+        for fd, size in zip(fds, sizes, strict=False):  # fewer sizes: see above
             if size >= MAP_BYTES:
                 if _libc is None:
                     prepare_mapping()

@@ -7,7 +7,7 @@ A :class:`Channel` writes a frame as an 8-byte word (the frame's size, and in it
 
 Out-of-band buffers (:mod:`.buffers`) travel as descriptors of shared memory over a
 second, per-worker ``socketpair`` (the *passer*, shared by the worker's two channels):
-``sendmsg`` with ``SCM_RIGHTS`` (and one byte) just before the frame. Frames stay on
+``sendmsg`` with ``SCM_RIGHTS`` (and the buffers' sizes) just before the frame. Frames stay on
 pipes because a round trip of a tiny frame costs about a quarter less on a pipe than on
 a socket, and most frames are tiny.
 """
@@ -31,7 +31,6 @@ __all__ = ["Channel", "BuffersRefused", "Pickled", "Broadcast", "send_with_buffe
 _WORD = struct.Struct("<Q")  # a frame's size, and in the top bits how many buffers come with it
 _COUNT_SHIFT = 48
 _SIZE_MASK = (1 << _COUNT_SHIFT) - 1
-_PASSED = b"B"  # the byte that carries the descriptors
 _NO_BUFFERS: list[memoryview] = []  # never appended to: what frames without buffers come with
 _CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
@@ -61,13 +60,13 @@ class Channel:
     def passes_buffers(self) -> bool:
         return self.passer is not None
 
-    def send(self, *parts: bytes | memoryview, fds: Sequence[int] = ()) -> None:
+    def send(self, *parts: bytes | memoryview, fds: Sequence[int] = (), sizes: Sequence[int] = ()) -> None:
         """Write one frame made of ``parts`` (one system call unless the pipe is full), after
-        passing ``fds``, the shared memory of its out-of-band buffers."""
+        passing ``fds``, the shared memory of its out-of-band buffers, and their ``sizes``."""
         views = [memoryview(p).cast("B") for p in parts]
         word = sum(v.nbytes for v in views)
         if fds:
-            self._pass(fds)
+            self._pass(fds, sizes)
             word |= len(fds) << _COUNT_SHIFT
         pending = [memoryview(_WORD.pack(word)), *views]
         while pending:
@@ -77,10 +76,11 @@ class Channel:
             if written:
                 pending[0] = pending[0][written:]
 
-    def _pass(self, fds: Sequence[int]) -> None:
-        assert self.passer is not None
+    def _pass(self, fds: Sequence[int], sizes: Sequence[int]) -> None:
+        # The sizes travel too: the memory's own size may be rounded up to whole pages (macOS).
+        assert self.passer is not None and len(sizes) == len(fds)
         try:
-            socket.send_fds(self.passer, [_PASSED], fds)
+            socket.send_fds(self.passer, [struct.pack(f"<{len(sizes)}Q", *sizes)], fds)
         except ConnectionError:  # the worker (or the caller) is gone
             raise
         except OSError as exc:  # ETOOMANYREFS: more descriptors in flight than RLIMIT_NOFILE
@@ -105,10 +105,19 @@ class Channel:
         count = word >> _COUNT_SHIFT
         if not count:
             return frame, _NO_BUFFERS
-        assert self.passer is not None
+        return frame, self._receive_buffers(count)
+
+    def _receive_buffers(self, count: int) -> list[memoryview]:
         # Fewer than ``count`` (out of descriptors here): the pickle then fails to load.
-        _, fds, _, _ = socket.recv_fds(self.passer, 1, count, _CLOEXEC)
-        return frame, receive(fds)
+        assert self.passer is not None
+        data, fds, _, _ = socket.recv_fds(self.passer, 8 * count, count, _CLOEXEC)
+        while 0 < len(data) < 8 * count:  # the rest of the sizes, should they come apart
+            more = self.passer.recv(8 * count - len(data))
+            data += more
+            if not more:
+                break
+        sizes = struct.unpack(f"<{len(data) // 8}Q", data[: len(data) // 8 * 8])
+        return receive(fds, sizes)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -130,6 +139,10 @@ class Pickled:
         self.in_band = in_band
 
 
+def _sizes(buffers: list[PickleBuffer]) -> list[int]:
+    return [memoryview(b).nbytes for b in buffers]
+
+
 def _share(buffers: list[PickleBuffer]) -> list[int]:
     try:
         return share(buffers)
@@ -146,7 +159,7 @@ def send_with_buffers(channel: Channel, head: bytes, pickled: Pickled) -> None:
         fds = _share(pickled.buffers) if channel.passes_buffers else []
         try:
             if fds:
-                channel.send(head, body, fds=fds)
+                channel.send(head, body, fds=fds, sizes=_sizes(pickled.buffers))
                 return
         except BuffersRefused:
             pass
@@ -177,7 +190,7 @@ class Broadcast:
             self._fds = _share(pickled.buffers)
         if self._fds and channel.passes_buffers:
             try:
-                channel.send(self.head, pickled.body, fds=self._fds)
+                channel.send(self.head, pickled.body, fds=self._fds, sizes=_sizes(pickled.buffers))
                 return
             except BuffersRefused:
                 pass

@@ -138,9 +138,9 @@ class _Template:
     def become_worker(self, inbound: int, outbound: int, status: int, slot: int, passer_fd: int) -> None:
         """In the forked child: drop what only the template may hold, then serve."""
         worker, protocol, channel = self.worker, self.protocol, self.channel
-        passer = socket.socket(fileno=passer_fd)
-        out = channel.Channel(outbound, passer)
+        out = channel.Channel(outbound)
         try:
+            out.passer = passer = socket.socket(fileno=passer_fd)
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             self.control.close()
