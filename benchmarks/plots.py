@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from .workloads import WORKLOADS, Workload
 
 HIGHLIGHT = "#d62728"
 OTHERS = "#7f7f7f"
+LINE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 TICKS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
 
 
@@ -96,6 +98,59 @@ def plot_efficiency(results: ResultSet, workload: Workload, path: Path) -> bool:
     return True
 
 
+def _memcpy_rate(results: ResultSet, workload: Workload) -> float | None:
+    """The median memcpy bandwidth (bytes per second) the workload's cases measured."""
+    rates = [extra["memcpy_bytes_per_second"] for key, case in results.cases.items() if key.workload == workload.name
+             for extra in case.extras if "memcpy_bytes_per_second" in extra]
+    return statistics.median(rates) if rates else None
+
+
+def plot_sweep(results: ResultSet, workload: Workload, path: Path) -> bool:
+    """Time per item against the swept size, one line per contender, and the memcpy limit."""
+    assert workload.sweep is not None
+    sizes = workload.sizes(results.quick)
+    series: dict[str, list[tuple[float, float]]] = {}
+    for key, case in results.cases.items():
+        if key.workload == workload.name and case.median is not None and key.variant in sizes:
+            params = sizes[key.variant]
+            nbytes, n = float(params[workload.sweep]) * 2**20, int(params["n"])
+            series.setdefault(key.contender, []).append((nbytes, case.median / n))
+    if not series:
+        return False
+    plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    others = iter(LINE_COLORS)
+    for name in (n for n in CONTENDERS if n in series):
+        points = sorted(series[name])
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=CONTENDERS[name].label,
+                color=HIGHLIGHT if name == REFERENCE else next(others), linewidth=2 if name == REFERENCE else 1)
+    rate = _memcpy_rate(results, workload)
+    if rate:
+        xs = sorted({p[0] for points in series.values() for p in points})
+        ax.plot(xs, [x / rate for x in xs], color="black", linestyle="--",
+                label=f"one memcpy ({rate / 1e9:.1f} GB/s)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _bytes_label(x)))
+    ax.set_xlabel("result size")
+    ax.set_ylabel("median seconds per result")
+    ax.legend(fontsize=8)
+    ax.set_title(workload.title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _bytes_label(x: float) -> str:
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if x >= scale:
+            return f"{x / scale:g} {unit}"
+    return f"{x:g} B"
+
+
 def plot_targets(targets: list[dict[str, Any]], path: Path) -> bool:
     shown = [t for t in targets if t["value"] is not None]
     if not shown:
@@ -133,6 +188,10 @@ def draw_all(results: ResultSet, out: Path) -> list[Path]:
         if workload.efficiency:
             path = out / f"{workload.name}_efficiency.png"
             if plot_efficiency(results, workload, path):
+                written.append(path)
+        if workload.sweep:
+            path = out / f"{workload.name}_sweep.png"
+            if plot_sweep(results, workload, path):
                 written.append(path)
     if plot_targets(results.targets(), out / "targets.png"):
         written.append(out / "targets.png")

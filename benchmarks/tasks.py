@@ -58,6 +58,11 @@ def use_blob(seed: int, blob: Any, loops: int) -> int:
     return burn(seed, loops) + int(blob[seed % len(blob)])
 
 
+def use_item(blob: Any, loops: int) -> int:
+    """Does some work with a (possibly large) array item and returns something small."""
+    return burn(int(blob[0]), loops) + int(blob[-1])
+
+
 def make_array(seed: int, mb: float) -> Any:
     """Returns a float64 array of ``mb`` MiB filled with ``seed``: a large result."""
     import numpy as np

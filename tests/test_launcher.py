@@ -316,13 +316,17 @@ def test_the_template_holds_no_named_socket_and_workers_only_their_pipes() -> No
     assert len(sockets) == 1, links  # the socketpair end it was started with
     paths = _unix_socket_paths()
     assert all(paths.get(inode, "") == "" for inode in sockets), (sockets, paths)
-    # Each worker holds its own two pipes and its current-item slot (and stdin, stdout,
-    # stderr): nothing of the template, of this process or of the other worker.
+    # Each worker holds its own two pipes, its current-item slot and its unnamed socket for
+    # shared-memory descriptors (and stdin, stdout, stderr): nothing of the template, of
+    # this process or of the other worker.
     fds = parallel(worker_fds, range(2), n_workers=2, chunksize=1)
+    paths = _unix_socket_paths()
     for held in fds:
         pipes = [link for link in held if link.startswith("pipe:")]
-        assert len(pipes) == 2 and len(held) == 3 and "fastparallel-slot" in held[0], fds
-    assert {link for link in fds[0] if link.startswith("pipe:")}.isdisjoint(fds[1])
+        sockets = [link[len("socket:["):-1] for link in held if link.startswith("socket:")]
+        assert len(pipes) == 2 and len(sockets) == 1 and len(held) == 4, fds
+        assert "fastparallel-slot" in held[0] and paths.get(sockets[0], "") == "", (fds, paths)
+    assert set(fds[0][1:]).isdisjoint(fds[1])
 
 
 @pytest.mark.timeout(60)

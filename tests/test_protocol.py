@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
+import socket
 import threading
 
 import pytest
 
 from fastparallel.backends.base import Done, Split
+from fastparallel.backends.buffers import close_all, share
+from fastparallel.backends.channel import Channel, Pickled, new_passers, send_with_buffers
+from fastparallel.backends.launcher import enlarge_pipe
 from fastparallel.backends.protocol import (
-    Channel,
     ChunkHeader,
     DoneHeader,
     Kind,
@@ -19,7 +24,7 @@ from fastparallel.backends.protocol import (
     encode_result,
 )
 from fastparallel.chunking import Chunk
-from fastparallel.pickling import dumps
+from fastparallel.pickling import dumps, loads
 from fastparallel.remote_errors import ErrorKind, pack_exception
 
 
@@ -37,9 +42,9 @@ def test_frames_arrive_whole_and_in_order(pipe):
     big = os.urandom(3 << 20)  # larger than any pipe buffer: needs a concurrent reader
     sender = threading.Thread(target=lambda: [writer.send(b"a"), writer.send(b"head", big), writer.send()])
     sender.start()
-    assert reader.recv() == b"a"
-    assert reader.recv() == b"head" + big
-    assert reader.recv() == b""
+    assert reader.recv() == (b"a", [])
+    assert reader.recv() == (b"head" + big, [])
+    assert reader.recv() == (b"", [])
     sender.join()
 
 
@@ -106,3 +111,70 @@ def test_a_body_that_cannot_be_unpickled_here():
     outcome = decode_result(b"not a pickle", Chunk(0, 3, [1]), 0.0, True)
     assert isinstance(outcome, Done) and "could not be unpickled in this process" in " ".join(
         outcome.errors[0][1].__notes__)
+
+
+# -- out-of-band buffers: descriptors passed with the frame --------------------------------------
+
+
+@pytest.fixture
+def passing_pipe():
+    r, w = os.pipe()
+    enlarge_pipe(w)  # room for a frame of 200 kB without a reader
+    ours, theirs = new_passers()
+    reader, writer = Channel(r, ours), Channel(w, theirs)
+    yield reader, writer
+    reader.close()
+    writer.close()
+
+
+def _memfds() -> list[str]:
+    links = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{name}"))
+        except OSError:
+            pass
+    return [link for link in links if link.startswith("/memfd:fastparallel ")]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists /proc/self/fd")
+def test_frames_carry_buffers_as_descriptors_closed_on_both_sides(passing_pipe):
+    reader, writer = passing_pipe
+    small, large = bytearray(b"s" * 70_000), bytearray(b"L" * (2 << 20))  # copied out / mapped
+    fds = share([pickle.PickleBuffer(small), pickle.PickleBuffer(large)])
+    writer.send(b"head", fds=fds, sizes=[len(small), len(large)])
+    close_all(fds)
+    frame, buffers = reader.recv()
+    assert frame == b"head" and [bytes(b) for b in buffers] == [bytes(small), bytes(large)]
+    assert all(not b.readonly for b in buffers) and _memfds() == []
+    buffers[1][0] = ord("x")  # private: the sender's memory and other receivers are unaffected
+    assert large[0] == ord("L")
+
+
+@pytest.mark.timeout(20)
+def test_a_refused_message_goes_in_band(passing_pipe, monkeypatch):
+    reader, writer = passing_pipe
+
+    def refuse(*args):
+        raise OSError(errno.ETOOMANYREFS, "Too many references")
+
+    monkeypatch.setattr(socket, "send_fds", refuse)
+    value = bytearray(b"v" * 200_000)
+    buffers: list[pickle.PickleBuffer] = []
+    body = dumps(pickle.PickleBuffer(value), buffers=buffers)
+    assert len(buffers) == 1 and len(body) < 100
+    send_with_buffers(writer, b"H", Pickled(body, buffers, lambda: dumps(pickle.PickleBuffer(value))))
+    frame, received = reader.recv()
+    assert received == [] and bytes(loads(memoryview(frame)[1:])) == bytes(value)
+
+
+def test_buffers_have_the_size_sent_even_if_their_memory_is_larger(passing_pipe):
+    reader, writer = passing_pipe  # POSIX shared memory may be rounded up to whole pages (macOS)
+    data = bytearray(b"r" * 300_001)
+    fds = share([pickle.PickleBuffer(data), pickle.PickleBuffer(data * 8)])
+    for fd in fds:
+        os.ftruncate(fd, os.fstat(fd).st_size + 5000)
+    writer.send(b"x", fds=fds, sizes=[len(data), 8 * len(data)])
+    close_all(fds)
+    _, buffers = reader.recv()
+    assert [b.nbytes for b in buffers] == [len(data), 8 * len(data)] and bytes(buffers[0]) == data

@@ -10,13 +10,13 @@ from .imports import IMPORT
 from .io import HTTP, SLEEP
 from .startup import BATCHES, SCRIPT
 from .tiny import PROGRESS, TINY_COLD, TINY_WARM
-from .transfer import BIG_ARG, BIG_RESULT
+from .transfer import BIG_ARG, BIG_ITEM, BIG_RESULT, RESULT_SIZES
 
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
         TINY_COLD, TINY_WARM, SCRIPT, BATCHES, CPU, SLEEP, HTTP, COROUTINES, TREES, IMAGES,
-        BIG_ARG, BIG_RESULT, SCALING, IMPORT, PROGRESS,
+        BIG_ARG, BIG_ITEM, BIG_RESULT, RESULT_SIZES, SCALING, IMPORT, PROGRESS,
     ]
 }  # fmt: skip
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..contenders import NO_WARM_POOL, Contender, default_workers
@@ -22,6 +22,8 @@ class Prepared:
     batches: list[Job]
     check: Callable[[list[Any]], bool]
     cleanup: Callable[[], None] = lambda: None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Measured while preparing, reported with the time (e.g. the machine's memcpy bandwidth)."""
 
     def run(self, session: Session) -> list[Any]:
         results: list[Any] = []
@@ -48,6 +50,8 @@ class Workload:
     """Time a second call after an untimed first one (True) or the first call (False)."""
     efficiency: bool = False
     """Report parallel efficiency across sizes that differ in their ``workers`` parameter."""
+    sweep: str | None = None
+    """The parameter (in MiB) its sizes vary, plotted as time per item against it."""
 
     def sizes(self, quick: bool) -> Mapping[str, Params]:
         return self.quick if quick else self.variants
@@ -91,7 +95,7 @@ class MapWorkload(Workload):
             if session is not None:
                 session.close()
             prepared.cleanup()
-        return Measurement(seconds=seconds, correct=bool(prepared.check(results)))
+        return Measurement(seconds=seconds, correct=bool(prepared.check(results)), extra=prepared.extra)
 
 
 def single(job: Job, expected: list[Any]) -> Prepared:

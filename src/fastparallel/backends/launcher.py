@@ -17,7 +17,7 @@ import logging
 from collections.abc import Hashable, Sequence
 from typing import Any, Protocol
 
-from .protocol import Channel
+from .channel import Channel, new_passers
 from .worker import STARTING, channel_from, process_main
 
 __all__ = ["WorkerProcess", "Launcher", "MultiprocessingLauncher", "make_launcher", "resolve_context",
@@ -170,11 +170,12 @@ class MultiprocessingLauncher:
         from_worker, worker_out = ctx.Pipe(duplex=False)
         enlarge_pipe(to_worker.fileno())
         enlarge_pipe(worker_out.fileno())
+        passer, worker_passer = new_passers()
         current_item = ctx.RawArray("q", 2)  # the item's index, and its start time (item_timeout)
         current_item[0] = STARTING
         process = ctx.Process(
             target=process_main,
-            args=(worker_in, worker_out, current_item),
+            args=(worker_in, worker_out, current_item, worker_passer),
             name="fastparallel-worker",
             daemon=False,  # daemonic processes may not start their own pools (nested calls)
         )
@@ -188,6 +189,8 @@ class MultiprocessingLauncher:
             default_context._actual_context = None  # type: ignore[union-attr]
         worker_in.close()
         worker_out.close()
+        if worker_passer is not None:
+            worker_passer.close()
         log.debug("started worker process %s", process.pid)
         slot = memoryview(current_item).cast("B").cast("q")
-        return MultiprocessingWorker(process, channel_from(from_worker), channel_from(to_worker), slot)
+        return MultiprocessingWorker(process, channel_from(from_worker, passer), channel_from(to_worker, passer), slot)

@@ -24,29 +24,31 @@ from .. import pools
 from ..calls import Call
 from ..chunking import Chunk, Measured, RecentMeasurements
 from ..errors import start_crash_error, worker_start_error
-from ..pickling import dumps, loads
+from ..pickling import loads
 from ..remote_errors import unpack_exception
 from .base import Outcome, Requeue, Started
+from .channel import send_with_buffers
 from .crashes import crash_outcome, running_item, timeout_outcome
 from .launcher import Launcher, MultiprocessingLauncher, WorkerProcess, make_launcher, wait_ready
 from .protocol import (
     ChunkHeader,
-    Context,
+    ContextTracker,
     DoneHeader,
     Kind,
     StartedHeader,
     StartStage,
-    capture_context,
     decode,
     decode_result,
     encode,
     encode_items,
     pickle_for_workers,
+    setup_message,
 )
 from .worker import STARTING
 
 if TYPE_CHECKING:
     from ..options import Options
+    from .channel import Broadcast
 
 __all__ = ["ProcessPool", "checkout"]
 
@@ -64,7 +66,7 @@ class _Worker:
         self.process = process
         self.chunks: dict[int, Chunk] = {}
         self.call_version = -1  # which pickled call it has (see ProcessPool.begin)
-        self.context_version = -1  # which caller's context it has (see ProcessPool._sync_context)
+        self.context_version = -1  # which caller's context it has (see ProcessPool.begin)
         self.assigned = 0  # items sent to it over its life (for max_tasks_per_child)
         self.stopped = False
 
@@ -83,11 +85,9 @@ class ProcessPool:
         self._workers: list[_Worker] = []  # alive, or dead and not yet noticed
         self._active: list[_Worker] = []  # those this call uses
         self._stopping: list[_Worker] = []  # asked to exit or killed, not yet joined
-        self._call_blob: bytes | None = None
+        self._setup: Broadcast | None = None  # the last call's SETUP message (fn, args, kwargs pickled)
         self._call_version = 0  # bumped when the pickled call changes: workers get it once
-        self._context: Context | None = None  # the caller's context as last sent
-        self._context_blob = b""
-        self._context_version = 0  # bumped when the caller's context changes
+        self._context = ContextTracker()  # the caller's working directory, sys.path, environment
         self._sizes = RecentMeasurements()  # recent calls' chunk measurements
         self._stop_on_error = True
         self._report_starts = False
@@ -106,8 +106,8 @@ class ProcessPool:
         # Before anything else: the initializer may need the caller's sys.path.
         outbox = worker.process.outbox
         try:
-            outbox.send(encode(Kind.CONTEXT), self._context_blob)
-            worker.context_version = self._context_version
+            outbox.send(encode(Kind.CONTEXT), self._context.message)
+            worker.context_version = self._context.version
             if self._init_blob is not None:
                 outbox.send(encode(Kind.INIT), self._init_blob)
         except OSError:
@@ -154,6 +154,8 @@ class ProcessPool:
     def shutdown(self) -> None:
         """Stop every worker (waits up to about two seconds, then kills)."""
         self._closed = True
+        if self._setup is not None:
+            self._setup.close()
         for worker in list(self._workers):
             self._stop_worker(worker, kill=False)
         self._join_stopped(block=True)
@@ -173,11 +175,12 @@ class ProcessPool:
     def begin(self, call: Call, n_workers: int, options: Options) -> Measured | None:
         """Pickle the call (sent to each worker once), take the caller's context, and start
         missing workers; returns the chunk measurements remembered for this call."""
-        blob = pickle_for_workers(tuple(call), "fn, args and kwargs", self._launcher.forks)
-        if blob != self._call_blob:
-            self._call_blob = blob
+        previous, self._setup = self._setup, setup_message(tuple(call), self._launcher.forks)
+        body = self._setup.pickled.body
+        # Out of band, equal pickles may stand for different arrays (and the last ones' memory is gone).
+        if previous is None or previous.out_of_band or self._setup.out_of_band or body != previous.pickled.body:
             self._call_version += 1
-        self._sync_context()
+        self._context.refresh()
         self._stop_on_error = options.stop_chunk_on_error
         self._report_starts = bool(options.pause)
         self._item_timeout = options.item_timeout
@@ -196,15 +199,7 @@ class ProcessPool:
         if self._max_tasks is not None:
             return None
         # A large pickled call is not hashed: it is remembered while it stays the current one.
-        return self._sizes.get(blob if len(blob) <= _REMEMBERED_BLOB_BYTES else self._call_version)
-
-    def _sync_context(self) -> None:
-        """Take the caller's context now; workers that have an older one get it before chunks."""
-        context = capture_context()
-        if context != self._context:
-            self._context = context
-            self._context_blob = dumps(tuple(context))
-            self._context_version += 1
+        return self._sizes.get(body if len(body) <= _REMEMBERED_BLOB_BYTES else self._call_version)
 
     def _fits(self, worker: _Worker, size: int) -> bool:
         """Whether ``worker`` may take ``size`` more items under ``max_tasks_per_child``."""
@@ -221,22 +216,22 @@ class ProcessPool:
         return min(candidates, key=lambda w: len(w.chunks))
 
     def submit(self, chunk: Chunk) -> None:
-        body, has_bad_items = encode_items(chunk, self._stop_on_error, self._launcher.forks)
+        pickled, has_bad_items = encode_items(chunk, self._stop_on_error, self._launcher.forks)
         worker = self._pick(len(chunk.items))
         worker.chunks[chunk.id] = chunk
         worker.assigned += len(chunk.items)
         outbox = worker.process.outbox
         try:
-            if worker.context_version != self._context_version:
-                outbox.send(encode(Kind.CONTEXT), self._context_blob)
-                worker.context_version = self._context_version
+            if worker.context_version != self._context.version:
+                outbox.send(encode(Kind.CONTEXT), self._context.message)
+                worker.context_version = self._context.version
             if worker.call_version != self._call_version:
-                assert self._call_blob is not None
-                outbox.send(encode(Kind.SETUP), self._call_blob)
+                assert self._setup is not None
+                self._setup.send(outbox)
                 worker.call_version = self._call_version
             header = ChunkHeader(chunk.id, chunk.start, self._stop_on_error, has_bad_items, self._n_workers,
                                  self._report_starts, self._item_timeout is not None)
-            outbox.send(encode(Kind.CHUNK, header), body)
+            send_with_buffers(outbox, encode(Kind.CHUNK, header), pickled)
         except OSError:
             pass  # the worker died; poll() sees its sentinel and requeues or reports the chunk
 
@@ -260,10 +255,11 @@ class ProcessPool:
         inbox = worker.process.inbox
         try:
             while not worker.stopped and wait_ready([inbox.fd], 0):
-                kind, header, body = decode(inbox.recv())
+                frame, buffers = inbox.recv()
+                kind, header, body = decode(frame)
                 if kind == Kind.DONE:
                     assert isinstance(header, DoneHeader)
-                    self._chunk_done(worker, header, body, outcomes)
+                    self._chunk_done(worker, header, body, buffers, outcomes)
                 elif kind == Kind.STARTED:
                     assert isinstance(header, StartedHeader)
                     outcomes.append(Started(worker.chunks[header.chunk_id], header.time))
@@ -274,10 +270,10 @@ class ProcessPool:
         except (EOFError, OSError):
             self._worker_died(worker, outcomes)
 
-    def _chunk_done(self, worker: _Worker, header: DoneHeader, body: memoryview,
+    def _chunk_done(self, worker: _Worker, header: DoneHeader, body: memoryview, buffers: list[memoryview],
                     outcomes: list[Outcome]) -> None:
         chunk = worker.chunks.pop(header.chunk_id)
-        outcomes.append(decode_result(body, chunk, header.seconds, self._stop_on_error))
+        outcomes.append(decode_result(body, chunk, header.seconds, self._stop_on_error, buffers))
         if self._max_tasks is not None and worker.assigned >= self._max_tasks and not worker.chunks:
             self._stop_worker(worker, kill=False)
 
@@ -330,6 +326,8 @@ class ProcessPool:
 
     def end(self) -> None:
         self._active = []
+        if self._setup is not None:
+            self._setup.close()  # the call's shared memory
         if self._max_tasks is not None:
             for worker in list(self._workers):
                 if worker.assigned >= self._max_tasks and not worker.chunks:

@@ -32,67 +32,25 @@ from collections import namedtuple
 from enum import IntEnum
 
 from ..errors import add_note, describe_item
-from ..pickling import dumps, loads
+from ..pickling import dumps, dumps_values, loads
 from ..remote_errors import ITEM_NOT_PICKLABLE, ErrorKind, pack_exception, remote_item_error
+from .channel import Broadcast, Pickled, can_pass_buffers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pickle import PickleBuffer
     from typing import Any, NamedTuple
 
     from ..chunking import Chunk
     from ..remote_errors import PackedException
     from .base import Done, Split
 
-__all__ = ["Channel", "Kind", "ChunkHeader", "DoneHeader", "StartedHeader", "Context", "StartStage", "Unpicklable",
-           "capture_context", "encode", "decode", "pickle_for_workers", "encode_items", "encode_result",
-           "decode_result"]
+__all__ = ["Kind", "ChunkHeader", "DoneHeader", "StartedHeader", "Context", "StartStage", "Unpicklable",
+           "capture_context", "ContextTracker", "encode", "decode", "pickle_for_workers", "setup_message",
+           "encode_items", "encode_result", "decode_result", "OUT_OF_BAND"]
 
-_LENGTH = struct.Struct("<Q")
-
-
-class Channel:
-    """One end of a pipe carrying length-prefixed frames; sending never copies the body."""
-
-    __slots__ = ("fd",)
-
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def send(self, *parts: bytes | memoryview) -> None:
-        """Write one frame made of ``parts`` (one system call unless the pipe is full)."""
-        views = [memoryview(p).cast("B") for p in parts]
-        pending = [memoryview(_LENGTH.pack(sum(v.nbytes for v in views))), *views]
-        while pending:
-            written = os.writev(self.fd, pending)
-            while pending and written >= pending[0].nbytes:
-                written -= pending.pop(0).nbytes
-            if written:
-                pending[0] = pending[0][written:]
-
-    def _read_exactly(self, n: int) -> bytearray:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            count = os.readv(self.fd, [view[got:]])
-            if count == 0:
-                raise EOFError("the other end of the channel closed")
-            got += count
-        return buf
-
-    def recv(self) -> bytearray:
-        """The next frame; ``EOFError`` once the other end is closed."""
-        (size,) = _LENGTH.unpack(self._read_exactly(_LENGTH.size))
-        return self._read_exactly(size)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+OUT_OF_BAND = can_pass_buffers()  # large buffers travel by shared memory, not the pipe
 
 
 class Kind(IntEnum):
@@ -172,6 +130,26 @@ def capture_context() -> Context:
     return Context(cwd, list(sys.path), environ, list(sys.argv))
 
 
+class ContextTracker:
+    """A pool's copy of the caller's context: the CONTEXT message body, and its version.
+
+    :meth:`refresh` at the start of every call; a worker whose version differs gets the
+    message before the call's chunks.
+    """
+
+    def __init__(self) -> None:
+        self.context: Context | None = None
+        self.message = b""  # the pickled context
+        self.version = 0  # bumped when the caller's context changes
+
+    def refresh(self) -> None:
+        context = capture_context()
+        if context != self.context:
+            self.context = context
+            self.message = dumps(tuple(context))
+            self.version += 1
+
+
 _HEADERS: dict[Kind, tuple[struct.Struct, type[Any]]] = {
     Kind.CHUNK: (struct.Struct("<BqqBBIBB"), ChunkHeader),
     Kind.DONE: (struct.Struct("<Bqd"), DoneHeader),
@@ -210,24 +188,41 @@ class Unpicklable:
         self.packed = packed
 
 
-def pickle_for_workers(obj: Any, what: str, forks: bool) -> bytes:
+def pickle_for_workers(obj: Any, what: str, forks: bool, buffers: list[PickleBuffer] | None = None) -> bytes:
     """Pickle ``obj`` for worker processes; on failure, say what could not travel and why.
 
     ``forks``: the workers are forked from this process during this call, so objects of
-    ``__main__`` may travel by reference.
+    ``__main__`` may travel by reference. ``buffers``: an empty list for the large
+    buffers that travel out of band.
     """
     try:
-        return dumps(obj, main_by_reference=forks)
+        return dumps(obj, main_by_reference=forks, buffers=buffers)
     except Exception as exc:
         add_note(exc, f"fastparallel: {what} are sent to worker processes and must be picklable "
                       "(cloudpickle); use threadpool=True to keep them in this process")
         raise
 
 
-def encode_items(chunk: Chunk, stop_on_error: bool, forks: bool) -> tuple[bytes, bool]:
-    """A chunk's items pickled, and whether some had to be replaced by :class:`Unpicklable`."""
+def setup_message(call: tuple[Any, ...], forks: bool) -> Broadcast:
+    """The SETUP message of a call (``fn, args, kwargs``), pickled once for every worker;
+    large arguments travel by shared memory where they can."""
+    what = "fn, args and kwargs"
+    buffers: list[PickleBuffer] | None = [] if OUT_OF_BAND else None
+    body = pickle_for_workers(call, what, forks, buffers)
+    return Broadcast(encode(Kind.SETUP), Pickled(body, buffers, lambda: pickle_for_workers(call, what, forks)))
+
+
+def _as_list(values: list[Any]) -> list[Any]:
+    return values
+
+
+def encode_items(chunk: Chunk, stop_on_error: bool, forks: bool) -> tuple[Pickled, bool]:
+    """A chunk's items pickled (large buffers out of band where they can be), and whether
+    some had to be replaced by :class:`Unpicklable`."""
+    buffers: list[PickleBuffer] | None = [] if OUT_OF_BAND else None
     try:
-        return dumps(chunk.items, forks), False
+        body = dumps_values(chunk.items, _as_list, forks, buffers)
+        return Pickled(body, buffers, lambda: dumps_values(chunk.items, _as_list, forks)), False
     except Exception:
         pass
     items: list[Any] = []
@@ -241,17 +236,23 @@ def encode_items(chunk: Chunk, stop_on_error: bool, forks: bool) -> tuple[bytes,
                 add_note(exc, ITEM_NOT_PICKLABLE.format(where=where))
                 raise
             items.append(Unpicklable(pack_exception(exc, dumps)))
-    return dumps(items, forks), True
+    if buffers is not None:
+        buffers.clear()  # from the attempt above
+    body = dumps_values(items, _as_list, forks, buffers)
+    return Pickled(body, buffers, lambda: dumps_values(items, _as_list, forks)), True
 
 
 if TYPE_CHECKING:
     PackedErrors = list[tuple[int, ErrorKind, PackedException]]
 
 
-def encode_result(values: list[Any], errors: PackedErrors) -> bytes:
-    """Pickle a chunk's results; results that cannot be pickled become errors in their slot."""
+def encode_result(values: list[Any], errors: PackedErrors, buffers: list[PickleBuffer] | None = None) -> bytes:
+    """Pickle a chunk's results; results that cannot be pickled become errors in their slot.
+
+    ``buffers``: an empty list for the large buffers that travel out of band.
+    """
     try:
-        return dumps((values, errors))
+        return dumps_values(values, lambda v: (v, errors), buffers=buffers)
     except Exception:
         pass
     errors = list(errors)
@@ -261,20 +262,22 @@ def encode_result(values: list[Any], errors: PackedErrors) -> bytes:
         except Exception as exc:
             values[offset] = None
             errors.append((offset, ErrorKind.RESULT, pack_exception(exc, dumps)))
-    return dumps((values, errors))
+    return dumps_values(values, lambda v: (v, errors), buffers=buffers)
 
 
-def decode_result(body: bytes | memoryview, chunk: Chunk, seconds: float, stop_on_error: bool) -> Done | Split:
-    """In the caller: the outcome of a chunk from the body of its DONE message.
+def decode_result(body: bytes | memoryview, chunk: Chunk, seconds: float, stop_on_error: bool,
+                  buffers: Sequence[memoryview] = ()) -> Done | Split:
+    """In the caller: the outcome of a chunk from the body of its DONE message and its
+    out-of-band ``buffers``.
 
     When the chunk could not be unpickled in the worker, or its results here, the
     culprit is unknown: a chunk of several items is split to run item by item.
     """
     from .base import Done, Split  # caller side only: worker processes never import it
 
-    nbytes = memoryview(body).nbytes
+    nbytes = memoryview(body).nbytes + sum(b.nbytes for b in buffers)
     try:
-        values, packed_errors = loads(body)
+        values, packed_errors = loads(body, buffers=buffers)
     except Exception as exc:
         if len(chunk.items) > 1:
             return Split(chunk)

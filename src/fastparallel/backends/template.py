@@ -9,9 +9,10 @@ about a millisecond.
 It speaks to the caller only over one end of a ``socketpair`` inherited by file
 descriptor (no named socket that another process could connect to):
 
-    caller -> template   one byte, b"W", with four descriptors attached: the worker's
-                         inbound read end, outbound write end, status write end, and
-                         current-item slot (shared memory)
+    caller -> template   one byte, b"W", with five descriptors attached: the worker's
+                         inbound read end, outbound write end, status write end,
+                         current-item slot (shared memory), and its end of the socketpair
+                         that passes out-of-band buffers (see channel.py)
     template -> caller   the worker's pid (8 bytes; negative: -errno, the fork failed),
                          with a pidfd attached where the platform has them
 
@@ -34,23 +35,25 @@ import sys
 
 __all__ = ["main", "REQUEST", "PID", "STATUS", "SLOT_BYTES"]
 
-# cloudpickle (needed by workers whose fn comes from __main__ or is a lambda) is imported
-# once the template has been idle this long: importing it at start would delay the first
-# workers by ~15 ms, while later forks (replacements, new pools) start with it loaded.
+# cloudpickle (needed by workers whose fn comes from __main__ or is a lambda) and ctypes
+# (to map shared memory: see buffers.py) are imported once the template has been idle this
+# long: importing them at start would delay the first workers by ~15 ms, while later forks
+# (replacements, new pools) start with them loaded.
 _PRELOAD_AFTER_IDLE_MS = 200
 REQUEST = b"W"
 PID = struct.Struct("<q")
 STATUS = struct.Struct("<i")
 SLOT_BYTES = 16  # the current-item slot: two signed 64-bit integers (the item's index, its start time)
-_REQUEST_FDS = 4
+_REQUEST_FDS = 5
 
 
 class _Template:
     def __init__(self, control: socket.socket):
         # Imported here, in the template, once: every worker forked from it has them. (The
         # caller imports this module for its constants only.)
-        from . import protocol, worker
+        from . import channel, protocol, worker
 
+        self.channel = channel
         self.protocol = protocol
         self.worker = worker
         self.control = control
@@ -90,14 +93,14 @@ class _Template:
             for fd in fds:
                 os.close(fd)
             return False
-        inbound, outbound, status, slot = fds
+        inbound, outbound, status, slot, passer = fds
         try:
             pid = os.fork()
         except OSError as exc:
             pid = -(exc.errno or 1)
         if pid == 0:
-            self.become_worker(inbound, outbound, status, slot)
-        for fd in (inbound, outbound, slot):
+            self.become_worker(inbound, outbound, status, slot, passer)
+        for fd in (inbound, outbound, slot, passer):
             os.close(fd)
         if pid < 0:
             os.close(status)
@@ -132,25 +135,26 @@ class _Template:
                     pass  # the caller closed its end: nobody is waiting for this worker
                 os.close(fd)
 
-    def become_worker(self, inbound: int, outbound: int, status: int, slot: int) -> None:
+    def become_worker(self, inbound: int, outbound: int, status: int, slot: int, passer_fd: int) -> None:
         """In the forked child: drop what only the template may hold, then serve."""
-        worker, protocol = self.worker, self.protocol
-        out = protocol.Channel(outbound)
+        worker, protocol, channel = self.worker, self.protocol, self.channel
+        out = channel.Channel(outbound)
         try:
+            out.passer = passer = socket.socket(fileno=passer_fd)
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             self.control.close()
             # Other workers' status pipes and our own: only the template writes them.
             for fd in (self.wake_r, self.wake_w, status, *self.statuses.values()):
                 os.close(fd)
-            for fd in (inbound, outbound):
+            for fd in (inbound, outbound, passer_fd):
                 os.set_inheritable(fd, False)  # not into processes that fn starts
             current_item = memoryview(mmap.mmap(slot, SLOT_BYTES)).cast("q")
             os.close(slot)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             worker.report_start_failure(out, exc, protocol.StartStage.FORK)  # exits
         try:
-            worker.serve(protocol.Channel(inbound), out, current_item)  # exits when done
+            worker.serve(channel.Channel(inbound, passer), out, current_item)  # exits when done
         except BaseException:  # noqa: BLE001 - a bug: leave its traceback, the pool sees the exit
             import traceback
 
@@ -160,9 +164,13 @@ class _Template:
 
 
 def _preload() -> bool:
+    from .buffers import prepare_mapping
+
     try:
         import cloudpickle  # noqa: F401
-    except Exception:  # pragma: no cover - a dependency; workers import it on demand anyway
+
+        prepare_mapping()
+    except Exception:  # pragma: no cover - workers import them on demand anyway
         pass
     return True
 

@@ -1,7 +1,8 @@
 """Workers forked from the template process, as the process pool sees them.
 
-The caller creates each worker's pipes, status pipe and current-item slot, and hands
-their worker-side ends to the template (:mod:`.template_client`), which forks the
+The caller creates each worker's pipes, status pipe, current-item slot and the
+socketpair that passes out-of-band buffers (:mod:`.channel`), and hands their
+worker-side ends to the template (:mod:`.template_client`), which forks the
 worker and answers with its pid (and a pidfd where the platform has them). The template
 writes the worker's exit code to the status pipe when it ends: its read end is the
 worker's sentinel.
@@ -14,8 +15,8 @@ import mmap
 import os
 import signal
 
+from .channel import Channel, new_passers
 from .launcher import enlarge_pipe, wait_ready
-from .protocol import Channel
 from .template import SLOT_BYTES, STATUS
 from .template_client import fork_worker
 from .worker import STARTING
@@ -112,17 +113,21 @@ class TemplateLauncher:
         enlarge_pipe(to_worker)
         enlarge_pipe(worker_out)
         slot, memory = _new_slot()
-        worker_side = [worker_in, worker_out, status_w, slot]
+        passer, worker_passer = new_passers()
+        assert passer is not None and worker_passer is not None  # the template passes descriptors
+        worker_side = [worker_in, worker_out, status_w, slot, worker_passer.fileno()]
         try:
             pid, pidfd = fork_worker(worker_side)
         except BaseException:
             for fd in (to_worker, from_worker, status_r):
                 os.close(fd)
+            passer.close()
             memory.close()
             raise
         finally:
-            for fd in worker_side:
+            for fd in worker_side[:-1]:
                 os.close(fd)
+            worker_passer.close()
         log.debug("started worker process %s", pid)
-        return TemplateWorker(pid, pidfd, status_r, Channel(from_worker), Channel(to_worker), memory)
+        return TemplateWorker(pid, pidfd, status_r, Channel(from_worker, passer), Channel(to_worker, passer), memory)
 

@@ -21,6 +21,7 @@ import importlib
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -29,8 +30,8 @@ from .. import cpus
 from ..calls import Call, run_chunk
 from ..pickling import dumps, loads
 from ..remote_errors import ErrorKind, pack_exception
+from .channel import Channel, Pickled, send_with_buffers
 from .protocol import (
-    Channel,
     ChunkHeader,
     Context,
     DoneHeader,
@@ -45,32 +46,35 @@ from .protocol import (
 
 TYPE_CHECKING = False  # no typing at run time: it would add ~10 ms to every worker start
 if TYPE_CHECKING:
+    from pickle import PickleBuffer
     from typing import Any, NoReturn
 
     from ..calls import CurrentItem
     from .protocol import PackedErrors
 
-__all__ = ["run_packed", "serve", "process_main", "channel_from", "report_start_failure", "apply_context", "STARTING"]
+    Received = tuple[bytearray, list[memoryview]]  # a frame and its out-of-band buffers
+
+__all__ = ["run_items", "run_packed", "serve", "process_main", "channel_from", "report_start_failure", "apply_context",
+           "STARTING"]
 
 _PARENT_CHECK_SECONDS = 0.25
 STARTING = -2  # the current-item slot until the worker has started (then -1: no item)
 
 
-def run_packed(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool,
-               has_bad_items: bool = False, current_item: CurrentItem | None = None,
-               timed: bool = False) -> tuple[bytes, float]:
-    """Run a chunk; returns the pickled ``(values, errors)`` and the seconds ``fn`` took.
+def run_items(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool,
+              has_bad_items: bool = False, current_item: CurrentItem | None = None,
+              timed: bool = False) -> tuple[list[Any], PackedErrors, float]:
+    """Run a chunk; returns its values, its packed errors and the seconds ``fn`` took.
 
     ``call`` is the exception raised while unpickling the call, if it could not be.
     """
     if isinstance(call, BaseException):
-        return encode_result([None], [(0, ErrorKind.SETUP, pack_exception(call, dumps))]), 0.0
+        return [None], [(0, ErrorKind.SETUP, pack_exception(call, dumps))], 0.0
     if not has_bad_items:
         run = run_chunk(call, items, start, stop_on_error, current_item=current_item, timed=timed)
-        errors: PackedErrors = [(o, ErrorKind.FN, pack_exception(e, dumps)) for o, e in run.errors]
-        return encode_result(run.values, errors), run.seconds
+        return run.values, [(o, ErrorKind.FN, pack_exception(e, dumps)) for o, e in run.errors], run.seconds
     values: list[Any] = []
-    errors = []
+    errors: PackedErrors = []
     seconds = 0.0
     for offset, item in enumerate(items):
         if isinstance(item, Unpicklable):
@@ -83,10 +87,17 @@ def run_packed(call: Call | BaseException, items: list[Any], start: int, stop_on
             seconds += run.seconds
         if errors and stop_on_error:
             break
+    return values, errors, seconds
+
+
+def run_packed(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool) -> tuple[bytes, float]:
+    """Run a chunk for an external executor; returns the pickled ``(values, errors)`` (all in
+    band: its workers cannot receive shared memory) and the seconds ``fn`` took."""
+    values, errors, seconds = run_items(call, items, start, stop_on_error)
     return encode_result(values, errors), seconds
 
 
-def _read_inbound(inbound: Channel, inbox: queue.SimpleQueue[bytearray], parent_pid: int) -> None:
+def _read_inbound(inbound: Channel, inbox: queue.SimpleQueue[Received], parent_pid: int) -> None:
     import select
 
     try:
@@ -149,17 +160,30 @@ def apply_context(body: memoryview) -> None:
 
 
 def _run_chunk_message(call: Call | BaseException, header: ChunkHeader, body: memoryview,
-                       current_item: memoryview, outbound: Channel) -> tuple[bytes, float]:
+                       buffers: list[memoryview], current_item: memoryview,
+                       outbound: Channel) -> tuple[list[Any], PackedErrors, float]:
     cpus.set_enclosing_pool_size(header.pool_size)
     current_item[0] = -1  # nothing of this chunk runs yet (a crash while unpickling blames no item)
     try:
-        items = loads(body)
+        items = loads(body, buffers=buffers)
     except BaseException as exc:  # noqa: BLE001 - reported on the chunk
-        return encode_result([None], [(0, ErrorKind.ITEMS, pack_exception(exc, dumps))]), 0.0
+        return [None], [(0, ErrorKind.ITEMS, pack_exception(exc, dumps))], 0.0
     if header.report_start:  # pause: the caller releases the next item from this time on
         outbound.send(encode(Kind.STARTED, StartedHeader(header.chunk_id, time.monotonic())))
-    return run_packed(call, items, header.start, header.stop_on_error, header.has_bad_items, current_item,
-                      header.timed)
+    return run_items(call, items, header.start, header.stop_on_error, header.has_bad_items, current_item,
+                     header.timed)
+
+
+def _send_done(outbound: Channel, header: ChunkHeader, values: list[Any], errors: PackedErrors,
+               seconds: float) -> None:
+    """Send a chunk's results; large buffers among them in shared memory where possible."""
+    head = encode(Kind.DONE, DoneHeader(header.chunk_id, seconds))
+    if not outbound.passes_buffers:
+        outbound.send(head, encode_result(values, errors))
+        return
+    buffers: list[PickleBuffer] = []
+    body = encode_result(values, errors, buffers)
+    send_with_buffers(outbound, head, Pickled(body, buffers, lambda: encode_result(values, errors)))
 
 
 def serve(inbound: Channel, outbound: Channel, current_item: memoryview) -> None:
@@ -168,20 +192,24 @@ def serve(inbound: Channel, outbound: Channel, current_item: memoryview) -> None
     # A terminal Ctrl-C goes to the whole process group; only the caller should react.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()
-    inbox: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
     threading.Thread(target=_read_inbound, args=(inbound, inbox, os.getppid()), daemon=True,
                      name="fastparallel-inbound").start()
     call: Call | BaseException = RuntimeError("no SETUP message before the first chunk")
     while True:
-        kind, header, body = decode(inbox.get())
+        frame, buffers = inbox.get()
+        kind, header, body = decode(frame)
         if kind == Kind.CHUNK:
             assert isinstance(header, ChunkHeader)
-            result, seconds = _run_chunk_message(call, header, body, current_item, outbound)
-            outbound.send(encode(Kind.DONE, DoneHeader(header.chunk_id, seconds)), result)
+            values, errors, seconds = _run_chunk_message(call, header, body, buffers, current_item, outbound)
+            del frame, body, buffers
+            _send_done(outbound, header, values, errors, seconds)
+            del values, errors  # before waiting for the next chunk: release the results' memory
         elif kind == Kind.SETUP:
             current_item[0] = -1  # started: a crash from here on is pinned on the call's items
+            call = RuntimeError("the call could not be unpickled")  # the previous one goes first
             try:
-                call = Call(*loads(body))
+                call = Call(*loads(body, buffers=buffers))
             except BaseException as exc:  # noqa: BLE001 - reported per item
                 call = exc
         elif kind == Kind.CONTEXT:
@@ -199,19 +227,19 @@ def serve(inbound: Channel, outbound: Channel, current_item: memoryview) -> None
     _exit_now(0)
 
 
-def channel_from(connection: Any) -> Channel:
+def channel_from(connection: Any, passer: socket.socket | None) -> Channel:
     """A :class:`Channel` on the file descriptor of a multiprocessing ``Connection`` (closed)."""
     fd = os.dup(connection.fileno())
     connection.close()
-    return Channel(fd)
+    return Channel(fd, passer)
 
 
-def process_main(inbound: Any, outbound: Any, current_item: Any) -> None:
+def process_main(inbound: Any, outbound: Any, current_item: Any, passer: socket.socket | None = None) -> None:
     """Entry point of a worker started by :mod:`multiprocessing` (the ``target`` of its Process).
 
     ``inbound`` and ``outbound`` are :class:`multiprocessing.connection.Connection` objects
-    (which multiprocessing knows how to hand to a child under every start method);
-    ``current_item`` is a two-element shared ``RawArray('q')`` (index, start time).
+    and ``passer`` a socket (multiprocessing knows how to hand both to a child under every
+    start method); ``current_item`` is a two-element shared ``RawArray('q')`` (index, start time).
     """
     slot = memoryview(current_item).cast("B").cast("q")
-    serve(channel_from(inbound), channel_from(outbound), slot)
+    serve(channel_from(inbound, passer), channel_from(outbound, passer), slot)
