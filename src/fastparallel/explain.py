@@ -5,8 +5,9 @@ logs and shows in the progress bar, and the reasons :class:`~fastparallel.Advice
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
-from .model import MARGIN, Measurements, effective_cores
+from .model import MARGIN, UNKNOWN_ITEMS, Measurements, effective_cores, predict
 from .options import Mode
 
 __all__ = ["behaviour", "headline", "reasons", "seconds_text", "bytes_text"]
@@ -78,7 +79,7 @@ def reasons(m: Measurements, mode: Mode, predicted: dict[Mode, float], n_items: 
     """A few sentences: how long items take, what they spend it on, the overheads that
     matter, and the verdict."""
     out = [_timing(m), _behaviour(m, workers)]
-    overheads = _overheads(m, predicted, workers)
+    overheads = _overheads(m, predicted, n_items, workers)
     if overheads:
         out.append(overheads)
     out.append(_verdict(mode, predicted, n_items))
@@ -112,9 +113,12 @@ def _behaviour(m: Measurements, workers: dict[Mode, int]) -> str:
     return text
 
 
-def _overheads(m: Measurements, predicted: dict[Mode, float], workers: dict[Mode, int]) -> str:
+def _overheads(m: Measurements, predicted: dict[Mode, float], n_items: int | None, workers: dict[Mode, int]) -> str:
     if m.pickle_error is not None:
-        return f"Processes cannot run this call: {m.pickle_error}."
+        could = predict(replace(m, pickle_error=None), UNKNOWN_ITEMS if n_items is None else n_items, workers)
+        return (f"Processes cannot run this call: {m.pickle_error}. They would take about "
+                f"{seconds_text(could['processes'])}: define fn at module level, with nothing in it or its "
+                "arguments that cannot be pickled (locks, open files, generators), to use them.")
     if m.item is None or m.result is None or math.isinf(predicted["processes"]):
         return ""
     per_item = m.item.dump_seconds + m.result.load_seconds + (m.item.nbytes + m.result.nbytes) / 1e9
