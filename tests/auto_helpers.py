@@ -46,6 +46,12 @@ def cpu_where(x: int, loops: int) -> tuple[int, int, int]:
     return x, os.getpid(), threading.get_ident()
 
 
+def cpu_divide(x: int, loops: int) -> float:
+    """Pure-Python work, then ``1 / x``: item 0 raises ``ZeroDivisionError``."""
+    burn(loops)
+    return 1 / x
+
+
 def sleep_where(x: int, seconds: float) -> tuple[int, int, int]:
     time.sleep(seconds)
     return x, os.getpid(), threading.get_ident()

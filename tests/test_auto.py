@@ -18,12 +18,15 @@ from pathlib import Path
 
 import pytest
 
+import fastparallel
+
 if str(Path(__file__).resolve().parent) not in sys.path:  # workers import the helpers by name
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from auto_helpers import (  # noqa: E402
     calls,
     counted,
+    cpu_divide,
     cpu_where,
     fails_on,
     fetch_where,
@@ -191,6 +194,15 @@ def test_errors_in_the_probe_name_their_item():
     with pytest.raises(ValueError, match="bad item 1") as caught:
         parallel(fails_on, range(30), threadpool="auto", bad=(1,))
     assert any("item 1" in note for note in caught.value.__notes__)
+
+
+def test_an_error_that_ends_the_call_starts_no_pool(caplog, loops_40ms):
+    caplog.set_level(logging.DEBUG, logger="fastparallel")
+    fastparallel.shutdown()  # no idle process pool: one would have to start
+    with pytest.raises(ZeroDivisionError):
+        parallel(cpu_divide, range(16), threadpool="auto", loops=loops_40ms)
+    assert "auto: serial — item 0 raised ZeroDivisionError" in caplog.text
+    assert "started worker process" not in caplog.text
 
 
 def test_retries_and_item_timeout_apply_to_the_probe(tmp_path):

@@ -31,7 +31,7 @@ PROBE_SHARE = 0.6  # of max_seconds, spent running items; the rest times process
 _ROUND_TRIPS = 16  # chunks per worker sent to time a round trip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Advice:
     """What :func:`advise` measured, predicted and recommends.
 
@@ -58,6 +58,10 @@ class Advice:
     n_items: int | None
     n_workers: dict[Mode, int]
     seconds: float
+
+    def __repr__(self) -> str:
+        predicted = {mode: round(seconds, 3) for mode, seconds in self.predicted.items()}
+        return f"Advice(recommended={self.recommended!r}, predicted={predicted}, n_items={self.n_items})"
 
     def _rows(self) -> list[tuple[str, str, str, str]]:
         serial = self.predicted["serial"]
@@ -125,11 +129,14 @@ def advise(fn: Callable[..., Any], items: Iterable[Any], /, *args: Any, n_worker
     ``parallel()`` call on processes does.
 
     Args:
-        fn, items, *args, **kwargs: as for :func:`~fastparallel.parallel`.
+        fn: the function, called as ``fn(*args, item, **kwargs)``.
+        items: any iterable; an iterator is consumed only as far as it is sampled.
+        *args: positional arguments passed before the item.
         n_workers: workers to predict threads and processes with (None: each mode's
             default, as ``parallel()`` would use).
         total: the number of items, when ``len(items)`` does not tell.
         max_seconds: how long advise() may take, about.
+        **kwargs: keyword arguments passed to ``fn``.
 
     Example:
         >>> from fastparallel import advise

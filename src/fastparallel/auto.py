@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .backends.base import Backend, Outcome, Started
+from .backends.base import Backend, Crashed, Done, Outcome, Started
 from .calls import Call
 from .chunking import Chunk, Measured
 from .costs import ROUND_TRIP, THREAD_ROUND_TRIP, estimate_start, measure_pickling
@@ -39,6 +39,7 @@ log = logging.getLogger("fastparallel")
 
 AUTO_SECONDS = 0.2  # how long threadpool="auto" measures before it chooses
 _SLICE = 0.02  # while probe batches still run, the chosen backend is polled this often
+WARM_UP_NOTED = 0.005  # a first item longer than twice the others by this much paid one-time costs
 
 
 def workers_for(n_workers: int | None) -> dict[Mode, int]:
@@ -57,13 +58,14 @@ def measure(call: Call, probe: Probe, sample: Sample, processes: int) -> Measure
     finished = bool(seconds)
     per_item = statistics.median(seconds) if finished else sample.running
     spread = statistics.pstdev(seconds) / statistics.fmean(seconds) if len(seconds) > 1 and per_item > 0 else 0.0
+    warm_up = sample.first - per_item if finished and sample.first > 2 * per_item + WARM_UP_NOTED else 0.0
     call_cost, item_cost, result_cost, pickle_error = measure_pickling(call, probe.kept)
     cpus = num_cpus()
     start, source = estimate_start(processes, cpus)
     return Measurements(
         seconds_per_item=per_item, spread=spread, sampled=sample.finished, read=sample.read, finished=finished,
         thread_cpu=sample.thread_cpu, cores=sample.cores, gil=sample.gil, overlap=sample.overlap,
-        call=call_cost, item=item_cost, result=result_cost, pickle_error=pickle_error,
+        call=call_cost, item=item_cost, result=result_cost, pickle_error=pickle_error, warm_up=warm_up,
         start_seconds=start, start_source=source, round_trip=ROUND_TRIP, thread_round_trip=THREAD_ROUND_TRIP,
         cpus=cpus, free_threaded=not gil_enabled(),
     )  # fmt: skip
@@ -109,7 +111,10 @@ def choose(call: Call, items: Iterator[Any], options: Options, deadline: float |
     else:
         remaining = 0 if probe.exhausted else UNKNOWN_ITEMS
     mode, predicted = recommend(m, remaining, workers)
-    if remaining or probe.running:
+    failed = _final_error(probe.finished) if options.stop_chunk_on_error else None
+    if failed is not None:  # the call ends with it: start no pool
+        mode, summary = "serial", f"auto: serial — {failed} while measuring; that ends the call"
+    elif remaining or probe.running:
         summary = "auto: " + headline(m, mode, predicted)
     else:  # nothing left to choose for
         summary = f"auto: all {probe.read} items ran while measuring them; {behaviour(m)}"
@@ -117,6 +122,17 @@ def choose(call: Call, items: Iterator[Any], options: Options, deadline: float |
     rest = items if probe.input_error is None else _raising(probe.input_error)
     return Handoff(options.decided(mode), probe.finished, probe.running, probe.read, probe.next_id, rest,
                    summary, probe)
+
+
+def _final_error(outcomes: list[Outcome]) -> str | None:
+    """``"item 3 raised ValueError"`` for the first failed item, if any."""
+    for outcome in outcomes:
+        if isinstance(outcome, Done) and outcome.errors:
+            offset, error = outcome.errors[0]
+            return f"item {outcome.chunk.start + offset} raised {type(error).__name__}"
+        if isinstance(outcome, Crashed):
+            return f"item {outcome.chunk.start} raised {type(outcome.error).__name__}"
+    return None
 
 
 def _raising(error: Exception) -> Iterator[Any]:

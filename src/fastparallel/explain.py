@@ -35,14 +35,18 @@ def bytes_text(nbytes: float) -> str:
 
 
 def _kind(m: Measurements) -> str:
-    """What an item spends its time on: "no-gil", "waits", "gil", "library" or "c"."""
+    """What an item spends its time on: "no-gil", "waits", "gil", "library" (its own
+    threads keep cores busy), "shared" (two threads overlapped less than the cores
+    allow) or "c" (code that releases the GIL)."""
     if m.free_threaded:
         return "no-gil"
     if m.cores < _WAITING:
         return "waits"
     if m.gil >= _HOLDS_GIL:
         return "gil"
-    return "library" if effective_cores(m) >= 1.5 else "c"
+    if m.cores >= 1.5:
+        return "library"
+    return "shared" if effective_cores(m) > 1.3 * m.cores else "c"
 
 
 def _time_phrase(m: Measurements) -> str:
@@ -58,7 +62,8 @@ def behaviour(m: Measurements) -> str:
         "no-gil": "run without a GIL (free-threaded Python)",
         "waits": f"wait {1 - min(1.0, m.cores):.0%} of the time",
         "gil": f"hold the GIL {m.gil:.0%} of the time",
-        "library": f"keep {effective_cores(m):.1f} cores busy already",
+        "library": f"keep {m.cores:.1f} cores busy already",
+        "shared": f"release the GIL, but two threads ran only {m.overlap or 0:.1f}x as fast as one",
         "c": f"release the GIL (held {m.gil:.0%} of the time)",
     }[kind]
     return f"{_time_phrase(m)} and {what}"
@@ -91,7 +96,11 @@ def _timing(m: Measurements) -> str:
         return (f"The first item had run {seconds_text(m.seconds_per_item)} without finishing; "
                 "items take at least that long.")
     spread = f" (± {m.spread:.0%})" if m.sampled > 1 else ""
-    return f"Items take {seconds_text(m.seconds_per_item)} each{spread}, measured on {m.sampled:,} items."
+    text = f"Items take {seconds_text(m.seconds_per_item)} each{spread}, measured on {m.sampled:,} items."
+    if m.warm_up:
+        text += (f" The first took {seconds_text(m.warm_up + m.seconds_per_item)}: one-time costs (imports, "
+                 "caches) that each new worker process pays again.")
+    return text
 
 
 def _behaviour(m: Measurements, workers: dict[Mode, int]) -> str:
@@ -103,12 +112,15 @@ def _behaviour(m: Measurements, workers: dict[Mode, int]) -> str:
                   "overlap the waits, and more threads than CPUs help."),
         "gil": (f"They hold the GIL {m.gil:.0%} of the time: threads run them one at a time; processes run "
                 f"up to {min(workers['processes'], cpus)} at once on {cpus} {cpu_word}."),
-        "library": (f"Each keeps {effective_cores(m):.1f} cores busy (a library's own threads): on {cpus} "
+        "library": (f"Each keeps {m.cores:.1f} cores busy (a library's own threads): on {cpus} "
                     f"{cpu_word}, running several at once gains little."),
+        "shared": (f"They release the GIL (held {m.gil:.0%} of the time), yet two threads ran only "
+                   f"{m.overlap or 0:.1f}x as many items per second as one: something they share limits them "
+                   "(memory, a lock, a library's own threads, or other programs on the CPUs)."),
         "c": (f"They run code that releases the GIL (held {m.gil:.0%} of the time): threads run them on "
               f"{cpus} {cpu_word} at once, with nothing to pickle."),
     }[kind]
-    if m.overlap is not None:
+    if m.overlap is not None and kind != "shared":
         text += f" Two threads ran {m.overlap:.1f}x as many items per second as one."
     return text
 

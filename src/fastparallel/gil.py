@@ -32,13 +32,14 @@ def cpu_rate(seconds: float) -> float:
 
 
 class GilSampler:
-    """Naps in the calling thread; the time spent in late wakes, alone and with two threads."""
+    """Naps in the calling thread; the time spent in late wakes, by phase (the probe's: the
+    first batch, later ones alone, two at once)."""
 
     def __init__(self) -> None:
         self.enabled = gil_enabled()
         self.late_after = sys.getswitchinterval() / 2
-        self.held = [0.0, 0.0]
-        self.total = [0.0, 0.0]
+        self.held = [0.0, 0.0, 0.0]
+        self.total = [0.0, 0.0, 0.0]
 
     def nap(self, phase: int) -> None:
         began = time.perf_counter()

@@ -74,6 +74,8 @@ class Measurements:
         call, item, result: pickling ``fn, args, kwargs`` (sent once per worker), an
             item and a result (None: not measured).
         pickle_error: why processes cannot run this call (None: they can).
+        warm_up: how much longer than the others the first item took (one-time costs:
+            imports, caches), which each new worker process pays again.
         start_seconds: starting the worker processes; start_source: how it was found.
         round_trip: processes: one chunk to a worker and back, beyond its work.
         thread_round_trip: the same on threads.
@@ -93,6 +95,7 @@ class Measurements:
     item: Pickled | None
     result: Pickled | None
     pickle_error: str | None
+    warm_up: float
     start_seconds: float
     start_source: str
     round_trip: float
@@ -129,11 +132,11 @@ def predict(m: Measurements, n_items: int, workers: dict[Mode, int]) -> dict[Mod
     cores = effective_cores(m)
     predicted: dict[Mode, float] = {"serial": n * (t + PER_ITEM)}
     w = max(1, min(workers["threads"], n_items))
-    at_once = min(w, m.cpus / cores, 1 / m.gil if m.gil > 0 else math.inf)
+    at_once = max(1.0, min(w, m.cpus / cores, 1 / m.gil if m.gil > 0 else math.inf))
     if m.gil >= 0.5 and w > 1:
         at_once *= GIL_HANDOVER
     predicted["threads"] = (THREAD_START * w + _chunks(n, t, w, 0) * m.thread_round_trip
-                            + n * PER_ITEM + n * t / max(1.0, at_once))
+                            + n * PER_ITEM + n * t / at_once)
     predicted["processes"] = _processes(m, n, t, max(1, min(workers["processes"], n_items)), cores)
     return predicted
 
@@ -142,7 +145,8 @@ def _processes(m: Measurements, n: float, t: float, w: int, cores: float) -> flo
     if m.pickle_error is not None:
         return math.inf
     call, item, result = m.call or _NOTHING, m.item or _NOTHING, m.result or _NOTHING
-    once = m.start_seconds + call.dump_seconds + w * call.nbytes / PIPE_BYTES_PER_SECOND + call.load_seconds
+    once = (m.start_seconds + m.warm_up + call.dump_seconds + w * call.nbytes / PIPE_BYTES_PER_SECOND
+            + call.load_seconds)
     in_caller = (item.dump_seconds + result.load_seconds + PER_ITEM + PROCESS_ITEM
                  + (item.nbytes + result.nbytes) / PIPE_BYTES_PER_SECOND)
     in_worker = t + item.load_seconds + result.dump_seconds

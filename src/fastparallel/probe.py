@@ -42,6 +42,7 @@ SOLO_SHARE = 0.4  # the share of the probe's time in which items run alone
 BATCH_SECONDS = 0.002  # shorter items run in batches of about this long
 MAX_BATCH = 4096
 KEPT = 32  # items and results kept to time their pickling
+WARM_SPAN = 0.01  # measurements after the first batch count once they span this long
 _ABANDONED = "it ran on a thread that measured the first items; that thread was abandoned"
 
 
@@ -54,7 +55,9 @@ class Sample(NamedTuple):
     computing, 0 when waiting, more with a library's own threads); ``gil``: the share
     of that time the GIL was held (0 without a GIL); ``overlap``: items per second on
     two threads over items per second alone (None: not measured); ``running``: how long
-    the longest unfinished item had run when the probe stopped.
+    the longest unfinished item had run when the probe stopped; ``first``: the time per
+    item of the first batch, which may have paid one-time costs (imports, caches) and is
+    left out of the others when later batches ran.
     """
 
     finished: int
@@ -65,6 +68,7 @@ class Sample(NamedTuple):
     gil: float
     overlap: float | None
     running: float
+    first: float
 
 
 class _Runner:
@@ -98,6 +102,7 @@ class Probe:
         self._estimate = 0.0  # seconds per item in the last batch run alone
         self._solo_cores = 0.0
         self._cpu_begin = 0.0
+        self._after_first: tuple[float, float] | None = None  # process CPU time and time after the first batch
         self._baseline = 0.0  # cores the process kept busy before the probe (other threads)
         # Batches run two at once, per thread: items, the first one's start and the last
         # one's end. Each thread's rate of items over its own span (waits for the GIL
@@ -132,7 +137,7 @@ class Probe:
         try:
             while self._going():
                 if sampler.enabled:
-                    sampler.nap(int(self._paired))
+                    sampler.nap(2 if self._paired else min(1, len(self._solo)))
                 else:
                     with self._lock:
                         self._lock.wait(0.005)
@@ -164,19 +169,22 @@ class Probe:
 
     def _sample(self, sampler: GilSampler, longest: float) -> Sample:
         solo = self._solo
+        first = solo[0][1] / solo[0][0] if solo else 0.0
+        typical = solo[1:] or solo  # the first batch may have paid one-time costs
         # Per-item times from the largest batches only: in the first, smaller ones of tiny
         # items, reading the clocks weighs as much as the items.
-        largest = max((n for n, _, _ in solo), default=0)
-        seconds = [wall / n for n, wall, _ in solo if n == largest]
-        wall = sum(w for _, w, _ in solo)
-        thread_cpu = min(1.0, sum(c for _, _, c in solo) / wall) if wall > 0 else 0.0
+        largest = max(n for n, _, _ in typical) if typical else 0
+        seconds = [wall / n for n, wall, _ in typical if n == largest]
+        wall = sum(w for _, w, _ in typical)
+        thread_cpu = min(1.0, sum(c for _, _, c in typical) / wall) if wall > 0 else 0.0
         overlap = None
         rates = [n / (end - start) for n, start, end in self._pair if n and end > start]
         if seconds and len(rates) == 2:
-            overlap = sum(rates) * wall / sum(n for n, _, _ in solo)
+            overlap = sum(rates) * wall / sum(n for n, _, _ in typical)
         finished = sum(len(o.values) for o in self.finished if isinstance(o, Done))
-        return Sample(finished, self.read, seconds, thread_cpu, max(thread_cpu, self._solo_cores),
-                      sampler.share(0), overlap, longest)
+        gil = sampler.share(1) if sampler.total[1] > WARM_SPAN else sampler.share(0)
+        return Sample(finished, self.read, seconds, thread_cpu, max(thread_cpu, self._solo_cores), gil, overlap,
+                      longest, first)
 
     def late(self, timeout: float | None) -> list[Outcome]:
         """Outcomes of :attr:`running` batches that ended, waiting up to ``timeout`` for one."""
@@ -264,10 +272,15 @@ class Probe:
             now = time.monotonic()
             if self._stopping or self.exhausted or runner.abandoned:
                 return self._stopped()
-            if not self._paired and self._solo and now >= self._solo_end and len(self._runners) > 1:
-                self._start_pair(now)
-            if self._solo and now + self._batch * self._estimate > self._end:
+            late = bool(self._solo) and now + self._batch * self._estimate > self._end
+            # The first call often pays one-time costs (imports, caches): one more item
+            # alone, even one expected to end late, tells whether the first was typical.
+            second = len(self._solo) == 1 and not self._paired and runner.index == 0
+            if late and not second:
                 return self._stopped()  # it would not end in time
+            if not self._paired and self._solo and now >= self._solo_end and len(self._runners) > 1 \
+                    and not (late and second):
+                self._start_pair(now)
             try:
                 items = list(itertools.islice(self._items, self._batch))
             except Exception as exc:
@@ -294,9 +307,13 @@ class Probe:
         self._lock.notify_all()
 
     def _cores(self, now: float) -> float:
-        """The process's CPU seconds per second since the probe began, beyond what it used
-        before (a library's threads that still spin after earlier work, say)."""
-        return (time.process_time() - self._cpu_begin) / max(now - self._begin, 1e-9) - self._baseline
+        """The process's CPU seconds per second while items ran alone (after the first
+        batch, if later ones ran a while), beyond what it used before the probe (a
+        library's threads that still spin after earlier work, say)."""
+        cpu, began = self._cpu_begin, self._begin
+        if self._after_first is not None and now - self._after_first[1] > WARM_SPAN:
+            cpu, began = self._after_first
+        return (time.process_time() - cpu) / max(now - began, 1e-9) - self._baseline
 
     def _finish(self, runner: _Runner, chunk: Chunk, values: list[Any], errors: list[tuple[int, BaseException]],
                 times: tuple[float, float, float], solo: bool) -> None:
@@ -318,6 +335,8 @@ class Probe:
             if solo and values:
                 self._solo.append((len(values), wall, cpu))
                 self._estimate = wall / len(values)
+                if len(self._solo) == 1:
+                    self._after_first = (time.process_time(), time.monotonic())
                 if wall < BATCH_SECONDS and self._item_timeout is None:
                     self._batch = min(MAX_BATCH, 2 * self._batch)
             elif values:
