@@ -160,3 +160,13 @@ def inits(directory: str | Path) -> list[tuple[int, int]]:
     path = Path(directory) / "inits"
     lines = path.read_text().split() if path.exists() else []
     return [(int(lines[i]), int(lines[i + 1])) for i in range(0, len(lines), 2)]
+
+
+def first_waits(x: int, release: threading.Event, bad: int = -1) -> int:
+    """Item 0 waits for ``release`` (a thread of this process: the probe's); item ``bad`` raises."""
+    if x == 0:
+        release.wait(60)
+    time.sleep(0.01)
+    if x == bad:
+        raise ValueError(f"bad item {x}")
+    return x

@@ -30,6 +30,7 @@ from auto_helpers import (  # noqa: E402
     cpu_where,
     fails_on,
     fetch_where,
+    first_waits,
     inits,
     local_server,
     loops_for,
@@ -161,6 +162,29 @@ def test_initializer_runs_where_items_run(tmp_path, loops_40ms):
                        loops=loops_40ms)
     workers = {pid for _, pid, _ in results} - {os.getpid()}
     assert workers and workers <= {pid for pid, _ in inits(tmp_path)}  # processes were chosen, and set up
+
+
+def test_a_handed_over_item_past_item_timeout_fails_alone():
+    release = threading.Event()
+    try:
+        began = time.monotonic()
+        results = parallel(first_waits, range(40), threadpool="auto", item_timeout=1.0, return_exceptions=True,
+                           release=release)
+        assert time.monotonic() - began < 30
+    finally:
+        release.set()
+    assert isinstance(results[0], ItemTimeoutError) and "item 0" in str(results[0])
+    assert results[1:] == list(range(1, 40))
+
+
+def test_a_failure_after_the_hand_over_does_not_wait_for_a_running_probe_item():
+    release = threading.Event()
+    try:
+        with pytest.raises(ValueError, match="bad item 30"):
+            parallel(first_waits, range(40), threadpool="auto", release=release, bad=30)
+        assert not release.is_set()  # raised while item 0 still waited
+    finally:
+        release.set()
 
 
 @pytest.mark.parametrize("return_as", ["generator", "generator_unordered"])

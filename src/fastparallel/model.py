@@ -2,15 +2,17 @@
 
 One model serves both, so that auto chooses what advise() would recommend for the same
 measurements. It is Amdahl's law with measured overheads: a mode's wall time is the
-part that runs in one place (starting workers, the caller's pickling, a round trip per
-chunk) plus the work divided by the number of items that can run at once:
+part that runs in one place (starting workers, a round trip per chunk) plus the work
+divided by the number of items that can run at once:
 
 * **serial**: one at a time;
 * **threads**: at most ``n_workers``, at most 1 ÷ (the share of an item's time it holds
   the GIL), and at most the CPUs ÷ the cores an item keeps busy;
 * **processes**: at most ``n_workers`` and the CPUs ÷ the cores an item keeps busy,
   after starting the workers, with every item and result pickled, sent through a pipe
-  and unpickled.
+  and unpickled. The calling process does its share of that one item after another,
+  while the workers run: the longest of the two, or of all the CPU time divided by the
+  CPUs, sets the time.
 
 Threads that take turns at the GIL also lose time handing it over (``GIL_HANDOVER``).
 Where two threads of code that leaves the GIL free overlapped less than this predicts (a
@@ -129,19 +131,21 @@ def _chunks(n: float, t: float, workers: int, result_bytes: int) -> float:
 def predict(m: Measurements, n_items: int, workers: dict[Mode, int]) -> dict[Mode, float]:
     """Predicted wall time of ``n_items`` items in each mode, with ``workers[mode]`` workers."""
     n, t = float(n_items), m.seconds_per_item
-    cores = effective_cores(m)
     predicted: dict[Mode, float] = {"serial": n * (t + PER_ITEM)}
     w = max(1, min(workers["threads"], n_items))
-    at_once = max(1.0, min(w, m.cpus / cores, 1 / m.gil if m.gil > 0 else math.inf))
+    at_once = max(1.0, min(w, m.cpus / effective_cores(m), 1 / m.gil if m.gil > 0 else math.inf))
     if m.gil >= 0.5 and w > 1:
         at_once *= GIL_HANDOVER
     predicted["threads"] = (THREAD_START * w + _chunks(n, t, w, 0) * m.thread_round_trip
                             + n * PER_ITEM + n * t / at_once)
-    predicted["processes"] = _processes(m, n, t, max(1, min(workers["processes"], n_items)), cores)
+    predicted["processes"] = _processes(m, n, t, max(1, min(workers["processes"], n_items)))
     return predicted
 
 
-def _processes(m: Measurements, n: float, t: float, w: int, cores: float) -> float:
+def _processes(m: Measurements, n: float, t: float, w: int) -> float:
+    """Starting the workers, then the longest of: the calling process's part (pickling
+    items, unpickling results, one item after another: it overlaps the workers'), the
+    workers' part (``at_once`` items at a time), and all of it on the CPUs there are."""
     if m.pickle_error is not None:
         return math.inf
     call, item, result = m.call or _NOTHING, m.item or _NOTHING, m.result or _NOTHING
@@ -150,8 +154,12 @@ def _processes(m: Measurements, n: float, t: float, w: int, cores: float) -> flo
     in_caller = (item.dump_seconds + result.load_seconds + PER_ITEM + PROCESS_ITEM
                  + (item.nbytes + result.nbytes) / PIPE_BYTES_PER_SECOND)
     in_worker = t + item.load_seconds + result.dump_seconds
+    # Processes share no allocator or lock: only the cores measured alone limit them.
+    cores = max(m.cores, 0.01)
     at_once = max(1.0, min(w, m.cpus / cores))
-    return once + n * in_caller + _chunks(n, t, w, result.nbytes) * m.round_trip + n * in_worker / at_once
+    caller = n * in_caller + _chunks(n, t, w, result.nbytes) * m.round_trip
+    on_cpus = n * (in_caller + in_worker * cores) / m.cpus
+    return once + max(caller, n * in_worker / at_once, on_cpus)
 
 
 def recommend(m: Measurements, n_items: int, workers: dict[Mode, int]) -> tuple[Mode, dict[Mode, float]]:
