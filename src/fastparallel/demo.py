@@ -118,11 +118,14 @@ def run(scale: float = 1.0) -> list[Row]:
 
 def _table(rows: list[Row]) -> str:
     width = max(len(r[0]) for r in rows)
-    lines = [f"{'workload':<{width}}  {'mode':<9}  {'workers':>7}  {'predicted':>9}  {'measured':>8}",
-             "-" * (width + 44)]
+    lines = [f"{'workload':<{width}}  {'mode':<9}  {'workers':>7}  {'predicted':>9}  {'measured':>8}  {'speedup':>7}",
+             "-" * (width + 53)]
+    serial = {name: measured for name, mode, _, _, measured, _ in rows if mode == "serial"}
     for name, mode, workers, predicted, measured, mark in rows:
         guess = "" if math.isnan(predicted) else f"{predicted:8.2f}s"
-        lines.append(f"{name:<{width}}  {mode:<9}  {workers:>7}  {guess:>9}  {measured:7.2f}s  {mark}".rstrip())
+        speedup = f"{serial[name] / measured:6.1f}x"
+        lines.append(f"{name:<{width}}  {mode:<9}  {workers:>7}  {guess:>9}  {measured:7.2f}s  {speedup:>7}  {mark}"
+                     .rstrip())
     return "\n".join(lines)
 
 
