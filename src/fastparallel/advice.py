@@ -182,33 +182,37 @@ def _check(fn: Any, n_workers: Any, total: Any, max_seconds: Any) -> None:
 
 
 def _time_processes(m: Measurements, call: Call, workers: int, deadline: float) -> Measurements:
-    """``m`` with the start of ``workers`` worker processes and a round trip measured, if
-    the call can be pickled and there is time for it (else the estimates stay)."""
+    """``m`` with the start of ``workers`` worker processes (each unpickling the call) and
+    a round trip measured, if the call can be pickled and there is time for it; else the
+    estimates stay."""
     if m.pickle_error is not None:
         return m
     from . import pickling
     from .costs import load_call
-    from .errors import FastParallelError
+    from .errors import ParallelTimeoutError
 
     left = deadline - time.monotonic()
     if left < 2 * m.start_seconds + 0.05:
         return replace(m, start_source=f"{m.start_source}: no time left to measure it")
     warm = m.start_source.startswith("an idle pool")
-    blob = pickling.dumps(tuple(call))
     try:
         began = time.perf_counter()
-        parallel(load_call, [blob] * workers, n_workers=workers, chunksize=1, timeout=left)
+        parallel(load_call, [pickling.dumps(tuple(call))] * workers, n_workers=workers, chunksize=1, timeout=left)
         start = time.perf_counter() - began
-        left = deadline - time.monotonic()
-        count = _ROUND_TRIPS * workers
-        began = time.perf_counter()
-        parallel(abs, range(count), n_workers=workers, chunksize=1, timeout=max(left, 0.001))
-        round_trip = (time.perf_counter() - began) / count
-    except FastParallelError as exc:  # out of time
-        return replace(m, start_source=f"{m.start_source} ({type(exc).__name__} while measuring it)")
+    except ParallelTimeoutError:
+        return replace(m, start_source=f"{m.start_source}: starting them took longer than the time left")
     except Exception as exc:  # a worker could not unpickle the call: processes cannot run it
         return replace(m, pickle_error=f"a worker process could not unpickle fn ({type(exc).__name__}: "
                                        f"{str(exc)[:120]})")
     source = "measured: an idle pool was ready" if warm else f"measured: started {workers} workers"
-    source += ", each unpickling fn"
-    return replace(m, start_seconds=start, start_source=source, round_trip=round_trip)
+    m = replace(m, start_seconds=start, start_source=source + ", each unpickling fn")
+    left = deadline - time.monotonic()
+    count = _ROUND_TRIPS * workers
+    if left > 0.05:
+        try:
+            began = time.perf_counter()
+            parallel(abs, range(count), n_workers=workers, chunksize=1, timeout=left)
+            m = replace(m, round_trip=(time.perf_counter() - began) / count)
+        except ParallelTimeoutError:
+            pass  # the estimate stays
+    return m

@@ -5,13 +5,10 @@ the input one batch at a time, only when a thread is about to run it, for a boun
 time, and keeps every result, as the outcomes the dispatcher handles (``Done``, and
 ``Crashed`` for an item that ran past ``item_timeout``):
 
-1. **Alone**: one thread runs items, timing each batch's wall time and its thread's CPU
-   time; batches start at one item and double while they take less than
-   ``BATCH_SECONDS``, so that reading the clocks costs little beside tiny items. The
-   process's CPU time over the same span tells how many cores an item keeps busy (its
-   own thread plus a library's threads, as a BLAS does).
-2. **Two at once**, when there is more than one CPU: both threads take items; their
-   throughput against the first phase's says whether two threads overlap.
+1. **Alone**: one thread runs batches (one item, doubling while shorter than
+   ``BATCH_SECONDS``), timing each batch's wall and thread CPU time; the process's CPU
+   time says how many cores an item keeps busy (a library's threads included).
+2. **Two at once**, when there is more than one CPU: does the pair get further?
 
 Meanwhile the calling thread samples the GIL (:class:`.gil.GilSampler`).
 
@@ -33,11 +30,10 @@ from .backends.base import Crashed, Done, Outcome, read_slot, wait_and_drain
 from .calls import Call, run_chunk
 from .chunking import Chunk
 from .errors import item_error, item_timeout_error
-from .gil import GilSampler, cpu_rate
+from .gil import GilSampler, StarvedClock
 
 __all__ = ["Probe", "Sample"]
 
-BASELINE = 0.005  # how long the process's CPU use is read before the probe starts
 SOLO_SHARE = 0.4  # the share of the probe's time in which items run alone
 BATCH_SECONDS = 0.002  # shorter items run in batches of about this long
 MAX_BATCH = 4096
@@ -47,18 +43,13 @@ _ABANDONED = "it ran on a thread that measured the first items; that thread was 
 
 
 class Sample(NamedTuple):
-    """What the probe measured.
-
-    ``seconds``: the wall time per item of the largest batches run alone (a batch counts
-    once, as its average); ``thread_cpu``: the share of their time their thread was on a CPU;
-    ``cores``: the process's CPU time over the wall time while they ran (about 1 when
-    computing, 0 when waiting, more with a library's own threads); ``gil``: the share
-    of that time the GIL was held (0 without a GIL); ``overlap``: items per second on
-    two threads over items per second alone (None: not measured); ``running``: how long
-    the longest unfinished item had run when the probe stopped; ``first``: the time per
-    item of the first batch, which may have paid one-time costs (imports, caches) and is
-    left out of the others when later batches ran.
-    """
+    """What the probe measured: ``seconds``, the wall time per item of the largest batches
+    run alone; ``thread_cpu``, the share of it their thread was on a CPU; ``cores``, the
+    process's CPU time over it (about 1 computing, 0 waiting, more with a library's
+    threads); ``gil``, the share of it the GIL was held; ``overlap``, items per second on
+    two threads over one (None: not measured); ``running``, how long the longest
+    unfinished item had run; ``first``, the time per item of the first batch, which may
+    have paid one-time costs (imports) and is left out of the others if more ran."""
 
     finished: int
     read: int
@@ -95,19 +86,21 @@ class Probe:
         self._init = (initializer, initargs)
         self._lock = threading.Condition()
         self._runners = [_Runner(i) for i in range(max(1, threads))]
-        self._batch, self._next_id = 1, 0
+        self._batch, self.next_id = 1, 0  # next_id: the next free chunk id
         self._paired = self._stopping = self._handed_off = False
         self._begin = self._end = self._solo_end = 0.0
-        self._solo: list[tuple[int, float, float]] = []  # batches run alone: items, wall, thread CPU
+        # Batches run alone: items, wall time, thread CPU time, time waiting for a CPU.
+        self._solo: list[tuple[int, float, float, float]] = []
         self._estimate = 0.0  # seconds per item in the last batch run alone
         self._solo_cores = 0.0
         self._cpu_begin = 0.0
         self._after_first: tuple[float, float] | None = None  # process CPU time and time after the first batch
         self._baseline = 0.0  # cores the process kept busy before the probe (other threads)
-        # Batches run two at once, per thread: items, the first one's start and the last
-        # one's end. Each thread's rate of items over its own span (waits for the GIL
-        # between batches included) while the other runs too; their sum is the pair's.
-        self._pair: list[list[float]] = [[0, 0.0, 0.0] for _ in self._runners]
+        # Batches run two at once, per thread: items, the first one's start, the last one's
+        # end, and the time it waited for a CPU. Each thread's rate of items over its own
+        # span (waits for the GIL between batches included) while the other runs too;
+        # their sum is the pair's.
+        self._pair: list[list[float]] = [[0, 0.0, 0.0, 0.0] for _ in self._runners]
         self._late: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self.read = 0
         self.exhausted = False
@@ -117,20 +110,16 @@ class Probe:
         self.running: list[Chunk] = []  # batches still running when the probe stopped
         self.kept: list[tuple[Any, Any]] = []  # (item, result) of the first successful items
 
-    @property
-    def next_id(self) -> int:
-        return self._next_id
-
     # -- the caller's side -----------------------------------------------------------------
     def run(self, seconds: float, deadline: float | None = None) -> Sample:
         """Probe for ``seconds`` at most (and not past ``deadline``); the caller's thread
         samples the GIL meanwhile. Batches still running then go on (:attr:`running`)."""
-        self._baseline = cpu_rate(BASELINE)
+        sampler = GilSampler()
+        self._baseline = sampler.calibrate()
         self._begin = now = time.monotonic()
         self._end = now + seconds if deadline is None else min(now + seconds, deadline)
         self._solo_end = now + SOLO_SHARE * (self._end - now)
         self._cpu_begin = time.process_time()
-        sampler = GilSampler()
         for runner in self._runners:
             threading.Thread(target=self._work, args=(runner,), daemon=True,
                              name=f"fastparallel-probe-{runner.index}").start()
@@ -145,6 +134,8 @@ class Probe:
         except BaseException:
             self.abandon()
             raise
+        finally:
+            sampler.starved.close()
         return self._hand_off(sampler)
 
     def _going(self) -> bool:
@@ -168,23 +159,26 @@ class Probe:
             return self._sample(sampler, longest)
 
     def _sample(self, sampler: GilSampler, longest: float) -> Sample:
+        """The measurements; the time threads waited for a CPU held by other programs is
+        taken out of the shares (thread CPU, cores, overlap), not out of the item times."""
         solo = self._solo
         first = solo[0][1] / solo[0][0] if solo else 0.0
         typical = solo[1:] or solo  # the first batch may have paid one-time costs
         # Per-item times from the largest batches only: in the first, smaller ones of tiny
         # items, reading the clocks weighs as much as the items.
-        largest = max(n for n, _, _ in typical) if typical else 0
-        seconds = [wall / n for n, wall, _ in typical if n == largest]
-        wall = sum(w for _, w, _ in typical)
-        thread_cpu = min(1.0, sum(c for _, _, c in typical) / wall) if wall > 0 else 0.0
+        largest = max(b[0] for b in typical) if typical else 0
+        seconds = [wall / n for n, wall, _, _ in typical if n == largest]
+        wall = sum(b[1] for b in typical)
+        running = sum(b[1] - b[3] for b in typical)  # on a CPU, or waiting for anything but a CPU
+        thread_cpu = min(1.0, sum(b[2] for b in typical) / running) if running > 0 else 0.0
+        cores = self._solo_cores / max(0.25, running / wall) if wall > 0 else self._solo_cores
         overlap = None
-        rates = [n / (end - start) for n, start, end in self._pair if n and end > start]
+        rates = [n / (end - start - starved) for n, start, end, starved in self._pair if n and end - start > starved]
         if seconds and len(rates) == 2:
-            overlap = sum(rates) * wall / sum(n for n, _, _ in typical)
+            overlap = sum(rates) * running / sum(b[0] for b in typical)
         finished = sum(len(o.values) for o in self.finished if isinstance(o, Done))
         gil = sampler.share(1) if sampler.total[1] > WARM_SPAN else sampler.share(0)
-        return Sample(finished, self.read, seconds, thread_cpu, max(thread_cpu, self._solo_cores), gil, overlap,
-                      longest, first)
+        return Sample(finished, self.read, seconds, thread_cpu, max(thread_cpu, cores), gil, overlap, longest, first)
 
     def late(self, timeout: float | None) -> list[Outcome]:
         """Outcomes of :attr:`running` batches that ended, waiting up to ``timeout`` for one."""
@@ -253,16 +247,20 @@ class Probe:
                     self._stopped()
                 return
         timed = self._item_timeout is not None
-        while True:
-            taken = self._take(runner)
-            if taken is None:
-                return
-            chunk, solo = taken
-            wall, cpu = time.perf_counter(), time.thread_time()
-            run = run_chunk(self._call, chunk.items, chunk.start, self._stop_on_error,
-                            current_item=runner.slot if timed else None, timed=timed)
-            wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
-            self._finish(runner, chunk, run.values, run.errors, (wall, cpu, run.seconds), solo)
+        starved = StarvedClock()
+        try:
+            while True:
+                taken = self._take(runner)
+                if taken is None:
+                    return
+                chunk, solo = taken
+                wall, cpu, waited = time.perf_counter(), time.thread_time(), starved()
+                run = run_chunk(self._call, chunk.items, chunk.start, self._stop_on_error,
+                                current_item=runner.slot if timed else None, timed=timed)
+                times = (time.perf_counter() - wall, time.thread_time() - cpu, starved() - waited, run.seconds)
+                self._finish(runner, chunk, run.values, run.errors, times, solo)
+        finally:
+            starved.close()
 
     def _take(self, runner: _Runner) -> tuple[Chunk, bool] | None:
         """The next batch for ``runner`` and whether it runs alone, or None: stop."""
@@ -289,8 +287,8 @@ class Probe:
             self.exhausted = len(items) < self._batch
             if not items:
                 return self._stopped()
-            chunk = Chunk(self._next_id, self.read, items)
-            self._next_id += 1
+            chunk = Chunk(self.next_id, self.read, items)
+            self.next_id += 1
             self.read += len(items)
             runner.chunk, runner.began = chunk, now
             return chunk, not self._paired
@@ -316,8 +314,8 @@ class Probe:
         return (time.process_time() - cpu) / max(now - began, 1e-9) - self._baseline
 
     def _finish(self, runner: _Runner, chunk: Chunk, values: list[Any], errors: list[tuple[int, BaseException]],
-                times: tuple[float, float, float], solo: bool) -> None:
-        wall, cpu, seconds = times
+                times: tuple[float, float, float, float], solo: bool) -> None:
+        wall, cpu, waited, seconds = times
         errors = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in errors]
         outcome = Done(chunk, values, errors, seconds)
         with self._lock:
@@ -333,7 +331,7 @@ class Probe:
                 if len(self.kept) < KEPT and offset not in failed:
                     self.kept.append((chunk.items[offset], value))
             if solo and values:
-                self._solo.append((len(values), wall, cpu))
+                self._solo.append((len(values), wall, cpu, waited))
                 self._estimate = wall / len(values)
                 if len(self._solo) == 1:
                     self._after_first = (time.process_time(), time.monotonic())
@@ -344,6 +342,7 @@ class Probe:
                 pair[0] += len(values)
                 pair[1] = pair[1] or runner_began
                 pair[2] = time.monotonic()
+                pair[3] += waited
             if errors and self._stop_on_error:
                 self._stopping = True
             self._lock.notify_all()  # the caller may be waiting for the last batch
