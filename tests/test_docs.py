@@ -76,8 +76,8 @@ def test_every_nav_page_exists():
 
 def test_api_page_documents_the_public_api():
     text = (ROOT / "docs" / "api.md").read_text()
-    for name in ("parallel", "num_cpus", "shutdown", "per_worker", "ParallelTimeoutError", "ItemTimeoutError",
-                 "WorkerDiedError", "TaskExitError"):
+    for name in ("parallel", "advise", "Advice", "num_cpus", "shutdown", "per_worker", "ParallelTimeoutError",
+                 "ItemTimeoutError", "WorkerDiedError", "TaskExitError"):
         assert f"::: fastparallel.{name}" in text, name
 
 

@@ -78,6 +78,7 @@ def test_wheel_installs_and_runs_the_demo(tmp_path):
     proc = subprocess.run([str(py), "-m", "fastparallel", "demo", "--scale", "0.2"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "predicted" in proc.stdout and "<- advised" in proc.stdout and "chose " in proc.stdout
     assert "speedup" in proc.stdout and "processes" in proc.stdout
     assert str(ROOT / "src") not in subprocess.run(
         [str(py), "-c", "import fastparallel; print(fastparallel.__file__)"], capture_output=True, text=True,

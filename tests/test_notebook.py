@@ -158,3 +158,23 @@ def test_a_stuck_item_fails_alone(executed):
     text = _cell_text(executed, "item_timeout")
     assert "results: [0, 1, 4, 16, 25, 36, 49]" in text
     assert "item 3: ItemTimeoutError - fastparallel: 2 attempts were made" in text
+
+
+@pytest.mark.timeout(300)
+def test_advice_renders_as_an_html_table(executed):
+    outputs = _cell(executed, "advise").get("outputs", [])
+    html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert len(html) == 1, outputs
+    assert "<table>" in html[0] and all(f"<td>{mode}</td>" in html[0] for mode in ("serial", "threads", "processes"))
+    assert "Recommended: " in html[0]
+    text = _cell_text(executed, "advise")
+    assert any(f"recommended: {mode}" in text for mode in ("serial", "threads", "processes")), text
+    assert "Advice(recommended=" in text  # the plain-text form beside the HTML
+
+
+@pytest.mark.timeout(300)
+def test_threadpool_auto_says_what_it_chose(executed):
+    outputs = _cell(executed, "auto").get("outputs", [])
+    html = "".join(o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {}))
+    assert "auto: " in html and "items take" in html, outputs
+    assert "same results as before: True" in _cell_text(executed, "auto")

@@ -14,6 +14,7 @@ from ._version import __version__
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from .advice import Advice, advise
     from .aio import parallel_async, parallel_async_dict, parallel_async_gen
     from .api import parallel
     from .cpus import num_cpus
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "parallel": "api",
+    "advise": "advice",
+    "Advice": "advice",
     "parallel_async": "aio",
     "parallel_async_gen": "aio",
     "parallel_async_dict": "aio",
@@ -62,6 +65,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "parallel",
+    "advise",
+    "Advice",
     "parallel_async",
     "parallel_async_gen",
     "parallel_async_dict",

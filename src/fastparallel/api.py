@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from .calls import Call, is_coroutine_function
 from .dispatch import Piece, run
-from .options import Flag, Options, ReturnAs
+from .options import Flag, Options, ReturnAs, Threadpool
 from .progress import ProgressCallback
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def parallel(
     /,
     *args: Any,
     n_workers: int | None = None,
-    threadpool: Flag = False,
+    threadpool: Threadpool = False,
     progress: Flag | ProgressCallback = None,
     total: int | None = None,
     chunksize: int | None = None,
@@ -58,7 +58,7 @@ def parallel(
     /,
     *args: Any,
     n_workers: int | None = None,
-    threadpool: Flag = False,
+    threadpool: Threadpool = False,
     progress: Flag | ProgressCallback = None,
     total: int | None = None,
     chunksize: int | None = None,
@@ -86,7 +86,7 @@ def parallel(
     /,
     *args: Any,
     n_workers: int | None = None,
-    threadpool: Flag = False,
+    threadpool: Threadpool = False,
     progress: Flag | ProgressCallback = None,
     total: int | None = None,
     chunksize: int | None = None,
@@ -114,7 +114,7 @@ def parallel(
     /,
     *args: Any,
     n_workers: int | None = None,
-    threadpool: Flag = False,
+    threadpool: Threadpool = False,
     progress: Flag | ProgressCallback = None,
     total: int | None = None,
     chunksize: int | None = None,
@@ -141,7 +141,7 @@ def parallel(
     /,
     *args: Any,
     n_workers: int | None = None,
-    threadpool: Flag = False,
+    threadpool: Threadpool = False,
     progress: Flag | ProgressCallback = None,
     total: int | None = None,
     chunksize: int | None = None,
@@ -184,7 +184,13 @@ def parallel(
             more, at most 32; coroutines: 16 at once). 0: run serially in the calling
             thread. Never more workers than items.
         threadpool: True (or 1) for threads (I/O, C code that releases the GIL), False
-            (or 0, None) for processes (pure-Python CPU work).
+            (or 0, None) for processes (pure-Python CPU work), or "auto": run the first
+            items on two threads of this process for a fraction of a second, measure them,
+            and run the rest serially, on threads or on processes, whichever the
+            measurements predict to finish first (the results of those first items are
+            kept; the choice and its reason are logged at INFO and shown in the progress
+            bar). ``n_workers`` then applies to the chosen mode (None: its default).
+            Not with ``executor``, ``pause`` or a coroutine function.
         progress: True (or 1) for a progress bar (HTML in a notebook, a bar in a
             terminal, a few plain lines in a log); a callable ``progress(done, total)``
             to report yourself; None/False/0 for none.

@@ -110,11 +110,13 @@ class ChunkSizer:
 class ChunkReader:
     """Reads chunks from an iterator on demand; never reads further than asked."""
 
-    def __init__(self, items: Iterator[Any], sizer: ChunkSizer):
+    def __init__(self, items: Iterator[Any], sizer: ChunkSizer, *, start: int = 0, first_id: int = 0):
+        """``start``: the input index of the first item of ``items`` (the items before it
+        were read elsewhere, by ``threadpool="auto"``'s probe); ``first_id``: the first chunk id."""
         self._items = items
         self._sizer = sizer
-        self._next_id = 0
-        self.read = 0  # items read so far
+        self._next_id = first_id
+        self.read = start  # items read so far
         self.exhausted = False
 
     def next_chunk(self, size: int | None = None) -> Chunk | None:

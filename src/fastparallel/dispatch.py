@@ -17,7 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import backends, pools
 from .backends.base import Backend, Crashed, Done, Outcome, Requeue, Split, Started
@@ -27,6 +27,9 @@ from .errors import ItemTimeoutError, ParallelTimeoutError, add_note
 from .options import BackendName, Options
 from .progress import Progress, make_progress
 from .retries import RetryQueue
+
+if TYPE_CHECKING:
+    from .auto import Handoff
 
 __all__ = ["run", "Dispatcher", "Piece"]
 
@@ -61,37 +64,60 @@ def _backend_name(options: Options) -> BackendName:
 
 
 def run(call: Call, items: Iterator[Any], options: Options, *, ordered: bool, streaming: bool) -> Iterator[Piece]:
-    """Run ``call`` over ``items``; yields pieces (in input order if ``ordered``)."""
+    """Run ``call`` over ``items``; yields pieces (in input order if ``ordered``).
+
+    With ``threadpool="auto"`` the first items run in :func:`.auto.choose`'s probe, which
+    chooses the mode; its outcomes are handled first and the input resumes after them.
+    """
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
+    handoff = None
+    if options.auto:
+        from .auto import choose  # only for threadpool="auto": the probe, the cost model
+
+        handoff = choose(call, items, options, deadline)
+        options, items = handoff.options, handoff.rest
     name = _backend_name(options)
     assert options.n_workers is not None  # resolved by Options
     n_workers = 1 if name == "serial" else options.n_workers
-    total = options.total
+    read = 0 if handoff is None else handoff.read
+    total = None if options.total is None else max(0, options.total - read)
     if total is not None:
         n_workers = max(1, min(n_workers, total))
     # pause spaces the starts of items, so every chunk holds one item, whatever chunksize says.
     sizer = ChunkSizer(1 if options.pause else options.chunksize, total, n_workers)
     if options.max_tasks_per_child is not None:  # a chunk must fit in one worker's allowance
         sizer.cap = min(sizer.cap, options.max_tasks_per_child)
-    reader = ChunkReader(items, sizer)
+    reader = ChunkReader(items, sizer, start=read, first_id=0 if handoff is None else handoff.next_id)
     head = _read_head(reader, n_workers)  # one chunk per worker
-    if not head:
+    if not head and (handoff is None or not handoff.finished and not handoff.running):
         return
     if reader.exhausted:
-        n_workers = len(head)
+        n_workers = max(1, len(head))
+    idle = handoff is not None and not head and not _may_retry(handoff, options)
+    if idle:
+        name = "serial"  # the probe read everything: no pool to start, no initializer to run
     with backends.checkout(name, options) as backend:
-        sizer.resume(backend.begin(call, n_workers, options))
+        if handoff is not None:
+            backend = handoff.wrap(backend)
+        if not idle:
+            sizer.resume(backend.begin(call, n_workers, options))
         try:
             # Streamed in order, a slow item holds back the pieces after it; the window
             # bounds how far reading may run ahead of it: a few chunks per worker, so
             # that every worker stays busy, and never fewer than 8.
             window = max(8, 4 * n_workers) if streaming and ordered else None
             dispatcher = Dispatcher(backend, reader, sizer, options, n_workers=n_workers, head=head,
-                                    window=window, ordered=ordered, deadline=deadline)
+                                    window=window, ordered=ordered, deadline=deadline, handoff=handoff)
             yield from dispatcher.run()
         finally:
             sizer.remember()
             backend.end()
+
+
+def _may_retry(handoff: Handoff, options: Options) -> bool:
+    """Whether an item the probe ran (or still runs) may have to run again elsewhere."""
+    failed = any(not isinstance(o, Done) or o.errors for o in handoff.finished)
+    return bool(options.retries) and (failed or bool(handoff.running))
 
 
 class Dispatcher:
@@ -99,7 +125,7 @@ class Dispatcher:
 
     def __init__(self, backend: Backend, reader: ChunkReader, sizer: ChunkSizer, options: Options, *,
                  n_workers: int, head: list[Chunk], window: int | None, ordered: bool,
-                 deadline: float | None):
+                 deadline: float | None, handoff: Handoff | None = None):
         self.backend = backend
         self.reader = reader
         self.sizer = sizer
@@ -113,6 +139,14 @@ class Dispatcher:
         self.max_inflight = n_workers if self.pause else backend.chunks_per_worker * n_workers
         self.todo: deque[Chunk] = deque(head)  # read or requeued, not yet submitted
         self.inflight: dict[int, Chunk] = {}  # submitted, no outcome yet
+        # threadpool="auto": the probe's outcomes, handled first; the chunks it still runs
+        # are in flight beside the backend's (and take their room: a process pool given
+        # more chunks than it has room for would start another worker), and the progress
+        # bar says what was chosen.
+        self.probed: list[Outcome] = [] if handoff is None else list(handoff.finished)
+        self.note = "" if handoff is None else handoff.summary
+        if handoff is not None:
+            self.inflight.update((chunk.id, chunk) for chunk in handoff.running)
         self.parked: dict[int, list[Any]] = {}  # ordered: finished pieces waiting for earlier ones
         self.next_out = 0  # ordered: input index of the next item to yield
         self.done_items = 0
@@ -126,7 +160,12 @@ class Dispatcher:
 
     def run(self) -> Iterator[Piece]:
         ok = False
+        if self.progress is not None and self.note:
+            self.progress.comment(self.note)
         try:
+            probed, self.probed = self.probed, []
+            for outcome in probed:
+                yield from self._handle(outcome)
             while self._submit_while_room():
                 for outcome in self._wait():
                     yield from self._handle(outcome)
@@ -284,8 +323,10 @@ class Dispatcher:
         return final
 
     def _comment(self) -> str:
-        """``"3 retried, 1 timed out"``: for the progress bar."""
-        parts = [f"{self.retry.retried} retried"] if self.retry is not None and self.retry.retried else []
+        """``"3 retried, 1 timed out"``: for the progress bar (after auto's choice, if any)."""
+        parts = [self.note] if self.note else []
+        if self.retry is not None and self.retry.retried:
+            parts.append(f"{self.retry.retried} retried")
         if self.timed_out:
             parts.append(f"{self.timed_out} timed out")
         return ", ".join(parts)

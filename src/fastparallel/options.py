@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from .cpus import default_workers
@@ -19,13 +19,17 @@ from .progress import ProgressCallback
 if TYPE_CHECKING:
     import multiprocessing.context
 
-__all__ = ["Options", "BackendName", "ReturnAs"]
+__all__ = ["Options", "BackendName", "ReturnAs", "Mode", "Threadpool"]
 
 BackendName = Literal["serial", "threads", "processes", "executor", "coroutines"]
+Mode = Literal["serial", "threads", "processes"]
+"""Where ``threadpool="auto"`` and :func:`~fastparallel.advise` may run the work."""
 ReturnAs = Literal["list", "generator", "generator_unordered"]
 RETURN_AS = ("list", "generator", "generator_unordered")
 Flag = bool | Literal[0, 1] | None
 """A yes/no option as fastcore accepts it: True/False, 1/0, or None for no."""
+Threadpool = bool | Literal[0, 1, "auto"] | None
+"""``threadpool=``: a :data:`Flag`, or "auto" to measure the first items and choose."""
 # Options that only mean something for local worker processes.
 _PROCESS_ONLY = ("method", "max_tasks_per_child")
 # Coroutines at once when n_workers=None: fastcore's parallel_async default, so that moving
@@ -62,8 +66,12 @@ class Options:
     ``n_workers`` is resolved: after construction it is the number of workers to use
     (0 runs serially; for a coroutine function, the number of its items running at
     once), never None. ``backend`` names where chunks run. fastcore's loose values are
-    normalised: ``threadpool`` is a bool, ``progress`` a bool or a callable, ``pause`` a
-    float.
+    normalised: ``threadpool`` is a bool (or "auto"), ``progress`` a bool or a callable,
+    ``pause`` a float.
+
+    With ``threadpool="auto"`` the mode is not chosen yet: ``n_workers`` stays as given
+    (None: the chosen mode's default) and :meth:`decided` gives the options of the mode
+    the first items' measurements chose.
 
     Example:
         >>> Options(n_workers=0).backend
@@ -73,7 +81,7 @@ class Options:
     """
 
     n_workers: int | None = None
-    threadpool: Flag = False  # a bool after construction
+    threadpool: Threadpool = False  # a bool, or "auto", after construction
     progress: Flag | ProgressCallback = None  # a bool or a callable after construction
     total: int | None = None
     chunksize: int | None = None
@@ -100,6 +108,9 @@ class Options:
         self._check_retries()
         self._check_method_and_initializer()
         self._check_backend_fit()
+        self._set("initargs", tuple(self.initargs))
+        if self.auto:
+            return  # the backend and n_workers are decided once the first items are measured
         backend: BackendName
         if self.executor is not None:
             backend = "executor"
@@ -110,7 +121,6 @@ class Options:
         else:
             backend = "threads" if self.threadpool else "processes"
         self._set("backend", backend)
-        self._set("initargs", tuple(self.initargs))
         if self.n_workers is None:
             self._set("n_workers", self._default_workers())
         elif self.coroutine and self.n_workers == 0:
@@ -119,9 +129,28 @@ class Options:
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)  # a frozen dataclass, normalised once here
 
+    @property
+    def auto(self) -> bool:
+        """``threadpool="auto"``: the mode is chosen by measuring the first items."""
+        return self.threadpool == "auto"
+
+    def decided(self, mode: Mode) -> Options:
+        """These options with ``threadpool="auto"`` resolved to ``mode``.
+
+        ``n_workers`` keeps its value (None: the mode's default; 0 for serial); the
+        options that only concern worker processes are dropped unless processes run.
+        """
+        return replace(
+            self, threadpool=mode == "threads", n_workers=0 if mode == "serial" else self.n_workers,
+            method=self.method if mode == "processes" else None,
+            max_tasks_per_child=self.max_tasks_per_child if mode == "processes" else None,
+        )  # fmt: skip
+
     def _normalise_loose_values(self) -> None:
         """fastcore's loose values: flags given as 1/0/None, ``pause=None``."""
-        self._set("threadpool", _loose_flag("threadpool", self.threadpool))
+        if self.threadpool != "auto":
+            expected = 'True or False (or 1, 0, None), or "auto"'
+            self._set("threadpool", _loose_flag("threadpool", self.threadpool, expected))
         if not callable(self.progress):
             expected = "True or False (or 1, 0, None) or a callable(done, total)"
             self._set("progress", _loose_flag("progress", self.progress, expected))
@@ -218,8 +247,25 @@ class Options:
         except TypeError:
             raise TypeError(f"initargs must be a tuple of arguments, got {self.initargs!r:.60}") from None
 
+    def _check_auto(self) -> None:
+        """``threadpool="auto"`` runs the first items on threads of this process to choose
+        serial, threads or processes; refuse what cannot take part in that."""
+        refused = [name for name, given in (("executor", self.executor is not None), ("pause", bool(self.pause)))
+                   if given]
+        if self.coroutine:
+            raise ValueError('threadpool="auto" cannot be used with a coroutine function: its items always run '
+                             "as tasks on an event loop; leave threadpool out")
+        if refused:
+            raise ValueError(f'{", ".join(refused)} cannot be used with threadpool="auto", which measures the '
+                             "first items on two threads of this process and then chooses serial, threads or "
+                             "processes; choose the mode yourself (threadpool=True for rate-limited calls with "
+                             "pause) or leave these out")
+
     def _check_backend_fit(self) -> None:
         """Refuse options that the chosen backend would otherwise silently ignore."""
+        if self.auto:
+            self._check_auto()
+            return
         given = [name for name in _PROCESS_ONLY if getattr(self, name) is not None]
         if self.coroutine:
             if self.initializer is not None:

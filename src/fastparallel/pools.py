@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 __all__ = ["Pool", "checkout", "shutdown", "exiting", "install_multiprocessing_hook", "add_shutdown_hook",
-           "MAX_IDLE_POOLS"]
+           "has_idle", "MAX_IDLE_POOLS"]
 
 log = logging.getLogger("fastparallel")
 
@@ -102,6 +102,13 @@ def checkout(key: Hashable | None, create: Callable[[], P]) -> Iterator[P]:
         yield record.pool  # type: ignore[misc]
     finally:
         _check_in(record)
+
+
+def has_idle(kind: str) -> bool:
+    """Whether an idle pool of this kind ("threads", "processes": its key's first part)
+    is kept, ready for the next call."""
+    with _registry.lock:
+        return any(isinstance(key, tuple) and key[:1] == (kind,) for key in _registry.idle)
 
 
 def _take_idle(key: Hashable | None) -> PoolRecord | None:

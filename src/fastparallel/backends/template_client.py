@@ -20,7 +20,7 @@ import threading
 from .. import pools
 from .template import PID, REQUEST
 
-__all__ = ["available", "start_early", "fork_worker", "stop_template"]
+__all__ = ["available", "running", "start_early", "fork_worker", "stop_template"]
 
 log = logging.getLogger("fastparallel")
 
@@ -175,6 +175,12 @@ class _Templates:
 
 _templates = _Templates()
 _hooks_installed = False
+
+
+def running() -> bool:
+    """Whether this process's template process is running (a worker can be forked at once)."""
+    current = _templates.current
+    return current is not None and current.process.poll() is None
 
 
 def start_early() -> None:

@@ -1,0 +1,203 @@
+"""``threadpool="auto"``: measure the first items, choose serial, threads or processes, hand over.
+
+:func:`choose` runs the :class:`~.probe.Probe` for a fraction of a second, asks the cost
+model (:mod:`.model`) which mode finishes the rest soonest, logs the choice and its
+reason, and returns a :class:`Handoff` for :func:`.dispatch.run`: the options of the
+chosen mode, the probe's outcomes (the dispatcher handles them like any others, so
+their results are kept, their errors fail fast or take their slot, and they are retried
+as usual), the batches still running on probe threads, and where the input resumes.
+Until those batches end, the chosen backend is wrapped (:class:`WithProbe`) so that the
+dispatcher waits for them too.
+
+:func:`measure` turns a probe's sample into the model's :class:`~.model.Measurements`;
+:func:`fastparallel.advise` uses it too, so that the two agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .backends.base import Backend, Crashed, Done, Outcome, Started
+from .calls import Call
+from .chunking import Chunk, Measured
+from .costs import ROUND_TRIP, THREAD_ROUND_TRIP, estimate_start, measure_pickling
+from .cpus import default_workers, num_cpus
+from .errors import initializer_error
+from .explain import behaviour, headline
+from .gil import gil_enabled
+from .model import UNKNOWN_ITEMS, Measurements, recommend
+from .options import Mode, Options
+from .probe import Probe, Sample
+
+__all__ = ["AUTO_SECONDS", "Handoff", "WithProbe", "choose", "measure", "workers_for"]
+
+log = logging.getLogger("fastparallel")
+
+AUTO_SECONDS = 0.2  # how long threadpool="auto" measures before it chooses
+_SLICE = 0.02  # while probe batches still run, the chosen backend is polled this often
+WARM_UP_NOTED = 0.005  # a first item longer than twice the others by this much paid one-time costs
+
+
+def workers_for(n_workers: int | None) -> dict[Mode, int]:
+    """Workers per mode for ``n_workers=`` (None: each mode's default)."""
+    return {
+        "serial": 1,
+        "threads": default_workers(True) if n_workers is None else n_workers,
+        "processes": default_workers(False) if n_workers is None else n_workers,
+    }
+
+
+def measure(call: Call, probe: Probe, sample: Sample, processes: int) -> Measurements:
+    """The model's measurements from a probe's ``sample``; starting ``processes`` worker
+    processes and round trips are estimated (advise() replaces them with measured ones)."""
+    seconds = sample.seconds
+    finished = bool(seconds)
+    per_item = statistics.median(seconds) if finished else sample.running
+    spread = statistics.pstdev(seconds) / statistics.fmean(seconds) if len(seconds) > 1 and per_item > 0 else 0.0
+    warm_up = sample.first - per_item if finished and sample.first > 2 * per_item + WARM_UP_NOTED else 0.0
+    call_cost, item_cost, result_cost, pickle_error = measure_pickling(call, probe.kept)
+    cpus = num_cpus()
+    start, source = estimate_start(processes, cpus)
+    return Measurements(
+        seconds_per_item=per_item, spread=spread, sampled=sample.finished, read=sample.read, finished=finished,
+        thread_cpu=sample.thread_cpu, cores=sample.cores, gil=sample.gil, overlap=sample.overlap,
+        call=call_cost, item=item_cost, result=result_cost, pickle_error=pickle_error, warm_up=warm_up,
+        start_seconds=start, start_source=source, round_trip=ROUND_TRIP, thread_round_trip=THREAD_ROUND_TRIP,
+        cpus=cpus, free_threaded=not gil_enabled(),
+    )  # fmt: skip
+
+
+@dataclass
+class Handoff:
+    """What :func:`choose` hands to the dispatcher."""
+
+    options: Options  # of the chosen mode
+    finished: list[Outcome]  # the probe's outcomes, to handle first
+    running: list[Chunk]  # batches still running on probe threads
+    read: int  # items taken from the input so far
+    next_id: int  # the next free chunk id
+    rest: Iterator[Any]  # the input from there on
+    summary: str  # the choice and its reason, for the log and the progress bar
+    probe: Probe | None
+
+    def wrap(self, backend: Backend) -> Backend:
+        """``backend``, or a wrapper that also waits for the probe's running batches."""
+        if self.probe is None or not self.running:
+            return backend
+        # WithProbe copies the wrapped backend's class-level constants onto itself.
+        return WithProbe(backend, self.probe)  # type: ignore[return-value]
+
+
+def choose(call: Call, items: Iterator[Any], options: Options, deadline: float | None) -> Handoff:
+    """Probe the first items, choose a mode for the rest, log it: the :class:`Handoff`."""
+    if options.n_workers == 0:
+        log.info("auto: serial — n_workers=0")
+        return Handoff(options.decided("serial"), [], [], 0, 0, items, "auto: serial — n_workers=0", None)
+    threads = 1 if num_cpus() == 1 or options.n_workers == 1 else 2
+    probe = Probe(call, items, threads=threads, stop_on_error=options.stop_chunk_on_error,
+                  item_timeout=options.item_timeout, initializer=options.initializer, initargs=tuple(options.initargs))
+    sample = probe.run(AUTO_SECONDS, deadline)
+    if probe.init_error is not None:
+        probe.abandon()
+        raise initializer_error(probe.init_error, "a thread that measured the first items")
+    workers = workers_for(options.n_workers)
+    m = measure(call, probe, sample, workers["processes"])
+    if options.total is not None:
+        remaining = max(0, options.total - probe.read)
+    else:
+        remaining = 0 if probe.exhausted else UNKNOWN_ITEMS
+    mode, predicted = recommend(m, remaining, workers)
+    failed = _final_error(probe.finished) if options.stop_chunk_on_error else None
+    if failed is not None:  # the call ends with it: start no pool
+        mode, summary = "serial", f"auto: serial — {failed} while measuring; that ends the call"
+    elif remaining or probe.running:
+        summary = "auto: " + headline(m, mode, predicted)
+    else:  # nothing left to choose for
+        summary = f"auto: all {probe.read} items ran while measuring them; {behaviour(m)}"
+    log.info("%s", summary)
+    rest = items if probe.input_error is None else _raising(probe.input_error)
+    return Handoff(options.decided(mode), probe.finished, probe.running, probe.read, probe.next_id, rest,
+                   summary, probe)
+
+
+def _final_error(outcomes: list[Outcome]) -> str | None:
+    """``"item 3 raised ValueError"`` for the first failed item, if any."""
+    for outcome in outcomes:
+        if isinstance(outcome, Done) and outcome.errors:
+            offset, error = outcome.errors[0]
+            return f"item {outcome.chunk.start + offset} raised {type(error).__name__}"
+        if isinstance(outcome, Crashed):
+            return f"item {outcome.chunk.start} raised {type(outcome.error).__name__}"
+    return None
+
+
+def _raising(error: Exception) -> Iterator[Any]:
+    """The input from where it raised ``error`` while the probe read it: raises it again,
+    so that the dispatcher reports it as it reports any input error."""
+    raise error
+    yield  # pragma: no cover - makes this a generator
+
+
+class WithProbe:
+    """The chosen backend, plus the probe's batches still running when it handed over.
+
+    Their outcomes come from the probe; everything else goes to the backend, which is
+    only polled while it holds chunks of its own.
+    """
+
+    def __init__(self, inner: Backend, probe: Probe):
+        self.inner = inner
+        self.probe = probe
+        self.chunks_per_worker = inner.chunks_per_worker
+        self.reports_starts = inner.reports_starts
+        self._mine: set[int] = set()  # ids of chunks submitted to ``inner`` and not over
+
+    def begin(self, call: Call, n_workers: int, options: Options) -> Measured | None:
+        return self.inner.begin(call, n_workers, options)
+
+    def submit(self, chunk: Chunk) -> None:
+        self._mine.add(chunk.id)
+        self.inner.submit(chunk)
+
+    def _track(self, outcomes: list[Outcome]) -> list[Outcome]:
+        for outcome in outcomes:
+            if not isinstance(outcome, Started):
+                self._mine.discard(outcome.chunk.id)
+        return outcomes
+
+    def poll(self, timeout: float | None) -> list[Outcome]:
+        outcomes = self.probe.late(0)
+        if self._mine:
+            if outcomes:
+                wait: float | None = 0.0
+            elif self.probe.pending:
+                wait = _SLICE if timeout is None else min(timeout, _SLICE)
+            else:
+                wait = timeout
+            outcomes += self._track(self.inner.poll(wait))
+        elif not outcomes and self.probe.pending:
+            outcomes = self.probe.late(timeout)
+        return outcomes
+
+    def item_deadline(self) -> float | None:
+        deadlines = [self.probe.deadline(), self.inner.item_deadline() if self._mine else None]
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def expire(self, now: float) -> list[Outcome]:
+        outcomes = self.probe.overdue(now)
+        if self._mine:
+            outcomes += self._track(self.inner.expire(now))
+        return outcomes
+
+    def abort(self) -> None:
+        self.probe.abandon()
+        if self._mine:
+            self.inner.abort()
+
+    def end(self) -> None:
+        self.inner.end()
+

@@ -1,0 +1,292 @@
+"""``threadpool="auto"``: the first items are measured, the rest run where the measurements say.
+
+Each choice is checked by where the work actually ran (the process and thread each
+result reports), not by what was logged. The workloads are sized so that the right
+choice wins by a wide margin even on a busy 2-core machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import fastparallel
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # workers import the helpers by name
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from auto_helpers import (  # noqa: E402
+    calls,
+    counted,
+    cpu_divide,
+    cpu_where,
+    fails_on,
+    fetch_where,
+    first_waits,
+    inits,
+    local_server,
+    loops_for,
+    note_start,
+    sleep_where,
+    sort_where,
+    tiny_where,
+    waits_for_file,
+)
+
+from fastparallel import ItemTimeoutError, parallel  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def loops_40ms() -> int:
+    return loops_for(0.04)
+
+
+def _chosen(caplog: pytest.LogCaptureFixture) -> str:
+    """The mode auto logged, e.g. "processes"."""
+    messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("auto: ")]
+    assert len(messages) == 1, messages
+    return messages[0].split()[1]
+
+
+def _where(results) -> tuple[set[int], set[int]]:
+    return {r[1] for r in results}, {r[2] for r in results}
+
+
+def test_pure_python_runs_on_processes(caplog, loops_40ms):
+    caplog.set_level(logging.INFO, logger="fastparallel")
+    results = parallel(cpu_where, range(24), threadpool="auto", loops=loops_40ms)
+    assert [r[0] for r in results] == list(range(24))
+    pids = Counter(r[1] for r in results)
+    others = {pid for pid in pids if pid != os.getpid()}
+    assert len(others) >= 2, pids  # the pool's processes ran the items after the probe
+    assert sum(pids[p] for p in others) >= 12, pids
+    assert _chosen(caplog) == "processes"
+    assert "hold the GIL" in caplog.text
+
+
+def test_sleeps_run_on_threads(caplog):
+    caplog.set_level(logging.INFO, logger="fastparallel")
+    results = parallel(sleep_where, range(60), threadpool="auto", seconds=0.02)
+    pids, threads = _where(results)
+    assert pids == {os.getpid()}
+    assert len(threads - {threading.get_ident()}) >= 3
+    assert _chosen(caplog) == "threads"
+
+
+def test_http_calls_run_on_threads(caplog):
+    caplog.set_level(logging.INFO, logger="fastparallel")
+    with local_server(delay=0.02) as url:
+        results = parallel(fetch_where, range(40), threadpool="auto", url=url)
+    assert [r[0] for r in results] == [str(i) for i in range(40)]
+    pids, threads = _where(results)
+    assert pids == {os.getpid()} and len(threads) >= 3
+    assert _chosen(caplog) == "threads"
+
+
+def test_numpy_that_releases_the_gil_runs_on_threads(caplog):
+    np = pytest.importorskip("numpy")
+    caplog.set_level(logging.INFO, logger="fastparallel")
+    arrays = [np.random.default_rng(i).random(1_000_000) for i in range(16)]
+    results = parallel(sort_where, arrays, threadpool="auto")
+    assert all(np.array_equal(r[0], np.sort(a)) for r, a in zip(results, arrays, strict=True))
+    pids, threads = _where(results)
+    assert pids == {os.getpid()} and len(threads) >= 2
+    assert _chosen(caplog) == "threads"
+    assert "release the GIL" in caplog.text
+
+
+def test_tiny_items_run_serially_in_the_callers_thread(caplog):
+    caplog.set_level(logging.INFO, logger="fastparallel")
+    results = parallel(tiny_where, range(6_000_000), threadpool="auto")
+    assert len(results) == 6_000_000 and results[1] == 1 and results[2] == 0
+    where = Counter(r for r in results if isinstance(r, tuple))
+    assert {pid for pid, _ in where} == {os.getpid()}
+    # The probe ran the first items on its threads (a fraction of a second); the rest ran
+    # here, in this thread.
+    assert where[(os.getpid(), threading.get_ident())] >= sum(where.values()) // 3, where
+    assert _chosen(caplog) == "serial"
+
+
+def test_unpicklable_fn_runs_on_threads_and_says_why(caplog, loops_40ms):
+    caplog.set_level(logging.INFO, logger="fastparallel")
+    lock = threading.Lock()  # no pickler can send a lock to another process
+
+    def locked_cpu(x):
+        with lock:
+            pass
+        return cpu_where(x, loops_40ms)
+
+    results = parallel(locked_cpu, range(12), threadpool="auto")
+    pids, threads = _where(results)
+    assert pids == {os.getpid()} and threading.get_ident() not in threads
+    assert _chosen(caplog) == "threads"
+    assert "cannot be pickled" in caplog.text
+
+
+def test_probe_results_are_kept_and_every_item_runs_once(tmp_path, loops_40ms):
+    results = parallel(counted, range(30), threadpool="auto", directory=str(tmp_path), loops=loops_40ms)
+    assert [r[0] for r in results] == [x * x for x in range(30)]
+    ran = calls(tmp_path)
+    assert sorted(x for x, _ in ran) == list(range(30))  # each item exactly once
+    pids = {pid for _, pid in ran}
+    assert os.getpid() in pids and len(pids) >= 2  # by the probe here, then by the pool
+
+
+def test_a_long_first_item_is_handed_over_still_running(tmp_path):
+    # Item 0 cannot finish before item 25 has run: the probe must hand it over while it
+    # runs, not wait for it, nor run it twice.
+    results = parallel(waits_for_file, range(40), threadpool="auto", directory=str(tmp_path), target=25)
+    assert results == list(range(40))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{i}.done" for i in range(40))
+
+
+def test_initializer_runs_where_items_run(tmp_path, loops_40ms):
+    # The probe's threads run it before their first item; a short input runs entirely in
+    # the probe, so nothing else (not this thread) runs it.
+    parallel(sleep_where, range(3), threadpool="auto", initializer=note_start, initargs=(str(tmp_path),),
+             seconds=0.0)
+    assert (os.getpid(), threading.get_ident()) not in inits(tmp_path)
+    assert 1 <= len(inits(tmp_path)) <= 2
+    (tmp_path / "inits").unlink()
+    results = parallel(cpu_where, range(16), threadpool="auto", initializer=note_start, initargs=(str(tmp_path),),
+                       loops=loops_40ms)
+    workers = {pid for _, pid, _ in results} - {os.getpid()}
+    assert workers and workers <= {pid for pid, _ in inits(tmp_path)}  # processes were chosen, and set up
+
+
+def test_a_handed_over_item_past_item_timeout_fails_alone():
+    release = threading.Event()
+    try:
+        began = time.monotonic()
+        results = parallel(first_waits, range(40), threadpool="auto", item_timeout=1.0, return_exceptions=True,
+                           release=release)
+        assert time.monotonic() - began < 30
+    finally:
+        release.set()
+    assert isinstance(results[0], ItemTimeoutError) and "item 0" in str(results[0])
+    assert results[1:] == list(range(1, 40))
+
+
+def test_a_failure_after_the_hand_over_does_not_wait_for_a_running_probe_item():
+    release = threading.Event()
+    try:
+        with pytest.raises(ValueError, match="bad item 30"):
+            parallel(first_waits, range(40), threadpool="auto", release=release, bad=30)
+        assert not release.is_set()  # raised while item 0 still waited
+    finally:
+        release.set()
+
+
+@pytest.mark.parametrize("return_as", ["generator", "generator_unordered"])
+def test_generators(return_as):
+    out = parallel(sleep_where, range(100), threadpool="auto", return_as=return_as, seconds=0.01)
+    assert not isinstance(out, list)
+    xs = [r[0] for r in out]
+    assert (xs == list(range(100))) if return_as == "generator" else (sorted(xs) == list(range(100)))
+
+
+def test_input_is_read_lazily():
+    read = []
+
+    def numbers():
+        for i in range(100_000):
+            read.append(i)
+            yield i
+
+    out = parallel(sleep_where, numbers(), threadpool="auto", return_as="generator", seconds=0.01)
+    assert [next(out)[0] for _ in range(3)] == [0, 1, 2]
+    assert len(read) < 300, len(read)  # the probe read what it ran, the pool a bounded window
+    out.close()
+
+
+def test_errors_in_the_probe_name_their_item():
+    results = parallel(fails_on, range(30), threadpool="auto", return_exceptions=True, bad=(1, 20))
+    assert [type(r) for r in results].count(ValueError) == 2
+    assert isinstance(results[1], ValueError) and isinstance(results[20], ValueError)
+    assert any("item 1" in note for note in results[1].__notes__)
+    assert [r for i, r in enumerate(results) if i not in (1, 20)] == [i for i in range(30) if i not in (1, 20)]
+    with pytest.raises(ValueError, match="bad item 1") as caught:
+        parallel(fails_on, range(30), threadpool="auto", bad=(1,))
+    assert any("item 1" in note for note in caught.value.__notes__)
+
+
+def test_an_error_that_ends_the_call_starts_no_pool(caplog, loops_40ms):
+    caplog.set_level(logging.DEBUG, logger="fastparallel")
+    fastparallel.shutdown()  # no idle process pool: one would have to start
+    with pytest.raises(ZeroDivisionError):
+        parallel(cpu_divide, range(16), threadpool="auto", loops=loops_40ms)
+    assert "auto: serial — item 0 raised ZeroDivisionError" in caplog.text
+    assert "started worker process" not in caplog.text
+
+
+def test_retries_and_item_timeout_apply_to_the_probe(tmp_path):
+    from resilience_helpers import attempts, flaky, stuck_first
+
+    results = parallel(flaky, range(12), threadpool="auto", retries=1, directory=str(tmp_path), fail={2: 1})
+    assert results == [x * x for x in range(12)]
+    assert len(attempts(tmp_path, 2)) == 2
+    (tmp_path / "t").mkdir()
+    release = threading.Event()  # item 1 waits on it: it runs on a thread of this process
+    try:
+        results = parallel(stuck_first, range(8), threadpool="auto", item_timeout=0.5, return_exceptions=True,
+                           directory=str(tmp_path / "t"), target=1, event=release)
+    finally:
+        release.set()
+    assert isinstance(results[1], ItemTimeoutError)
+    assert [r for i, r in enumerate(results) if i != 1] == [x * x for x in range(8) if x != 1]
+
+
+def test_the_choice_is_in_the_progress_text(capfd):
+    parallel(sleep_where, range(200), threadpool="auto", progress=True, seconds=0.01)
+    err = capfd.readouterr().err
+    assert "(auto: threads — items take" in err  # a log file's plain progress lines
+
+
+def test_n_workers_applies_to_the_chosen_mode(caplog, loops_40ms):
+    caplog.set_level(logging.INFO, logger="fastparallel")
+    results = parallel(cpu_where, range(16), threadpool="auto", n_workers=1, loops=loops_40ms)
+    # One worker process cannot beat this thread: serial, and one probe thread (n_workers=1).
+    assert _chosen(caplog) == "serial"
+    assert _where(results)[0] == {os.getpid()} and len(_where(results)[1]) == 2
+    caplog.clear()
+    results = parallel(sleep_where, range(3), threadpool="auto", n_workers=0, seconds=0)
+    assert _where(results)[1] == {threading.get_ident()}  # n_workers=0: serially, nothing measured
+    assert "n_workers=0" in caplog.text
+
+
+def test_process_only_options_are_accepted():
+    assert [r[0] for r in parallel(sleep_where, range(6), threadpool="auto", method="spawn",
+                                   max_tasks_per_child=2, seconds=0.01)] == list(range(6))
+
+
+def test_what_cannot_take_part_is_refused_before_anything_runs():
+    async def double(x):
+        return 2 * x
+
+    def never(x):
+        raise AssertionError("ran")
+
+    with ThreadPoolExecutor(1) as executor, pytest.raises(ValueError, match="executor"):
+        parallel(never, [1], threadpool="auto", executor=executor)
+    with pytest.raises(ValueError, match="pause"):
+        parallel(never, [1], threadpool="auto", pause=0.1)
+    with pytest.raises(ValueError, match="coroutine"):
+        parallel(double, [1], threadpool="auto")
+    with pytest.raises(TypeError, match='"auto"'):
+        parallel(never, [1], threadpool="yes")
+
+
+def test_a_short_input_runs_within_the_probe():
+    began = time.perf_counter()
+    assert [r[0] for r in parallel(sleep_where, range(3), threadpool="auto", seconds=0.0)] == [0, 1, 2]
+    assert time.perf_counter() - began < 1.0

@@ -1,0 +1,155 @@
+"""The cost model (predictions, the recommended mode) and the probe, in isolation."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from fastparallel.backends.base import Done
+from fastparallel.calls import Call
+from fastparallel.explain import headline, reasons, seconds_text
+from fastparallel.model import MARGIN, Measurements, Pickled, recommend
+from fastparallel.probe import Probe
+
+WORKERS = {"serial": 1, "threads": 6, "processes": 2}
+SMALL = Pickled(8, 1e-7, 1e-7)
+
+
+def _m(**changes) -> Measurements:
+    """Pure-Python items of 40 ms on 2 CPUs, with small items and results."""
+    base = Measurements(
+        seconds_per_item=0.04, spread=0.02, sampled=10, read=10, finished=True, thread_cpu=1.0, cores=1.0,
+        gil=0.98, overlap=1.0, call=SMALL, item=SMALL, result=SMALL, pickle_error=None, warm_up=0.0, start_seconds=0.05,
+        start_source="estimated", round_trip=6e-5, thread_round_trip=2e-5, cpus=2, free_threaded=False,
+    )  # fmt: skip
+    return replace(base, **changes)
+
+
+def test_pure_python_goes_to_processes():
+    mode, predicted = recommend(_m(overlap=0.9), 100, WORKERS)
+    assert mode == "processes"
+    assert predicted["serial"] == pytest.approx(4.0, rel=0.01)
+    assert predicted["threads"] >= predicted["serial"]  # the GIL lets one thread run at a time
+    assert predicted["processes"] == pytest.approx(2.05, rel=0.05)  # Amdahl: start + work / 2
+
+
+def test_waiting_goes_to_threads_and_more_threads_than_cpus_help():
+    m = _m(thread_cpu=0.01, cores=0.01, gil=0.01, overlap=2.0)
+    mode, predicted = recommend(m, 100, WORKERS)
+    assert mode == "threads"
+    assert predicted["threads"] == pytest.approx(4.0 / 6, rel=0.05)
+
+
+def test_code_that_releases_the_gil_goes_to_threads_unless_a_library_already_uses_the_cores():
+    m = _m(gil=0.02, overlap=1.95, item=Pickled(8_000_000, 0.005, 0.003), result=Pickled(8_000_000, 0.005, 0.003))
+    assert recommend(m, 100, WORKERS)[0] == "threads"
+    # A BLAS keeping both cores busy: two threads did not overlap, nothing runs faster.
+    assert recommend(replace(m, cores=1.97, overlap=0.95), 100, WORKERS)[0] == "serial"
+    assert recommend(replace(m, cores=1.0, overlap=0.95), 100, WORKERS)[0] == "serial"
+
+
+def test_tiny_items_stay_serial():
+    m = _m(seconds_per_item=7e-8, item=Pickled(2, 2e-8, 2e-8), result=Pickled(2, 2e-8, 2e-8))
+    mode, predicted = recommend(m, 5_000_000, WORKERS)
+    assert mode == "serial"
+    assert predicted["processes"] > predicted["serial"] and predicted["threads"] >= predicted["serial"]
+    assert "no pool is predicted to finish sooner" in headline(m, mode, predicted)
+
+
+def test_a_call_that_cannot_be_pickled_goes_to_threads_and_says_why():
+    m = _m(pickle_error="fn, its arguments or its keyword arguments cannot be pickled (TypeError: lock)")
+    mode, predicted = recommend(m, 100, WORKERS)
+    assert mode == "threads" and math.isinf(predicted["processes"])
+    assert "processes are out" in headline(m, mode, predicted)
+    assert any("cannot be pickled" in r for r in reasons(m, mode, predicted, 100, WORKERS))
+    # Tiny items stay serial all the same: processes would not have won.
+    assert recommend(replace(m, seconds_per_item=1e-7), 100, WORKERS)[0] == "serial"
+
+
+def test_free_threaded_python_keeps_cpu_work_on_threads():
+    m = _m(gil=0.0, overlap=1.98, free_threaded=True)
+    mode, predicted = recommend(m, 100, WORKERS)
+    assert mode == "threads"
+    assert "without a GIL" in headline(m, mode, predicted)
+
+
+def test_the_simpler_mode_wins_within_the_margin():
+    predicted = {"serial": 1.0, "threads": 0.5, "processes": 0.5 * (1 - MARGIN) + 0.01}
+    from fastparallel.model import _simplest_best
+
+    assert _simplest_best(predicted) == "threads"
+    assert _simplest_best({"serial": 1.0, "threads": 1 - MARGIN + 0.01, "processes": 2.0}) == "serial"
+    assert _simplest_best({"serial": 1.0, "threads": 0.95, "processes": 0.5}) == "processes"
+
+
+def test_one_cpu_never_recommends_processes_for_cpu_work():
+    assert recommend(_m(cpus=1, overlap=None), 100, WORKERS)[0] == "serial"
+
+
+def test_seconds_text():
+    assert seconds_text(0.04) == "40 ms"
+    assert seconds_text(0.0042) == "4.20 ms"
+    assert seconds_text(7e-8) == "0.07 µs"
+    assert seconds_text(1.234) == "1.23 s"
+    assert seconds_text(math.inf) == "cannot run"
+
+
+# -- the probe -------------------------------------------------------------------------------
+
+
+def _slow(x: int, release: threading.Event) -> int:
+    if x == 0:
+        release.wait(30)
+    return x
+
+
+def test_the_probe_never_waits_for_a_long_item_nor_starts_another():
+    release = threading.Event()
+    read = []
+    items = (read.append(i) or i for i in range(100))
+    probe = Probe(Call(_slow, (), {"release": release}), items, threads=2, stop_on_error=True)
+    began = time.monotonic()
+    try:
+        sample = probe.run(0.2)
+        assert time.monotonic() - began < 1.0
+        assert read == [0] and [c.items for c in probe.running] == [[0]]  # one item read, still running
+        assert sample.finished == 0 and sample.running >= 0.19
+    finally:
+        release.set()
+    outcomes = probe.late(10)
+    assert isinstance(outcomes[0], Done) and outcomes[0].values == [0]
+
+
+def test_the_probe_keeps_every_result_once_and_reads_only_what_it_runs():
+    read = []
+    items = (read.append(i) or i for i in itertools.count())
+    probe = Probe(Call(time.sleep, (), {}), (0.002 for _ in items), threads=2, stop_on_error=True)
+    sample = probe.run(0.1)
+    done = [o for o in probe.finished if isinstance(o, Done)]
+    starts = sorted(o.chunk.start for o in done) + sorted(c.start for c in probe.running)
+    assert sorted(starts) == list(range(len(starts)))  # every item read ran, in one batch each
+    assert len(read) == probe.read == sample.read
+
+
+def _hangs_on_one(x: int, release: threading.Event) -> int:
+    if x == 1:
+        release.wait(30)
+    return x
+
+
+def test_an_item_past_item_timeout_fails_in_the_probe():
+    release = threading.Event()
+    probe = Probe(Call(_hangs_on_one, (), {"release": release}), iter(range(50)), threads=1, stop_on_error=False,
+                  item_timeout=0.1)
+    try:
+        probe.run(0.5)
+    finally:
+        release.set()
+    crashed = [o for o in probe.finished if not isinstance(o, Done)]
+    assert len(crashed) == 1 and crashed[0].chunk.start == 1
+    assert "item_timeout" in str(crashed[0].error)
