@@ -51,6 +51,16 @@ def loops_40ms() -> int:
     return loops_for(0.04)
 
 
+@pytest.fixture(autouse=True)
+def fresh_choices():
+    """Each test measures for itself: no choice remembered from another test's call."""
+    from fastparallel import auto
+
+    auto.forget()
+    yield
+    auto.forget()
+
+
 def _chosen(caplog: pytest.LogCaptureFixture) -> str:
     """The mode auto logged, e.g. "processes"."""
     messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("auto: ")]
@@ -290,3 +300,50 @@ def test_a_short_input_runs_within_the_probe():
     began = time.perf_counter()
     assert [r[0] for r in parallel(sleep_where, range(3), threadpool="auto", seconds=0.0)] == [0, 1, 2]
     assert time.perf_counter() - began < 1.0
+
+
+def _auto_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("auto: ")]
+
+
+def test_a_later_call_like_an_earlier_one_starts_in_the_chosen_mode(caplog, loops_40ms):
+    caplog.set_level(logging.INFO, logger="fastparallel")
+    parallel(cpu_where, range(24), threadpool="auto", loops=loops_40ms)
+    assert _auto_messages(caplog)[0].startswith("auto: processes")
+    caplog.clear()
+    # No probe this time: every item runs in a worker process, none in this one.
+    results = parallel(cpu_where, range(6), threadpool="auto", loops=loops_40ms)
+    assert [r[0] for r in results] == list(range(6))
+    assert os.getpid() not in {r[1] for r in results}
+    [message] = _auto_messages(caplog)
+    assert message.startswith("auto: processes, as measured on an earlier call of this function")
+
+
+def test_a_loop_of_small_batches_measures_once_and_runs_the_rest_on_processes(caplog):
+    """Each batch is short enough to run whole while measuring; the first decides where
+    the others go, for a call of the same size with the workers it leaves warm."""
+    caplog.set_level(logging.INFO, logger="fastparallel")
+    loops = loops_for(0.002)
+    first = parallel(cpu_where, range(64), threadpool="auto", loops=loops)
+    assert {r[1] for r in first} == {os.getpid()}  # ran in the probe
+    assert "items ran while measuring them" in _auto_messages(caplog)[0]
+    for batch in range(3):
+        caplog.clear()
+        results = parallel(cpu_where, range(64), threadpool="auto", loops=loops)
+        assert [r[0] for r in results] == list(range(64))
+        assert os.getpid() not in {r[1] for r in results}, batch
+        assert _auto_messages(caplog)[0].startswith("auto: processes, as measured")
+
+
+def test_other_arguments_or_shutdown_measure_again(caplog, loops_40ms):
+    caplog.set_level(logging.INFO, logger="fastparallel")
+    parallel(cpu_where, range(24), threadpool="auto", loops=loops_40ms)
+    caplog.clear()
+    # Same function, other arguments: it may behave otherwise, so it is measured again.
+    results = parallel(cpu_where, range(20_000), threadpool="auto", loops=1)
+    assert len(results) == 20_000
+    assert "as measured" not in _auto_messages(caplog)[0]
+    caplog.clear()
+    fastparallel.shutdown()
+    parallel(cpu_where, range(24), threadpool="auto", loops=loops_40ms)
+    assert "as measured" not in _auto_messages(caplog)[0]

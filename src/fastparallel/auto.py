@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
+from . import pools
 from .backends.base import Backend, Crashed, Done, Outcome, Started
 from .calls import Call
 from .chunking import Chunk, Measured
-from .costs import ROUND_TRIP, THREAD_ROUND_TRIP, estimate_start, measure_pickling
+from .costs import ROUND_TRIP, THREAD_ROUND_TRIP, WARM_START, estimate_start, measure_pickling
 from .cpus import default_workers, num_cpus
 from .errors import initializer_error
 from .explain import behaviour, headline
@@ -33,13 +36,20 @@ from .model import UNKNOWN_ITEMS, Measurements, recommend
 from .options import Mode, Options
 from .probe import Probe, Sample
 
-__all__ = ["AUTO_SECONDS", "Handoff", "WithProbe", "choose", "measure", "workers_for"]
+__all__ = ["AUTO_SECONDS", "Handoff", "WithProbe", "choose", "forget", "measure", "workers_for"]
 
 log = logging.getLogger("fastparallel")
 
 AUTO_SECONDS = 0.2  # how long threadpool="auto" measures before it chooses
 _SLICE = 0.02  # while probe batches still run, the chosen backend is polled this often
 WARM_UP_NOTED = 0.005  # a first item longer than twice the others by this much paid one-time costs
+REMEMBERED = 128  # choices kept for later calls of the same function
+
+# Choices made for earlier calls, by what makes a call alike (see _call_key): a loop that
+# calls parallel() once per batch measures on its first batch only, and later batches
+# start at once in the chosen mode. shutdown() forgets them.
+_choices: OrderedDict[Hashable, tuple[Mode, str]] = OrderedDict()
+_choices_lock = threading.Lock()
 
 
 def workers_for(n_workers: int | None) -> dict[Mode, int]:
@@ -97,6 +107,13 @@ def choose(call: Call, items: Iterator[Any], options: Options, deadline: float |
     if options.n_workers == 0:
         log.info("auto: serial — n_workers=0")
         return Handoff(options.decided("serial"), [], [], 0, 0, items, "auto: serial — n_workers=0", None)
+    key = _call_key(call, options)
+    remembered = _recall(key)
+    if remembered is not None:
+        mode, reason = remembered
+        summary = f"auto: {mode}, as measured on an earlier call of this function — {reason}"
+        log.info("%s", summary)
+        return Handoff(options.decided(mode), [], [], 0, 0, items, summary, None)
     threads = 1 if num_cpus() == 1 or options.n_workers == 1 else 2
     probe = Probe(call, items, threads=threads, stop_on_error=options.stop_chunk_on_error,
                   item_timeout=options.item_timeout, initializer=options.initializer, initargs=tuple(options.initargs))
@@ -116,12 +133,63 @@ def choose(call: Call, items: Iterator[Any], options: Options, deadline: float |
         mode, summary = "serial", f"auto: serial — {failed} while measuring; that ends the call"
     elif remaining or probe.running:
         summary = "auto: " + headline(m, mode, predicted)
-    else:  # nothing left to choose for
+        _remember(key, mode, headline(m, mode, predicted).split(" — ", 1)[-1])
+    else:  # nothing left to choose for; a later call like this one gets the mode it would win in
         summary = f"auto: all {probe.read} items ran while measuring them; {behaviour(m)}"
+        # ...with the workers a first call would have left warm
+        again, predicted = recommend(replace(m, start_seconds=WARM_START), max(probe.read, 1), workers)
+        _remember(key, again, headline(m, again, predicted).split(" — ", 1)[-1])
     log.info("%s", summary)
     rest = items if probe.input_error is None else _raising(probe.input_error)
     return Handoff(options.decided(mode), probe.finished, probe.running, probe.read, probe.next_id, rest,
                    summary, probe)
+
+
+def _call_key(call: Call, options: Options) -> Hashable:
+    """What makes two calls alike: the function's code (a lambda written in a loop is a new
+    object each time, with the same code), the same objects as arguments (small numbers
+    and strings by value), and the same ``n_workers``."""
+    fn = call.fn
+    while hasattr(fn, "func") and hasattr(fn, "args"):  # functools.partial
+        fn = fn.func
+    code = getattr(fn, "__code__", None)
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    what = (name, code) if code is not None else (name, id(fn))
+    values = (*call.args, *call.kwargs.items())
+    return what, tuple(_value_key(v) for v in values), options.n_workers
+
+
+def _value_key(value: Any) -> Hashable:
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):  # a keyword
+        return value[0], _value_key(value[1])
+    if value is None or isinstance(value, (bool, int, float, complex)):
+        return value
+    if isinstance(value, (str, bytes)) and len(value) <= 256:
+        return value
+    return type(value).__qualname__, id(value)
+
+
+def _recall(key: Hashable) -> tuple[Mode, str] | None:
+    with _choices_lock:
+        choice = _choices.get(key)
+        if choice is not None:
+            _choices.move_to_end(key)
+        return choice
+
+
+def _remember(key: Hashable, mode: Mode, reason: str) -> None:
+    pools.add_shutdown_hook(forget)
+    with _choices_lock:
+        _choices[key] = (mode, reason)
+        _choices.move_to_end(key)
+        while len(_choices) > REMEMBERED:
+            _choices.popitem(last=False)
+
+
+def forget(at_exit: bool = False) -> None:
+    """Forget the choices made for earlier calls (a shutdown hook: ``at_exit`` is unused)."""
+    with _choices_lock:
+        _choices.clear()
 
 
 def _final_error(outcomes: list[Outcome]) -> str | None:
