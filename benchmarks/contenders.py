@@ -57,14 +57,15 @@ def _load_serial() -> SessionFactory:
     return SerialSession
 
 
-def _load_fastparallel(method: str | None = None) -> SessionFactory:
+def _load_fastparallel(method: str | None = None, threadpool: str | None = None) -> SessionFactory:
     from fastparallel import parallel, shutdown
 
     class FastparallelSession(Session):
         def map(self, job: Job) -> list[Any]:
             return list(
                 parallel(
-                    job.fn, job.items, n_workers=self.n_workers, threadpool=self.threads,
+                    job.fn, job.items, n_workers=self.n_workers,
+                    threadpool=self.threads if threadpool is None else threadpool,
                     progress=job.progress, method=method, **job.kwargs,
                 )
             )  # fmt: skip
@@ -225,6 +226,9 @@ DEFAULT_METHOD = multiprocessing.get_start_method()
 FORKSERVER_WORKLOADS = ("tiny_cold", "script", "batches")
 """Where the forkserver-based standard-library pools (the defaults from Python 3.14) are measured."""
 
+AUTO_WORKLOADS = ("cpu", "sleep", "batches")
+"""Where ``threadpool="auto"`` is measured against the mode that suits the work."""
+
 CONTENDERS: dict[str, Contender] = {
     c.name: c
     for c in [
@@ -248,6 +252,13 @@ CONTENDERS: dict[str, Contender] = {
             apis={"process": "parallel(fn, items, method='fork')"},
             unsupported={"thread": "the start method only concerns processes"},
             keeps_pool=False,
+        ),
+        Contender(
+            name="fastparallel_auto", label="fastparallel (threadpool='auto')",
+            load=lambda: _load_fastparallel(threadpool="auto"),
+            apis={"process": "parallel(fn, items, threadpool='auto')",
+                  "thread": "parallel(fn, items, threadpool='auto')"},
+            only_in=AUTO_WORKLOADS,
         ),
         Contender(
             name="fastcore", label="fastcore.parallel", load=_load_fastcore,

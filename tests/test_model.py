@@ -153,3 +153,29 @@ def test_an_item_past_item_timeout_fails_in_the_probe():
     crashed = [o for o in probe.finished if not isinstance(o, Done)]
     assert len(crashed) == 1 and crashed[0].chunk.start == 1
     assert "item_timeout" in str(crashed[0].error)
+
+
+def _burn(x: int) -> int:
+    total, end = 0, time.thread_time() + 0.01
+    while time.thread_time() < end:
+        total += 1
+    return x
+
+
+@pytest.mark.parametrize("settle", [True, False])
+def test_with_settle_the_probe_ends_once_items_are_seen_to_wait(settle):
+    probe = Probe(Call(time.sleep, (), {}), (0.03 for _ in range(100)), threads=2, stop_on_error=True,
+                  settle=settle)
+    began = time.monotonic()
+    sample = probe.run(1.0)
+    spent = time.monotonic() - began
+    if settle:  # two items alone (the first, then one more) showed the thread off the CPU
+        assert sample.read == 2 and sample.overlap is None and spent < 0.6, (sample, spent)
+    else:  # it measures both phases, for its whole time
+        assert sample.read > 10 and sample.overlap is not None and spent >= 0.95, (sample, spent)
+
+
+def test_with_settle_the_probe_goes_on_for_items_that_compute():
+    probe = Probe(Call(_burn, (), {}), iter(range(1000)), threads=2, stop_on_error=True, settle=True)
+    sample = probe.run(0.3)
+    assert sample.read > 4 and sample.overlap is not None, sample

@@ -116,7 +116,8 @@ def choose(call: Call, items: Iterator[Any], options: Options, deadline: float |
         return Handoff(options.decided(mode), [], [], 0, 0, items, summary, None)
     threads = 1 if num_cpus() == 1 or options.n_workers == 1 else 2
     probe = Probe(call, items, threads=threads, stop_on_error=options.stop_chunk_on_error,
-                  item_timeout=options.item_timeout, initializer=options.initializer, initargs=tuple(options.initargs))
+                  item_timeout=options.item_timeout, initializer=options.initializer, initargs=tuple(options.initargs),
+                  settle=True)
     sample = probe.run(AUTO_SECONDS, deadline)
     if probe.init_error is not None:
         probe.abandon()

@@ -7,14 +7,13 @@ time, and keeps every result, as the outcomes the dispatcher handles (``Done``, 
 
 1. **Alone**: one thread runs batches (one item, doubling while shorter than
    ``BATCH_SECONDS``), timing each batch's wall and thread CPU time; the process's CPU
-   time says how many cores an item keeps busy (a library's threads included).
+   time says how many cores an item keeps busy (a library's threads included). With
+   ``settle``, items seen to wait (off the CPU) end the probe here: threads will run them.
 2. **Two at once**, when there is more than one CPU: does the pair get further?
 
-Meanwhile the calling thread samples the GIL (:class:`.gil.GilSampler`).
-
-A batch still running when the time is up is not waited for: its thread goes on, and
-its outcome arrives later through :meth:`Probe.late`. A new batch starts only if it is
-expected to end in time, so a long item is never started twice for the probe's sake.
+Meanwhile the calling thread samples the GIL (:class:`.gil.GilSampler`). A batch still
+running when the time is up is not waited for: its outcome arrives later through
+:meth:`Probe.late`. A batch starts only if expected to end in time.
 """
 
 from __future__ import annotations
@@ -39,6 +38,8 @@ BATCH_SECONDS = 0.002  # shorter items run in batches of about this long
 MAX_BATCH = 4096
 KEPT = 32  # items and results kept to time their pickling
 WARM_SPAN = 0.01  # measurements after the first batch count once they span this long
+WAITING_BATCHES = 1  # batches alone, after the first, that show items wait (with settle)
+WAITING_SHARE = 0.15  # waiting: thread and process on a CPU less than this share of the time
 _ABANDONED = "it ran on a thread that measured the first items; that thread was abandoned"
 
 
@@ -47,9 +48,8 @@ class Sample(NamedTuple):
     run alone; ``thread_cpu``, the share of it their thread was on a CPU; ``cores``, the
     process's CPU time over it (about 1 computing, 0 waiting, more with a library's
     threads); ``gil``, the share of it the GIL was held; ``overlap``, items per second on
-    two threads over one (None: not measured); ``running``, how long the longest
-    unfinished item had run; ``first``, the time per item of the first batch, which may
-    have paid one-time costs (imports) and is left out of the others if more ran."""
+    two threads over one (None: not measured); ``running``, the longest unfinished item's
+    time so far; ``first``, per item of the first batch (one-time costs: left out)."""
 
     finished: int
     read: int
@@ -76,12 +76,12 @@ class _Runner:
 
 
 class Probe:
-    """Runs ``call`` on the first items of ``items``, on ``threads`` daemon threads."""
+    """Runs ``call`` on the first items, on ``threads`` daemon threads (``settle``: see 1.)."""
 
     def __init__(self, call: Call, items: Iterator[Any], *, threads: int, stop_on_error: bool,
                  item_timeout: float | None = None, initializer: Callable[..., Any] | None = None,
-                 initargs: tuple[Any, ...] = ()):
-        self._call, self._items = call, items
+                 initargs: tuple[Any, ...] = (), settle: bool = False):
+        self._call, self._items, self._settle = call, items, settle
         self._stop_on_error, self._item_timeout = stop_on_error, item_timeout
         self._init = (initializer, initargs)
         self._lock = threading.Condition()
@@ -97,9 +97,7 @@ class Probe:
         self._after_first: tuple[float, float] | None = None  # process CPU time and time after the first batch
         self._baseline = 0.0  # cores the process kept busy before the probe (other threads)
         # Batches run two at once, per thread: items, the first one's start, the last one's
-        # end, and the time it waited for a CPU. Each thread's rate of items over its own
-        # span (waits for the GIL between batches included) while the other runs too;
-        # their sum is the pair's.
+        # end, time waiting for a CPU; each thread's rate over its span, summed: the pair's.
         self._pair: list[list[float]] = [[0, 0.0, 0.0, 0.0] for _ in self._runners]
         self._late: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self.read = 0
@@ -268,7 +266,7 @@ class Probe:
             while runner.index > 0 and not self._paired and not self._stopping:
                 self._lock.wait()
             now = time.monotonic()
-            if self._stopping or self.exhausted or runner.abandoned:
+            if self._stopping or self.exhausted or runner.abandoned or self._waits(now):
                 return self._stopped()
             late = bool(self._solo) and now + self._batch * self._estimate > self._end
             # The first call often pays one-time costs (imports, caches): one more item
@@ -292,6 +290,14 @@ class Probe:
             self.read += len(items)
             runner.chunk, runner.began = chunk, now
             return chunk, not self._paired
+
+    def _waits(self, now: float) -> bool:
+        """With ``settle``: whether batches alone, the first aside, show items that wait."""
+        typical = self._solo[1:]
+        if not self._settle or self._paired or len(typical) < WAITING_BATCHES:
+            return False
+        busy = sum(b[2] for b in typical) / max(sum(b[1] for b in typical), 1e-9)
+        return busy < WAITING_SHARE and self._cores(now) < WAITING_SHARE
 
     def _stopped(self) -> tuple[Chunk, bool] | None:
         """A thread that stops taking items ends the probe for every thread (under the lock)."""
@@ -327,9 +333,8 @@ class Probe:
             else:
                 self.finished.append(outcome)
             failed = {o for o, _ in errors}
-            for offset, value in enumerate(values):
-                if len(self.kept) < KEPT and offset not in failed:
-                    self.kept.append((chunk.items[offset], value))
+            ok = ((chunk.items[o], v) for o, v in enumerate(values) if o not in failed)
+            self.kept += itertools.islice(ok, max(0, KEPT - len(self.kept)))
             if solo and values:
                 self._solo.append((len(values), wall, cpu, waited))
                 self._estimate = wall / len(values)
@@ -338,11 +343,8 @@ class Probe:
                 if wall < BATCH_SECONDS and self._item_timeout is None:
                     self._batch = min(MAX_BATCH, 2 * self._batch)
             elif values:
-                pair = self._pair[runner.index]
-                pair[0] += len(values)
-                pair[1] = pair[1] or runner_began
-                pair[2] = time.monotonic()
-                pair[3] += waited
+                n, began, _, starved = self._pair[runner.index]
+                self._pair[runner.index] = [n + len(values), began or runner_began, time.monotonic(), starved + waited]
             if errors and self._stop_on_error:
                 self._stopping = True
             self._lock.notify_all()  # the caller may be waiting for the last batch
