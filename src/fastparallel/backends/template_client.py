@@ -18,9 +18,9 @@ import sys
 import threading
 
 from .. import pools
-from .template import PID, REQUEST
+from .template import PID, PRELOAD, REQUEST
 
-__all__ = ["available", "start_early", "fork_worker", "stop_template"]
+__all__ = ["available", "start_early", "preload_cloudpickle", "fork_worker", "stop_template"]
 
 log = logging.getLogger("fastparallel")
 
@@ -86,11 +86,27 @@ class _Template:
     def ended(self, timeout: float = 0) -> bool:
         import subprocess
 
+        if timeout > 0 and self.process.returncode is None and hasattr(os, "pidfd_open"):
+            _wait_exit(self.process.pid, timeout)  # Popen.wait(timeout) polls with growing sleeps
         try:
             self.process.wait(timeout)
             return True
         except subprocess.TimeoutExpired:
             return False
+
+
+def _wait_exit(pid: int, timeout: float) -> None:
+    """Wait up to ``timeout`` for ``pid`` (a child not yet reaped) to exit, woken by its pidfd."""
+    from .launcher import wait_ready
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        wait_ready([pidfd], timeout)
+    finally:
+        os.close(pidfd)
 
 
 def _template_path() -> list[str]:
@@ -183,6 +199,18 @@ def start_early() -> None:
     if available():
         with _templates.lock:
             _templates.running()
+
+
+def preload_cloudpickle() -> None:
+    """Ask the running template (if any) to import cloudpickle now, while this process
+    imports it too: workers forked after that start with it loaded."""
+    with _templates.lock:
+        template = _templates.current
+        if template is not None:
+            try:
+                template.control.send(PRELOAD)
+            except OSError:
+                pass  # it died: the next request finds out
 
 
 def fork_worker(fds: list[int]) -> tuple[int, int | None]:
