@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -72,7 +73,14 @@ def run_script(path: Path, env: dict[str, str] | None = None) -> tuple[float, su
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         process = subprocess.Popen([sys.executable, str(path)], cwd=path.parent, stdout=out, stderr=err, env=env)
-        code = process.wait(timeout=300)
+        # wait() without a timeout blocks in waitpid and returns at the exit; with one, it
+        # polls with sleeps of up to 50 ms, which would round the times up to those steps.
+        watchdog = threading.Timer(300, process.kill)
+        watchdog.start()
+        try:
+            code = process.wait()
+        finally:
+            watchdog.cancel()
         seconds = time.perf_counter() - start
         out.seek(0)
         err.seek(0)

@@ -55,6 +55,7 @@ class _Template:
     def __init__(self, control: socket.socket):
         # Imported here, in the template, once: every worker forked from it has them. (The
         # caller imports this module for its constants only.)
+        from .. import byvalue  # noqa: F401 - to load a function of the caller's __main__
         from . import channel, protocol, worker
 
         self.channel = channel
