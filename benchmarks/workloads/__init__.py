@@ -6,6 +6,7 @@ from .base import MapWorkload, Prepared, Workload
 from .compute import CPU, SCALING
 from .coroutines import COROUTINES
 from .datasci import IMAGES, TREES
+from .endtoend import END_TO_END
 from .imports import IMPORT
 from .io import HTTP, SLEEP
 from .startup import BATCHES, SCRIPT
@@ -15,7 +16,7 @@ from .transfer import BIG_ARG, BIG_ITEM, BIG_RESULT, RESULT_SIZES
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
-        TINY_COLD, TINY_WARM, SCRIPT, BATCHES, CPU, SLEEP, HTTP, COROUTINES, TREES, IMAGES,
+        TINY_COLD, TINY_WARM, SCRIPT, END_TO_END, BATCHES, CPU, SLEEP, HTTP, COROUTINES, TREES, IMAGES,
         BIG_ARG, BIG_ITEM, BIG_RESULT, RESULT_SIZES, SCALING, IMPORT, PROGRESS,
     ]
 }  # fmt: skip

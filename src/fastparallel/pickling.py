@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["dumps", "dumps_values", "loads", "OUT_OF_BAND_BYTES", "MAX_OUT_OF_BAND"]
+__all__ = ["needs_cloudpickle", "dumps", "dumps_values", "loads", "OUT_OF_BAND_BYTES", "MAX_OUT_OF_BAND"]
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 _MAIN = b"__main__"
@@ -50,12 +50,36 @@ def _collector(found: list[pickle.PickleBuffer]) -> Callable[[pickle.PickleBuffe
 
 
 def _cloud_dumps(obj: Any, found: list[pickle.PickleBuffer] | None) -> bytes:
+    from . import byvalue
+
+    if found is not None:
+        found.clear()  # from the failed attempt with plain pickle
+    try:  # plain __main__ functions without cloudpickle, which takes ~20 ms to import here and there
+        return byvalue.dumps(obj, PROTOCOL, None if found is None else _collector(found))
+    except Exception:
+        pass
     import cloudpickle
 
     if found is None:
         return cloudpickle.dumps(obj, protocol=PROTOCOL)  # type: ignore[no-any-return]
     found.clear()  # from the failed attempt with plain pickle
     return cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=_collector(found))  # type: ignore[no-any-return]
+
+
+def needs_cloudpickle(fn: Any) -> bool:
+    """Whether pickling ``fn`` will likely need cloudpickle: a hint, not a rule. A plain
+    function of ``__main__`` goes by value without it (:mod:`.byvalue`); a closure or a
+    lambda of another module needs it.
+
+    Example:
+        >>> needs_cloudpickle(len), needs_cloudpickle(lambda x: x)
+        (False, True)
+    """
+    fn = getattr(fn, "func", fn)  # functools.partial
+    if getattr(fn, "__closure__", None) is not None:
+        return True
+    qualname = getattr(fn, "__qualname__", "")
+    return "<locals>" in qualname or ("<lambda>" in qualname and getattr(fn, "__module__", None) != "__main__")
 
 
 def dumps(obj: Any, main_by_reference: bool = False, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import random
 from collections.abc import Callable
 
 from .chunking import Chunk
@@ -55,6 +54,8 @@ class RetryQueue:
                 log.info("%s failed after %d attempts: %s", describe_item(index, item), attempts, short_repr(error))
             return error
         self._earlier[index] = [*earlier, short_repr(error)]
+        import random  # here: most calls never retry
+
         wait = self.delay * 2 ** (attempts - 1) * (1 + JITTER * random.random())
         chunk = single()
         heapq.heappush(self._waiting, (now + wait, chunk.id, chunk))

@@ -60,6 +60,9 @@ class Launcher(Protocol):
     forks: bool
     """Whether workers are forked from the caller during the call (they see its memory)."""
 
+    def expect(self, fn: object) -> None:
+        """A call of ``fn`` is about to start workers: prepare what they will need."""
+
     def start(self) -> WorkerProcess: ...
 
 
@@ -161,6 +164,9 @@ class MultiprocessingLauncher:
         # Forked workers see the caller's state as of their fork: such a pool serves one
         # call only (like fastcore's), and may receive __main__ objects by reference.
         self.forks = ctx.get_start_method() == "fork"
+
+    def expect(self, fn: object) -> None:
+        pass
 
     def start(self) -> MultiprocessingWorker:
         import multiprocessing.context

@@ -175,6 +175,8 @@ class ProcessPool:
     def begin(self, call: Call, n_workers: int, options: Options) -> Measured | None:
         """Pickle the call (sent to each worker once), take the caller's context, and start
         missing workers; returns the chunk measurements remembered for this call."""
+        if len(self._workers) < n_workers:
+            self._launcher.expect(call.fn)  # before pickling: the template may import cloudpickle meanwhile
         previous, self._setup = self._setup, setup_message(tuple(call), self._launcher.forks)
         body = self._setup.pickled.body
         # Out of band, equal pickles may stand for different arrays (and the last ones' memory is gone).

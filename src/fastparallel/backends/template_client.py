@@ -10,17 +10,19 @@ starting the template is the first thing a first call does.
 
 from __future__ import annotations
 
+# Only the C halves of socket (and no .template) before the template has started: the
+# modules that wrap them take a few milliseconds to import, which the template's boot
+# can overlap (see _Template).
+import _socket
 import logging
 import marshal
 import os
-import socket
 import sys
 import threading
 
 from .. import pools
-from .template import PID, REQUEST
 
-__all__ = ["available", "running", "start_early", "fork_worker", "stop_template"]
+__all__ = ["available", "running", "start_early", "preload_cloudpickle", "fork_worker", "stop_template"]
 
 log = logging.getLogger("fastparallel")
 
@@ -31,7 +33,8 @@ _REAP_SECONDS = 0.5  # shutdown(): how long to wait, so that no exited template 
 def available() -> bool:
     """Whether workers can be forks of a template here: ``os.fork``, descriptor passing,
     an interpreter to run."""
-    return hasattr(os, "fork") and hasattr(socket, "send_fds") and bool(sys.executable)
+    passes_fds = hasattr(_socket.socket, "sendmsg") and hasattr(_socket.socket, "recvmsg")  # socket.send_fds
+    return hasattr(os, "fork") and passes_fds and bool(sys.executable)
 
 
 class _Template:
@@ -40,7 +43,7 @@ class _Template:
     def __init__(self) -> None:
         import subprocess
 
-        ours, theirs = socket.socketpair()
+        ours, theirs = _socket.socketpair()
         path_r, path_w = os.pipe()  # sys.path travels here: it may be too long for a command line
         try:
             self.process = subprocess.Popen(_command(theirs.fileno(), path_r), pass_fds=[theirs.fileno(), path_r],
@@ -52,7 +55,9 @@ class _Template:
         finally:
             theirs.close()
             os.close(path_r)
-        self.control = ours
+        import socket  # now that it boots
+
+        self.control = socket.socket(fileno=ours.detach())
         try:
             with open(path_w, "wb") as path:
                 path.write(marshal.dumps(_template_path()))
@@ -63,6 +68,10 @@ class _Template:
     def request(self, fds: list[int]) -> tuple[int, int | None]:
         """Ask for a worker with these worker-side descriptors; its pid (negative: the fork
         failed, -errno) and pidfd. ``EOFError`` or ``ConnectionError``: the template died."""
+        import socket
+
+        from .template import PID, REQUEST
+
         socket.send_fds(self.control, [REQUEST], fds)
         data, got, _, _ = socket.recv_fds(self.control, PID.size, 1)
         while 0 < len(data) < PID.size:
@@ -86,11 +95,27 @@ class _Template:
     def ended(self, timeout: float = 0) -> bool:
         import subprocess
 
+        if timeout > 0 and self.process.returncode is None and hasattr(os, "pidfd_open"):
+            _wait_exit(self.process.pid, timeout)  # Popen.wait(timeout) polls with growing sleeps
         try:
             self.process.wait(timeout)
             return True
         except subprocess.TimeoutExpired:
             return False
+
+
+def _wait_exit(pid: int, timeout: float) -> None:
+    """Wait up to ``timeout`` for ``pid`` (a child not yet reaped) to exit, woken by its pidfd."""
+    from .launcher import wait_ready
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        wait_ready([pidfd], timeout)
+    finally:
+        os.close(pidfd)
 
 
 def _template_path() -> list[str]:
@@ -189,6 +214,20 @@ def start_early() -> None:
     if available():
         with _templates.lock:
             _templates.running()
+
+
+def preload_cloudpickle() -> None:
+    """Ask the running template (if any) to import cloudpickle now, while this process
+    imports it too: workers forked after that start with it loaded."""
+    with _templates.lock:
+        template = _templates.current
+        if template is not None:
+            from .template import PRELOAD
+
+            try:
+                template.control.send(PRELOAD)
+            except OSError:
+                pass  # it died: the next request finds out
 
 
 def fork_worker(fds: list[int]) -> tuple[int, int | None]:

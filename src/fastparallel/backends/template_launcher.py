@@ -15,10 +15,11 @@ import mmap
 import os
 import signal
 
+from ..pickling import needs_cloudpickle
 from .channel import Channel, new_passers
 from .launcher import enlarge_pipe, wait_ready
 from .template import SLOT_BYTES, STATUS
-from .template_client import fork_worker
+from .template_client import fork_worker, preload_cloudpickle
 from .worker import STARTING
 
 __all__ = ["TemplateLauncher", "TemplateWorker"]
@@ -105,6 +106,10 @@ class TemplateLauncher:
     """Starts workers as forks of the template process (the default where ``os.fork`` exists)."""
 
     forks = False  # workers do not share the caller's memory: a pool serves many calls
+
+    def expect(self, fn: object) -> None:
+        if needs_cloudpickle(fn):
+            preload_cloudpickle()
 
     def start(self) -> TemplateWorker:
         worker_in, to_worker = os.pipe()
