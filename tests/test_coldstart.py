@@ -159,9 +159,26 @@ def test_a_script_pickles_without_cloudpickle_and_leaves_nothing_behind_at_exit(
 
 def test_the_first_import_leaves_out_what_a_call_may_never_need() -> None:
     # random: only a retry needs it; byvalue and cloudpickle: only a call that pickles a
-    # function by value.
+    # function by value; logging: only a message someone may read (fastparallel.logs);
+    # dataclasses (and the inspect it imports): not on the way of any call.
     code = ("import sys\nfrom fastparallel import parallel\n"
-            "print(sorted(m for m in ('random', 'cloudpickle', 'fastparallel.byvalue') if m in sys.modules))")
+            "print(sorted(m for m in ('random', 'cloudpickle', 'fastparallel.byvalue', 'logging', 'dataclasses')"
+            " if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_call_logs_nothing_and_imports_no_logging_unless_someone_may_read_it() -> None:
+    # Without logging imported, DEBUG and INFO messages can reach no handler: they are
+    # dropped without importing it. Once it is configured, they arrive, from their own line.
+    code = ("import sys\nfrom fastparallel import parallel\n"
+            "parallel(abs, range(-50, 50), threadpool='auto', progress=False)\n"
+            "print('logging' in sys.modules)\n"
+            "import logging\n"
+            "logging.basicConfig(level=logging.INFO, format='%(name)s %(module)s %(message)s')\n"
+            "parallel(abs, range(-50, 50), threadpool='auto', progress=False)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+    assert done.stderr.startswith("fastparallel auto auto: "), done.stderr

@@ -15,7 +15,6 @@ dispatcher waits for them too.
 
 from __future__ import annotations
 
-import logging
 import statistics
 import threading
 from collections import OrderedDict
@@ -23,7 +22,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import pools
+from . import logs, pools
 from .backends.base import Backend, Crashed, Done, Outcome, Started
 from .calls import Call
 from .chunking import Chunk, Measured
@@ -38,7 +37,6 @@ from .probe import Probe, Sample
 
 __all__ = ["AUTO_SECONDS", "Handoff", "WithProbe", "choose", "forget", "measure", "workers_for"]
 
-log = logging.getLogger("fastparallel")
 
 AUTO_SECONDS = 0.2  # how long threadpool="auto" measures before it chooses
 _SLICE = 0.02  # while probe batches still run, the chosen backend is polled this often
@@ -105,14 +103,14 @@ class Handoff:
 def choose(call: Call, items: Iterator[Any], options: Options, deadline: float | None) -> Handoff:
     """Probe the first items, choose a mode for the rest, log it: the :class:`Handoff`."""
     if options.n_workers == 0:
-        log.info("auto: serial — n_workers=0")
+        logs.info("auto: serial — n_workers=0")
         return Handoff(options.decided("serial"), [], [], 0, 0, items, "auto: serial — n_workers=0", None)
     key = _call_key(call, options)
     remembered = _recall(key)
     if remembered is not None:
         mode, reason = remembered
         summary = f"auto: {mode}, as measured on an earlier call of this function — {reason}"
-        log.info("%s", summary)
+        logs.info("%s", summary)
         return Handoff(options.decided(mode), [], [], 0, 0, items, summary, None)
     threads = 1 if num_cpus() == 1 or options.n_workers == 1 else 2
     probe = Probe(call, items, threads=threads, stop_on_error=options.stop_chunk_on_error,
@@ -140,7 +138,7 @@ def choose(call: Call, items: Iterator[Any], options: Options, deadline: float |
         # ...with the workers a first call would have left warm
         again, predicted = recommend(replace(m, start_seconds=WARM_START), max(probe.read, 1), workers)
         _remember(key, again, headline(m, again, predicted).split(" — ", 1)[-1])
-    log.info("%s", summary)
+    logs.info("%s", summary)
     rest = items if probe.input_error is None else _raising(probe.input_error)
     return Handoff(options.decided(mode), probe.finished, probe.running, probe.read, probe.next_id, rest,
                    summary, probe)

@@ -13,13 +13,12 @@ reports progress, and yields finished pieces as ``(start_index, values)``.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import backends, pools
+from . import backends, logs, pools
 from .backends.base import Backend, Crashed, Done, Outcome, Requeue, Split, Started
 from .calls import Call
 from .chunking import Chunk, ChunkReader, ChunkSizer
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["run", "Dispatcher", "Piece"]
 
 Piece = tuple[int, list[Any]]
-log = logging.getLogger("fastparallel")
 
 
 def input_error(exc: BaseException, reader: ChunkReader) -> BaseException:
@@ -58,7 +56,7 @@ def _read_head(reader: ChunkReader, count: int) -> list[Chunk]:
 
 def _backend_name(options: Options) -> BackendName:
     if options.backend in ("threads", "processes") and pools.exiting():
-        log.warning("parallel() called while the interpreter exits: running serially")
+        logs.warning("parallel() called while the interpreter exits: running serially")
         return "serial"
     return options.backend
 
@@ -312,7 +310,7 @@ class Dispatcher:
         index, item = chunk.start + offset, chunk.items[offset]
         if isinstance(error, ItemTimeoutError):
             self.timed_out += 1
-            log.info("%s", error)
+            logs.info("%s", error)
         final: BaseException | None = error
         if self.retry is not None:
             final = self.retry.failed(index, item, error, time.monotonic(), lambda: self.reader.single(index, item))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from .cpus import default_workers
@@ -59,7 +58,6 @@ def _is_context(method: Any) -> bool:
     return all(hasattr(method, name) for name in ("Process", "Pipe", "get_start_method"))
 
 
-@dataclass(frozen=True)
 class Options:
     """The validated keywords of one ``parallel()`` call (see its docstring for each).
 
@@ -72,6 +70,10 @@ class Options:
     With ``threadpool="auto"`` the mode is not chosen yet: ``n_workers`` stays as given
     (None: the chosen mode's default) and :meth:`decided` gives the options of the mode
     the first items' measurements chose.
+
+    The fields are the annotated class attributes below, with their defaults; an
+    ``Options`` is frozen once built. (A plain class rather than a dataclass: importing
+    :mod:`dataclasses` costs every script several milliseconds.)
 
     Example:
         >>> Options(n_workers=0).backend
@@ -99,9 +101,14 @@ class Options:
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception
     retry_delay: float = 0.0
     coroutine: bool = False  # fn is a coroutine function (api.py tells): its items run on an event loop
-    backend: BackendName = field(init=False, default="serial")
+    backend: BackendName = "serial"  # derived, not given
 
-    def __post_init__(self) -> None:
+    def __init__(self, **given: Any) -> None:
+        unknown = given.keys() - _FIELDS
+        if unknown:
+            raise TypeError(f"Options() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        for name in _FIELDS:
+            self._set(name, given.get(name, getattr(Options, name)))
         self._normalise_loose_values()
         self._check_workers_and_flags()
         self._check_numbers()
@@ -127,7 +134,19 @@ class Options:
             self._set("n_workers", 1)  # one item at a time, on the event loop
 
     def _set(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)  # a frozen dataclass, normalised once here
+        object.__setattr__(self, name, value)  # frozen, but normalised once here
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Options are frozen: cannot set {name!r}")
+
+    def __repr__(self) -> str:
+        changed = ", ".join(f"{name}={getattr(self, name)!r}" for name in (*_FIELDS, "backend")
+                            if getattr(self, name) is not getattr(Options, name))
+        return f"Options({changed})"
+
+    def replace(self, **changes: Any) -> Options:
+        """New options: these, with ``changes``, checked and resolved again."""
+        return Options(**{**{name: getattr(self, name) for name in _FIELDS}, **changes})
 
     @property
     def auto(self) -> bool:
@@ -140,8 +159,8 @@ class Options:
         ``n_workers`` keeps its value (None: the mode's default; 0 for serial); the
         options that only concern worker processes are dropped unless processes run.
         """
-        return replace(
-            self, threadpool=mode == "threads", n_workers=0 if mode == "serial" else self.n_workers,
+        return self.replace(
+            threadpool=mode == "threads", n_workers=0 if mode == "serial" else self.n_workers,
             method=self.method if mode == "processes" else None,
             max_tasks_per_child=self.max_tasks_per_child if mode == "processes" else None,
         )  # fmt: skip
@@ -291,3 +310,6 @@ class Options:
                                  "timeout inside fn), or leave executor=None")
         elif self.threadpool and given and self.n_workers != 0:
             raise ValueError(f"{', '.join(given)} applies to worker processes, not to threadpool=True")
+
+
+_FIELDS = tuple(name for name in Options.__annotations__ if name != "backend")

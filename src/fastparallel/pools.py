@@ -14,19 +14,18 @@ that checks a pool out (or asks :func:`exiting`).
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
+
+from . import logs
 
 __all__ = ["Pool", "checkout", "shutdown", "exiting", "install_multiprocessing_hook", "add_shutdown_hook",
            "has_idle", "MAX_IDLE_POOLS"]
 
-log = logging.getLogger("fastparallel")
 
 # Idle pools kept at most, over all keys. A few cover the usual mix (threads, processes,
 # one with an initializer) without holding many idle processes; the least recently used
@@ -51,13 +50,15 @@ class Pool(Protocol):
 P = TypeVar("P", bound=Pool)
 
 
-@dataclass(eq=False)  # identity: two records are never equal
 class PoolRecord:
-    """One pool and what the registry knows of it."""
+    """One pool and what the registry knows of it; records compare by identity."""
 
-    pool: Pool
-    key: Hashable | None  # pools with key None serve one call and are never shared
-    generation: int  # shutdown() starts a new generation; older pools are not kept
+    __slots__ = ("pool", "key", "generation")
+
+    def __init__(self, pool: Pool, key: Hashable | None, generation: int):
+        self.pool = pool
+        self.key = key  # pools with key None serve one call and are never shared
+        self.generation = generation  # shutdown() starts a new generation; older pools are not kept
 
 
 class _Registry:
@@ -173,7 +174,7 @@ def _run_shutdown_hooks(at_exit: bool) -> None:
         try:
             hook(at_exit)
         except Exception:  # pragma: no cover - best effort
-            log.debug("error in a shutdown hook", exc_info=True)
+            logs.debug("error in a shutdown hook", exc_info=True)
 
 
 def _stop_idle_pools() -> None:
@@ -185,7 +186,7 @@ def _stop_idle_pools() -> None:
         try:
             record.pool.shutdown()
         except Exception:  # pragma: no cover - best effort at exit
-            log.debug("error while shutting down a pool", exc_info=True)
+            logs.debug("error while shutting down a pool", exc_info=True)
 
 
 # -- hooks: interpreter exit and fork ------------------------------------------------

@@ -11,16 +11,15 @@ random jitter, so that items that failed together do not all come back at once.
 from __future__ import annotations
 
 import heapq
-import logging
 from collections.abc import Callable
 
+from . import logs
 from .chunking import Chunk
 from .errors import add_note, attempts_note, describe_item, short_repr
 from .options import Options
 
 __all__ = ["RetryQueue"]
 
-log = logging.getLogger("fastparallel")
 
 JITTER = 0.1  # at most this fraction of a delay is added at random
 
@@ -51,7 +50,7 @@ class RetryQueue:
             if earlier:
                 del self._earlier[index]
                 add_note(error, attempts_note(attempts, earlier))
-                log.info("%s failed after %d attempts: %s", describe_item(index, item), attempts, short_repr(error))
+                logs.info("%s failed after %d attempts: %s", describe_item(index, item), attempts, short_repr(error))
             return error
         self._earlier[index] = [*earlier, short_repr(error)]
         import random  # here: most calls never retry
@@ -60,7 +59,7 @@ class RetryQueue:
         chunk = single()
         heapq.heappush(self._waiting, (now + wait, chunk.id, chunk))
         self.retried += 1
-        log.info("%s raised %s; retry %d of %d in %.2fs", describe_item(index, item), short_repr(error),
+        logs.info("%s raised %s; retry %d of %d in %.2fs", describe_item(index, item), short_repr(error),
                  attempts, self.retries, wait)
         return None
 

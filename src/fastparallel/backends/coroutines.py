@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import logging
 import queue
 import threading
 import time
@@ -32,7 +31,7 @@ from contextlib import AbstractContextManager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from .. import pools
+from .. import logs, pools
 from ..calls import Call
 from ..chunking import Chunk
 from ..errors import item_error, item_timeout_error
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["EventLoopThread", "checkout"]
 
-log = logging.getLogger("fastparallel")
 
 _UNWIND_SECONDS = 2.0  # abort(): how long cancelled tasks may take to finish
 _CANCELLED = "its coroutine was cancelled"
@@ -200,7 +198,7 @@ class EventLoopThread:
         try:
             unwound.result(_UNWIND_SECONDS)
         except concurrent.futures.TimeoutError:
-            log.warning("fastparallel: coroutines still running %.0f s after being cancelled", _UNWIND_SECONDS)
+            logs.warning("fastparallel: coroutines still running %.0f s after being cancelled", _UNWIND_SECONDS)
 
     async def _cancel_all(self) -> None:
         self._cancelling = True

@@ -11,8 +11,7 @@ worker is killed, and its item fails with :class:`~fastparallel.ItemTimeoutError
 
 from __future__ import annotations
 
-import logging
-
+from .. import logs
 from ..chunking import Chunk
 from ..errors import describe_exit, describe_item, item_timeout_error, worker_died_error
 from .base import Crashed, read_slot
@@ -20,7 +19,6 @@ from .launcher import WorkerProcess
 
 __all__ = ["crash_outcome", "running_item", "timeout_outcome"]
 
-log = logging.getLogger("fastparallel")
 
 
 def crash_outcome(process: WorkerProcess, running: Chunk) -> Crashed:
@@ -40,7 +38,7 @@ def crash_outcome(process: WorkerProcess, running: Chunk) -> Crashed:
         indices,
         exitcode,
     )
-    log.info("%s", error)
+    logs.info("%s", error)
     return Crashed(running, culprit, error)
 
 

@@ -13,17 +13,16 @@ was started. There are two launchers:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Hashable, Sequence
 from typing import Any, Protocol
 
+from .. import logs
 from .channel import Channel, new_passers
 from .worker import STARTING, channel_from, process_main
 
 __all__ = ["WorkerProcess", "Launcher", "MultiprocessingLauncher", "make_launcher", "resolve_context",
            "enlarge_pipe", "wait_ready"]
 
-log = logging.getLogger("fastparallel")
 
 _PIPE_BYTES = 1 << 20  # a chunk or a result rarely has to wait for room in the pipe
 
@@ -197,6 +196,6 @@ class MultiprocessingLauncher:
         worker_out.close()
         if worker_passer is not None:
             worker_passer.close()
-        log.debug("started worker process %s", process.pid)
+        logs.debug("started worker process %s", process.pid)
         slot = memoryview(current_item).cast("B").cast("q")
         return MultiprocessingWorker(process, channel_from(from_worker, passer), channel_from(to_worker, passer), slot)

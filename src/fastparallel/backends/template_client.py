@@ -14,17 +14,15 @@ from __future__ import annotations
 # modules that wrap them take a few milliseconds to import, which the template's boot
 # can overlap (see _Template).
 import _socket
-import logging
 import marshal
 import os
 import sys
 import threading
 
-from .. import pools
+from .. import logs, pools
 
 __all__ = ["available", "running", "start_early", "preload_cloudpickle", "fork_worker", "stop_template"]
 
-log = logging.getLogger("fastparallel")
 
 _STOP_SECONDS = 2.0  # at exit: how long to wait for the template to end
 _REAP_SECONDS = 0.5  # shutdown(): how long to wait, so that no exited template stays a zombie
@@ -63,7 +61,7 @@ class _Template:
                 path.write(marshal.dumps(_template_path()))
         except BrokenPipeError:
             pass  # it died at once: the first request finds out and says so
-        log.debug("started the template process %s", self.process.pid)
+        logs.debug("started the template process %s", self.process.pid)
 
     def request(self, fds: list[int]) -> tuple[int, int | None]:
         """Ask for a worker with these worker-side descriptors; its pid (negative: the fork

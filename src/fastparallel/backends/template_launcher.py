@@ -10,11 +10,11 @@ worker's sentinel.
 
 from __future__ import annotations
 
-import logging
 import mmap
 import os
 import signal
 
+from .. import logs
 from ..pickling import needs_cloudpickle
 from .channel import Channel, new_passers
 from .launcher import enlarge_pipe, wait_ready
@@ -24,7 +24,6 @@ from .worker import STARTING
 
 __all__ = ["TemplateLauncher", "TemplateWorker"]
 
-log = logging.getLogger("fastparallel")
 
 
 class TemplateWorker:
@@ -133,6 +132,6 @@ class TemplateLauncher:
             for fd in worker_side[:-1]:
                 os.close(fd)
             worker_passer.close()
-        log.debug("started worker process %s", pid)
+        logs.debug("started worker process %s", pid)
         return TemplateWorker(pid, pidfd, status_r, Channel(from_worker, passer), Channel(to_worker, passer), memory)
 
