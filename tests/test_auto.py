@@ -319,20 +319,28 @@ def test_a_later_call_like_an_earlier_one_starts_in_the_chosen_mode(caplog, loop
     assert message.startswith("auto: processes, as measured on an earlier call of this function")
 
 
-def test_a_loop_of_small_batches_measures_once_and_runs_the_rest_on_processes(caplog):
-    """Each batch is short enough to run whole while measuring; the first decides where
-    the others go, for a call of the same size with the workers it leaves warm."""
+def test_a_loop_of_small_batches_measures_once_and_runs_the_rest_where_it_chose(caplog):
+    """Each batch is short enough to run whole while measuring (on a quiet machine); the
+    first decides where the others go, and they go there at once. Which mode that is
+    depends on the machine's load; test_model checks that a quiet 2-CPU machine gets
+    processes for this work."""
     caplog.set_level(logging.INFO, logger="fastparallel")
     loops = loops_for(0.002)
-    first = parallel(cpu_where, range(64), threadpool="auto", loops=loops)
-    assert {r[1] for r in first} == {os.getpid()}  # ran in the probe
-    assert "items ran while measuring them" in _auto_messages(caplog)[0]
+    parallel(cpu_where, range(64), threadpool="auto", loops=loops)
     for batch in range(3):
         caplog.clear()
         results = parallel(cpu_where, range(64), threadpool="auto", loops=loops)
         assert [r[0] for r in results] == list(range(64))
-        assert os.getpid() not in {r[1] for r in results}, batch
-        assert _auto_messages(caplog)[0].startswith("auto: processes, as measured")
+        [message] = _auto_messages(caplog)
+        assert message.startswith("auto: ") and ", as measured on an earlier call" in message, message
+        mode = message.split()[1].rstrip(",")
+        pids, threads = _where(results)
+        if mode == "processes":  # nothing ran in this process: no probe
+            assert os.getpid() not in pids, batch
+        elif mode == "threads":
+            assert pids == {os.getpid()} and threading.get_ident() not in threads, batch
+        else:
+            assert mode == "serial" and (pids, threads) == ({os.getpid()}, {threading.get_ident()}), batch
 
 
 def test_other_arguments_or_shutdown_measure_again(caplog, loops_40ms):
@@ -347,3 +355,21 @@ def test_other_arguments_or_shutdown_measure_again(caplog, loops_40ms):
     fastparallel.shutdown()
     parallel(cpu_where, range(24), threadpool="auto", loops=loops_40ms)
     assert "as measured" not in _auto_messages(caplog)[0]
+
+
+def test_a_call_that_ran_whole_while_measuring_is_remembered_for_warm_workers(monkeypatch):
+    from fastparallel import auto
+    from fastparallel.costs import WARM_START
+
+    starts = []
+    real = auto.recommend
+
+    def spy(m, n_items, workers):
+        starts.append(m.start_seconds)
+        return real(m, n_items, workers)
+
+    monkeypatch.setattr(auto, "recommend", spy)
+    assert parallel(abs, range(-5, 5), threadpool="auto") == [abs(x) for x in range(-5, 5)]
+    # The call's own prediction, then the one remembered for the next call like it: with
+    # the workers this call would leave warm.
+    assert len(starts) == 2 and starts[1] == WARM_START and starts[0] > WARM_START, starts

@@ -179,3 +179,14 @@ def test_with_settle_the_probe_goes_on_for_items_that_compute():
     probe = Probe(Call(_burn, (), {}), iter(range(1000)), threads=2, stop_on_error=True, settle=True)
     sample = probe.run(0.3)
     assert sample.read > 4 and sample.overlap is not None, sample
+
+
+def test_a_call_that_ran_whole_while_measuring_is_remembered_with_warm_workers():
+    """auto remembers, for a call that ran whole in the probe, the mode that wins for the
+    same call with the workers it would leave warm: 64 pure-Python items of 2 ms stay
+    serial while starting processes costs 100 ms, and go to processes once they are warm."""
+    from fastparallel.costs import WARM_START
+
+    small = _m(seconds_per_item=0.002, start_seconds=0.1)
+    assert recommend(small, 64, WORKERS)[0] == "serial"
+    assert recommend(replace(small, start_seconds=WARM_START), 64, WORKERS)[0] == "processes"
