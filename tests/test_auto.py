@@ -369,6 +369,7 @@ def test_a_call_that_ran_whole_while_measuring_is_remembered_for_warm_workers(mo
         return real(m, n_items, workers)
 
     monkeypatch.setattr(auto, "recommend", spy)
+    fastparallel.shutdown()  # no idle pool from another test: this call's estimate is a cold start
     assert parallel(abs, range(-5, 5), threadpool="auto") == [abs(x) for x in range(-5, 5)]
     # The call's own prediction, then the one remembered for the next call like it: with
     # the workers this call would leave warm.
