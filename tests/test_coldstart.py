@@ -157,6 +157,13 @@ def test_a_script_pickles_without_cloudpickle_and_leaves_nothing_behind_at_exit(
     assert [pid for pid in pids if h.proc_stat(pid) is not None] == []
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """``python -c code`` in a fresh interpreter, which must succeed."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_the_first_import_leaves_out_what_a_call_may_never_need() -> None:
     # random: only a retry needs it; byvalue and cloudpickle: only a call that pickles a
     # function by value; logging: only a message someone may read (fastparallel.logs);
@@ -164,8 +171,7 @@ def test_the_first_import_leaves_out_what_a_call_may_never_need() -> None:
     code = ("import sys\nfrom fastparallel import parallel\n"
             "print(sorted(m for m in ('random', 'cloudpickle', 'fastparallel.byvalue', 'logging', 'dataclasses')"
             " if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    done = _python(code)
     assert done.stdout.strip() == "[]"
 
 
@@ -178,8 +184,7 @@ def test_a_call_logs_nothing_and_imports_no_logging_unless_someone_may_read_it()
             "import logging\n"
             "logging.basicConfig(level=logging.INFO, format='%(name)s %(module)s %(message)s')\n"
             "parallel(abs, range(-50, 50), threadpool='auto', progress=False)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    done = _python(code)
     assert done.stdout.strip() == "False"
     assert done.stderr.startswith("fastparallel auto auto: "), done.stderr
 
@@ -190,8 +195,7 @@ def test_a_call_imports_no_module_it_does_not_use() -> None:
     code = ("import sys\nfrom fastparallel import parallel\n"
             "assert parallel(abs, range(-9, 9)) == parallel(abs, range(-9, 9), threadpool=True)\n"
             "print(sorted(m for m in ('inspect', 'logging', 'dataclasses') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    done = _python(code)
     assert done.stdout.strip() == "[]"
 
 
@@ -204,6 +208,5 @@ def test_coroutine_functions_are_told_apart_with_or_without_inspect() -> None:
             " f(lambda: 1), f(functools.partial(C().m))]\n"
             "without = cases()\nassert 'inspect' not in sys.modules\nimport inspect\n"
             "print(without, without == cases())")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    done = _python(code)
     assert done.stdout.strip() == "[True, False, True, False, True, True, False, False, False, True] True"
