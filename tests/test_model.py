@@ -190,3 +190,26 @@ def test_a_call_that_ran_whole_while_measuring_is_remembered_with_warm_workers()
     small = _m(seconds_per_item=0.002, start_seconds=0.1)
     assert recommend(small, 64, WORKERS)[0] == "serial"
     assert recommend(replace(small, start_seconds=WARM_START), 64, WORKERS)[0] == "processes"
+
+
+def test_items_too_short_to_release_the_gil_are_taken_to_hold_it():
+    """Under a couple of microseconds an item cannot hand the GIL over and back to any
+    effect: a low GIL share or two threads seeming to overlap are noise, not a reason to
+    choose threads (seen once on a busy machine: 0.11 µs items, "two threads 1.4x")."""
+    from types import SimpleNamespace
+
+    from fastparallel.auto import measure
+    from fastparallel.gil import gil_enabled
+    from fastparallel.probe import Sample
+
+    def sample(seconds: float) -> Sample:
+        return Sample(finished=4096, read=4096, seconds=[seconds] * 4, thread_cpu=1.0, cores=1.0, gil=0.2,
+                      overlap=1.4, running=0.0, first=seconds)
+
+    call, probe = Call(abs, (), {}), SimpleNamespace(kept=[(-1, 1)])
+    tiny = measure(call, probe, sample(1.1e-7), processes=2)
+    longer = measure(call, probe, sample(1e-4), processes=2)
+    if gil_enabled():
+        assert (tiny.gil, tiny.overlap) == (1.0, 1.0)
+        assert recommend(tiny, 6_000_000, WORKERS)[0] == "serial"
+    assert (longer.gil, longer.overlap) == (0.2, 1.4)  # long enough: measured as it was

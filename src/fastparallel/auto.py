@@ -41,6 +41,9 @@ __all__ = ["AUTO_SECONDS", "Handoff", "WithProbe", "choose", "forget", "measure"
 AUTO_SECONDS = 0.2  # how long threadpool="auto" measures before it chooses
 _SLICE = 0.02  # while probe batches still run, the chosen backend is polled this often
 WARM_UP_NOTED = 0.005  # a first item longer than twice the others by this much paid one-time costs
+# Handing the GIL over and back costs about a microsecond: an item shorter than this cannot
+# release it to any effect, and what the sampler or two threads seem to show of it is noise.
+HOLDS_GIL_BELOW = 0.000002
 REMEMBERED = 128  # choices kept for later calls of the same function
 
 # Choices made for earlier calls, by what makes a call alike (see _call_key): a loop that
@@ -70,9 +73,11 @@ def measure(call: Call, probe: Probe, sample: Sample, processes: int) -> Measure
     call_cost, item_cost, result_cost, pickle_error = measure_pickling(call, probe.kept)
     cpus = num_cpus()
     start, source = estimate_start(processes, cpus)
+    cpu_tiny = finished and per_item < HOLDS_GIL_BELOW and sample.thread_cpu > 0.5 and gil_enabled()
     return Measurements(
         seconds_per_item=per_item, spread=spread, sampled=sample.finished, read=sample.read, finished=finished,
-        thread_cpu=sample.thread_cpu, cores=sample.cores, gil=sample.gil, overlap=sample.overlap,
+        thread_cpu=sample.thread_cpu, cores=sample.cores, gil=1.0 if cpu_tiny else sample.gil,
+        overlap=min(1.0, sample.overlap) if cpu_tiny and sample.overlap is not None else sample.overlap,
         call=call_cost, item=item_cost, result=result_cost, pickle_error=pickle_error, warm_up=warm_up,
         start_seconds=start, start_source=source, round_trip=ROUND_TRIP, thread_round_trip=THREAD_ROUND_TRIP,
         cpus=cpus, free_threaded=not gil_enabled(),
