@@ -27,6 +27,14 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> bool:
+    """Lay out ``fig``, write it to ``path`` and free it; True: a chart was drawn."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def workload_rows(results: ResultSet, workload: Workload) -> list[tuple[str, list[tuple[str, float]]]]:
     """For each size and mode: (row title, [(contender label, median)]), fastest first."""
     names = contenders_in(results, workload.name)
@@ -69,10 +77,7 @@ def plot_workload(results: ResultSet, workload: Workload, path: Path) -> bool:
         ax.tick_params(labelsize=8)
     axes[-1, 0].set_xlabel("median seconds (lower is better)")
     fig.suptitle(workload.title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def plot_efficiency(results: ResultSet, workload: Workload, path: Path) -> bool:
@@ -92,10 +97,7 @@ def plot_efficiency(results: ResultSet, workload: Workload, path: Path) -> bool:
     ax.set_ylim(0, 1.15)
     ax.legend(fontsize=8)
     ax.set_title(workload.title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def _memcpy_rate(results: ResultSet, workload: Workload) -> float | None:
@@ -138,10 +140,7 @@ def plot_sweep(results: ResultSet, workload: Workload, path: Path) -> bool:
     ax.set_ylabel("median seconds per result")
     ax.legend(fontsize=8)
     ax.set_title(workload.title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def _bytes_label(x: float) -> str:
@@ -172,10 +171,7 @@ def plot_targets(targets: list[dict[str, Any]], path: Path) -> bool:
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
     ax.set_xlabel("measured / limit (left of the dashed line: target met)")
     ax.tick_params(labelsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def draw_all(results: ResultSet, out: Path) -> list[Path]:

@@ -136,8 +136,9 @@ def choose(call: Call, items: Iterator[Any], options: Options, deadline: float |
     if failed is not None:  # the call ends with it: start no pool
         mode, summary = "serial", f"auto: serial — {failed} while measuring; that ends the call"
     elif remaining or probe.running:
-        summary = "auto: " + headline(m, mode, predicted)
-        _remember(key, mode, headline(m, mode, predicted).split(" — ", 1)[-1])
+        chosen = headline(m, mode, predicted)
+        summary = "auto: " + chosen
+        _remember(key, mode, chosen.split(" — ", 1)[-1])
     else:  # nothing left to choose for; a later call like this one gets the mode it would win in
         summary = f"auto: all {probe.read} items ran while measuring them; {behaviour(m)}"
         # ...with the workers a first call would have left warm
