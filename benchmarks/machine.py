@@ -35,7 +35,7 @@ def version_of(dist: str) -> str | None:
     try:  # e.g. fastparallel used from a source checkout through PYTHONPATH
         module = importlib.import_module(dist.replace("-", "_"))
     except Exception:
-        source = Path(__file__).resolve().parents[1] / "src" / dist / "_version.py"
+        source = Path(__file__).resolve().parents[1] / "src" / dist / "__init__.py"
         found = re.search(r'__version__ = "([^"]+)"', source.read_text()) if source.exists() else None
         return found.group(1) if found else None
     return str(getattr(module, "__version__", "unknown"))

@@ -20,11 +20,11 @@ import time
 
 import numpy as np
 
-from fastparallel import pickling
-from fastparallel.backends import buffers
-from fastparallel.backends.buffers import close_all, share
-from fastparallel.backends.channel import Channel
-from fastparallel.backends.launcher import enlarge_pipe
+from fastparallel.backends.processes.launch import enlarge_pipe
+from fastparallel.backends.processes.wire import buffers
+from fastparallel.backends.processes.wire.buffers import close_all, share
+from fastparallel.backends.processes.wire.channel import Channel
+from fastparallel.serialize import pickling
 
 SIZES = [4 << 10, 16 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20]
 

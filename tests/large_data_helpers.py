@@ -129,7 +129,7 @@ def exit_on(x: int, target: int, mib: float = 1) -> Any:
 def die_after_passing(x: int, how: str, mib: float = 2) -> Any:
     """Returns a large array, having arranged for this worker to die while sending it:
     right after passing the descriptors ('fds'), or halfway through the frame ('frame')."""
-    from fastparallel.backends import channel
+    from fastparallel.backends.processes.wire import channel
 
     original = channel.Channel._pass
 

@@ -21,7 +21,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # workers import the h
 from auto_helpers import cpu_where, fetch_where, local_server, loops_for, sleep_where, sort_where, tiny  # noqa: E402
 
 from fastparallel import Advice, advise, parallel  # noqa: E402
-from fastparallel.explain import seconds_text  # noqa: E402
+from fastparallel.auto.explain import seconds_text  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -54,7 +54,7 @@ def loops_40ms() -> int:
 @pytest.fixture(autouse=True)
 def fresh_choices():
     """Each test measures for itself: no choice remembered from another test's call."""
-    from fastparallel import auto
+    from fastparallel.auto import choose as auto
 
     auto.forget()
     yield
@@ -358,8 +358,8 @@ def test_other_arguments_or_shutdown_measure_again(caplog, loops_40ms):
 
 
 def test_a_call_that_ran_whole_while_measuring_is_remembered_for_warm_workers(monkeypatch):
-    from fastparallel import auto
-    from fastparallel.costs import WARM_START
+    from fastparallel.auto import choose as auto
+    from fastparallel.auto.costs import WARM_START
 
     starts = []
     real = auto.recommend

@@ -18,9 +18,9 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # workers import fault
 
 import faults_helpers as h  # noqa: E402
 
-from fastparallel import byvalue  # noqa: E402
-from fastparallel.backends import template_launcher  # noqa: E402
-from fastparallel.pickling import dumps, loads, needs_cloudpickle  # noqa: E402
+from fastparallel.backends.processes.template import launcher as template_launcher  # noqa: E402
+from fastparallel.serialize import byvalue  # noqa: E402
+from fastparallel.serialize.pickling import dumps, loads, needs_cloudpickle  # noqa: E402
 
 
 def _main_function(source: str, name: str) -> Any:
@@ -79,7 +79,7 @@ MAIN_SCRIPT = """
 def test_plain_main_functions_go_by_value_without_cloudpickle() -> None:
     work = _main_function(MAIN_SCRIPT, "work")
     data = dumps(work)
-    assert b"cloudpickle" not in data and b"fastparallel.byvalue" in data
+    assert b"cloudpickle" not in data and b"fastparallel.serialize.byvalue" in data
     copy = loads(data)
     assert copy is not work and copy.tag == "tagged" and copy.__kwdefaults__ == {"base": 10}
     assert copy.__annotations__ == work.__annotations__ != {} and copy.__qualname__ == "work"
@@ -105,7 +105,7 @@ def test_what_by_value_cannot_carry_goes_to_cloudpickle(source: str) -> None:
 # In a fresh interpreter: the template's request loop, served in-process over a socketpair.
 SERVE_PRELOAD = """
     import socket, sys
-    from fastparallel.backends.template import PRELOAD, _Template
+    from fastparallel.backends.processes.template.server import PRELOAD, _Template
 
     ours, theirs = socket.socketpair()
     template = _Template(theirs)
@@ -169,7 +169,7 @@ def test_the_first_import_leaves_out_what_a_call_may_never_need() -> None:
     # function by value; logging: only a message someone may read (fastparallel.logs);
     # dataclasses (and the inspect it imports): not on the way of any call.
     code = ("import sys\nfrom fastparallel import parallel\n"
-            "print(sorted(m for m in ('random', 'cloudpickle', 'fastparallel.byvalue', 'logging', 'dataclasses')"
+            "print(sorted(m for m in ('random', 'cloudpickle', 'fastparallel.serialize.byvalue', 'logging', 'dataclasses')"
             " if m in sys.modules))")
     done = _python(code)
     assert done.stdout.strip() == "[]"
@@ -186,7 +186,7 @@ def test_a_call_logs_nothing_and_imports_no_logging_unless_someone_may_read_it()
             "parallel(abs, range(-50, 50), threadpool='auto', progress=False)\n")
     done = _python(code)
     assert done.stdout.strip() == "False"
-    assert done.stderr.startswith("fastparallel auto auto: "), done.stderr
+    assert done.stderr.startswith("fastparallel choose auto: "), done.stderr
 
 
 def test_a_call_imports_no_module_it_does_not_use() -> None:
@@ -200,7 +200,7 @@ def test_a_call_imports_no_module_it_does_not_use() -> None:
 
 
 def test_coroutine_functions_are_told_apart_with_or_without_inspect() -> None:
-    code = ("import functools, sys\nfrom fastparallel.calls import is_coroutine_function as f\n"
+    code = ("import functools, sys\nfrom fastparallel.backends.runner import is_coroutine_function as f\n"
             "async def a(x): pass\ndef s(x): pass\n"
             "class C:\n    async def __call__(self, x): pass\n    async def m(self): pass\n"
             "class D:\n    def __call__(self, x): pass\n"

@@ -17,7 +17,8 @@ import pytest
 
 import fastparallel
 from fastparallel import ParallelTimeoutError, num_cpus, parallel, shutdown
-from fastparallel.chunking import ChunkSizer
+from fastparallel.backends.processes.wire.remote_errors import _RemoteTraceback
+from fastparallel.core.chunking import ChunkSizer
 
 BACKENDS = {
     "serial": {"n_workers": 0},
@@ -290,7 +291,7 @@ def test_no_progress_prints_nothing(capfd, backend):
 
 
 def test_terminal_bar_uses_fastprogress(capsys, monkeypatch):
-    from fastparallel import progress as progress_module
+    from fastparallel.core import progress as progress_module
 
     monkeypatch.setattr(progress_module, "_stdout_is_terminal", lambda: True)
     parallel(square, range(500), progress=True, threadpool=True)
@@ -353,7 +354,7 @@ def test_arguments_are_sent_once_per_worker_not_per_chunk(tmp_path):
 
 
 def test_items_use_plain_pickle_when_they_can():
-    from fastparallel.pickling import dumps
+    from fastparallel.serialize.pickling import dumps
 
     data = [1, "a", (2.0, None)]
     assert dumps(data) == pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
@@ -372,7 +373,7 @@ def test_context_object_as_method():
 
 
 def test_default_start_method_is_safe_and_global_state_untouched():
-    from fastparallel.backends.launcher import make_launcher
+    from fastparallel.backends.processes.launch import make_launcher
 
     expected = "template" if hasattr(os, "fork") else "spawn"
     assert make_launcher(None)[1] == expected
@@ -506,7 +507,7 @@ def test_return_exceptions_fills_the_slot(backend):
     out = parallel(fail_on_three, range(6), return_exceptions=True, **backend)
     assert out[:3] == [0, 1, 2] and out[4:] == [4, 5]
     assert isinstance(out[3], KeyError)
-    kept = out[3].__traceback__ is not None or isinstance(out[3].__cause__, fastparallel.RemoteTraceback)
+    kept = out[3].__traceback__ is not None or isinstance(out[3].__cause__, _RemoteTraceback)
     assert kept
 
 

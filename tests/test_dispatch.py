@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from fastparallel.backends.base import Crashed, Done, Requeue, Split, Started
-from fastparallel.chunking import Chunk, ChunkReader, ChunkSizer
-from fastparallel.dispatch import Dispatcher
+from fastparallel.core.chunking import Chunk, ChunkReader, ChunkSizer
+from fastparallel.core.dispatch import Dispatcher
 from fastparallel.errors import ParallelTimeoutError
 from fastparallel.options import Options
 

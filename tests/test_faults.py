@@ -33,14 +33,8 @@ import faults_helpers as h  # noqa: E402
 from faults_helpers import PROMPT, record_timing, wait_for  # noqa: E402
 
 import fastparallel  # noqa: E402
-from fastparallel import (  # noqa: E402
-    ParallelTimeoutError,
-    RemoteError,
-    RemoteTraceback,
-    TaskExitError,
-    WorkerDiedError,
-    parallel,
-)
+from fastparallel import ParallelTimeoutError, RemoteError, TaskExitError, WorkerDiedError, parallel
+from fastparallel.backends.processes.wire.remote_errors import _RemoteTraceback
 
 NW = 2  # workers per call: the machine has 2 cores
 BACKENDS = ["processes", "threads"]
@@ -215,7 +209,7 @@ def test_exception_that_cannot_be_pickled(kind: str) -> None:
         assert "LocalError" in str(err)
         assert "LocalError" in err.type_name
     # The worker's traceback, as __cause__.
-    assert isinstance(err.__cause__, RemoteTraceback)
+    assert isinstance(err.__cause__, _RemoteTraceback)
     tb = str(err.__cause__)
     assert "faults_helpers.py" in tb and "raise_on" in tb, tb
     # The item's index, in a note.
@@ -236,7 +230,7 @@ def test_unpicklable_result() -> None:
     assert "pickle" in str(err)
     assert "item 3 (3)" in _notes(err)
     assert "threadpool=True" in str(err) + _notes(err)
-    assert isinstance(err.__cause__, RemoteTraceback)
+    assert isinstance(err.__cause__, _RemoteTraceback)
     assert "faults_helpers" in str(err.__cause__) or "pickle" in str(err.__cause__)
 
     out = parallel(h.lock_result_on, range(8), n_workers=NW, target=3, return_exceptions=True)

@@ -24,12 +24,11 @@ import large_data_helpers as ld  # noqa: E402
 
 import fastparallel  # noqa: E402
 from fastparallel import parallel  # noqa: E402
-from fastparallel.backends import channel, protocol  # noqa: E402
-from fastparallel.backends.base import Done  # noqa: E402
-from fastparallel.backends.worker import run_packed  # noqa: E402
-from fastparallel.calls import Call  # noqa: E402
-from fastparallel.chunking import Chunk  # noqa: E402
-from fastparallel.pickling import MAX_OUT_OF_BAND, OUT_OF_BAND_BYTES, dumps, dumps_values, loads  # noqa: E402
+from fastparallel.backends.processes.wire import channel, protocol  # noqa: E402
+from fastparallel.backends.processes.worker import run_packed  # noqa: E402
+from fastparallel.backends.runner import Call  # noqa: E402
+from fastparallel.core.chunking import Chunk  # noqa: E402
+from fastparallel.serialize.pickling import MAX_OUT_OF_BAND, OUT_OF_BAND_BYTES, dumps, dumps_values, loads  # noqa: E402
 
 np = pytest.importorskip("numpy")
 
@@ -254,5 +253,5 @@ def test_outcomes_count_out_of_band_bytes_for_chunk_sizes() -> None:
     buffers: list[pickle.PickleBuffer] = []
     body = protocol.encode_result([np.ones(MIB)], [], buffers)
     views = [memoryview(bytearray(b.raw())) for b in buffers]
-    outcome = protocol.decode_result(body, Chunk(0, 0, [1]), 0.1, True, views)
-    assert isinstance(outcome, Done) and outcome.nbytes >= 8 * MIB
+    outcome = protocol.decode_result(body, Chunk(0, 0, [1]), True, views)
+    assert outcome is not None and outcome.nbytes >= 8 * MIB

@@ -160,7 +160,7 @@ NAMED_SCRIPT = """
 import importlib
 import numpy as np
 import large_data_helpers as ld
-from fastparallel.backends import buffers
+from fastparallel.backends.processes.wire import buffers
 
 posixshmem = importlib.import_module("_posixshmem")
 opened = []

@@ -27,9 +27,10 @@ import faults_helpers as h  # noqa: E402
 from faults_helpers import PROMPT, wait_for  # noqa: E402
 
 import fastparallel  # noqa: E402
-from fastparallel import RemoteTraceback, WorkerDiedError, parallel  # noqa: E402
+from fastparallel import WorkerDiedError, parallel  # noqa: E402
+from fastparallel.backends.processes.wire.remote_errors import _RemoteTraceback  # noqa: E402
 
-TEMPLATE_MODULE = "fastparallel.backends.template"
+TEMPLATE_MODULE = "fastparallel.backends.processes.template.server"
 
 
 def _run(path: Path, *args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -230,7 +231,7 @@ def test_a_worker_whose_initializer_cannot_be_loaded_could_not_start() -> None:
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert "a worker process could not start" in notes
     assert "exited while running" not in str(info.value) + notes
-    assert isinstance(info.value.__cause__, RemoteTraceback)
+    assert isinstance(info.value.__cause__, _RemoteTraceback)
     assert "fastparallel_test_nowhere" in str(info.value.__cause__)
     assert parallel(h.square, range(4), n_workers=2) == [0, 1, 4, 9]
 
@@ -372,7 +373,7 @@ def test_a_forked_child_starts_its_own_template(tmp_path: Path) -> None:
 
 
 def test_a_warm_pool_remembers_chunk_sizes_of_the_same_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fastparallel.backends import processes
+    from fastparallel.backends.processes import pool as processes
 
     sizes: list[int] = []
     submit = processes.ProcessPool.submit

@@ -10,11 +10,11 @@ from dataclasses import replace
 
 import pytest
 
+from fastparallel.auto.explain import headline, reasons, seconds_text
+from fastparallel.auto.model import MARGIN, Measurements, Pickled, recommend
+from fastparallel.auto.probe import Probe
 from fastparallel.backends.base import Done
-from fastparallel.calls import Call
-from fastparallel.explain import headline, reasons, seconds_text
-from fastparallel.model import MARGIN, Measurements, Pickled, recommend
-from fastparallel.probe import Probe
+from fastparallel.backends.runner import Call
 
 WORKERS = {"serial": 1, "threads": 6, "processes": 2}
 SMALL = Pickled(8, 1e-7, 1e-7)
@@ -80,7 +80,7 @@ def test_free_threaded_python_keeps_cpu_work_on_threads():
 
 def test_the_simpler_mode_wins_within_the_margin():
     predicted = {"serial": 1.0, "threads": 0.5, "processes": 0.5 * (1 - MARGIN) + 0.01}
-    from fastparallel.model import _simplest_best
+    from fastparallel.auto.model import _simplest_best
 
     assert _simplest_best(predicted) == "threads"
     assert _simplest_best({"serial": 1.0, "threads": 1 - MARGIN + 0.01, "processes": 2.0}) == "serial"
@@ -185,7 +185,7 @@ def test_a_call_that_ran_whole_while_measuring_is_remembered_with_warm_workers()
     """auto remembers, for a call that ran whole in the probe, the mode that wins for the
     same call with the workers it would leave warm: 64 pure-Python items of 2 ms stay
     serial while starting processes costs 100 ms, and go to processes once they are warm."""
-    from fastparallel.costs import WARM_START
+    from fastparallel.auto.costs import WARM_START
 
     small = _m(seconds_per_item=0.002, start_seconds=0.1)
     assert recommend(small, 64, WORKERS)[0] == "serial"
@@ -198,17 +198,17 @@ def test_items_too_short_to_release_the_gil_are_taken_to_hold_it():
     choose threads (seen once on a busy machine: 0.11 µs items, "two threads 1.4x")."""
     from types import SimpleNamespace
 
-    from fastparallel.auto import measure
-    from fastparallel.gil import gil_enabled
-    from fastparallel.probe import Sample
+    from fastparallel.auto.choose import measure
+    from fastparallel.auto.gil import gil_enabled
+    from fastparallel.auto.probe import Sample
 
     def sample(seconds: float) -> Sample:
         return Sample(finished=4096, read=4096, seconds=[seconds] * 4, thread_cpu=1.0, cores=1.0, gil=0.2,
                       overlap=1.4, running=0.0, first=seconds)
 
     call, probe = Call(abs, (), {}), SimpleNamespace(kept=[(-1, 1)])
-    tiny = measure(call, probe, sample(1.1e-7), processes=2)
-    longer = measure(call, probe, sample(1e-4), processes=2)
+    tiny = measure(call, probe, sample(1.1e-7), processes=2, idle_pool=False)
+    longer = measure(call, probe, sample(1e-4), processes=2, idle_pool=False)
     if gil_enabled():
         assert (tiny.gil, tiny.overlap) == (1.0, 1.0)
         assert recommend(tiny, 6_000_000, WORKERS)[0] == "serial"

@@ -10,11 +10,10 @@ import threading
 
 import pytest
 
-from fastparallel.backends.base import Done, Split
-from fastparallel.backends.buffers import close_all, share
-from fastparallel.backends.channel import Channel, Pickled, new_passers, send_with_buffers
-from fastparallel.backends.launcher import enlarge_pipe
-from fastparallel.backends.protocol import (
+from fastparallel.backends.processes.launch import enlarge_pipe
+from fastparallel.backends.processes.wire.buffers import close_all, share
+from fastparallel.backends.processes.wire.channel import Channel, Pickled, new_passers, send_with_buffers
+from fastparallel.backends.processes.wire.protocol import (
     ChunkHeader,
     DoneHeader,
     Kind,
@@ -23,9 +22,9 @@ from fastparallel.backends.protocol import (
     encode,
     encode_result,
 )
-from fastparallel.chunking import Chunk
-from fastparallel.pickling import dumps, loads
-from fastparallel.remote_errors import ErrorKind, pack_exception
+from fastparallel.backends.processes.wire.remote_errors import ErrorKind, pack_exception
+from fastparallel.core.chunking import Chunk
+from fastparallel.serialize.pickling import dumps, loads
 
 
 @pytest.fixture
@@ -75,8 +74,8 @@ def test_results_round_trip_with_errors():
     chunk = Chunk(0, 10, ["a", "b", "c"])
     packed = pack_exception(KeyError("b"), dumps)
     body = encode_result([1, None, 3], [(1, ErrorKind.FN, packed)])
-    outcome = decode_result(body, chunk, 0.5, stop_on_error=False)
-    assert isinstance(outcome, Done) and outcome.values == [1, None, 3] and outcome.seconds == 0.5
+    outcome = decode_result(body, chunk, stop_on_error=False)
+    assert outcome is not None and outcome.values == [1, None, 3]
     [(offset, error)] = outcome.errors
     assert offset == 1 and isinstance(error, KeyError)
     assert "item 11 ('b')" in " ".join(error.__notes__)
@@ -85,8 +84,8 @@ def test_results_round_trip_with_errors():
 
 def test_a_result_that_cannot_be_pickled_becomes_its_items_error():
     body = encode_result([1, threading.Lock()], [])
-    outcome = decode_result(body, Chunk(0, 0, [5, 6]), 0.0, stop_on_error=False)
-    assert isinstance(outcome, Done) and outcome.values[0] == 1
+    outcome = decode_result(body, Chunk(0, 0, [5, 6]), stop_on_error=False)
+    assert outcome is not None and outcome.values[0] == 1
     [(offset, error)] = outcome.errors
     assert offset == 1 and "could not be pickled to send it back" in " ".join(error.__notes__)
 
@@ -94,22 +93,22 @@ def test_a_result_that_cannot_be_pickled_becomes_its_items_error():
 def test_items_that_could_not_be_unpickled_split_the_chunk():
     packed = pack_exception(ValueError("bad"), dumps)
     body = encode_result([None], [(0, ErrorKind.ITEMS, packed)])
-    assert isinstance(decode_result(body, Chunk(0, 0, [1, 2]), 0.0, True), Split)
-    single = decode_result(body, Chunk(0, 4, [1]), 0.0, True)
-    assert isinstance(single, Done) and isinstance(single.errors[0][1], ValueError)
+    assert decode_result(body, Chunk(0, 0, [1, 2]), True) is None  # split: run item by item
+    single = decode_result(body, Chunk(0, 4, [1]), True)
+    assert single is not None and isinstance(single.errors[0][1], ValueError)
 
 
 def test_a_call_that_could_not_be_unpickled_fails_every_item():
     packed = pack_exception(ImportError("no module"), dumps)
     body = encode_result([None], [(0, ErrorKind.SETUP, packed)])
-    outcome = decode_result(body, Chunk(0, 0, [1, 2, 3]), 0.0, stop_on_error=False)
-    assert isinstance(outcome, Done) and [o for o, _ in outcome.errors] == [0, 1, 2]
+    outcome = decode_result(body, Chunk(0, 0, [1, 2, 3]), stop_on_error=False)
+    assert outcome is not None and [o for o, _ in outcome.errors] == [0, 1, 2]
 
 
 def test_a_body_that_cannot_be_unpickled_here():
-    assert isinstance(decode_result(b"not a pickle", Chunk(0, 0, [1, 2]), 0.0, True), Split)
-    outcome = decode_result(b"not a pickle", Chunk(0, 3, [1]), 0.0, True)
-    assert isinstance(outcome, Done) and "could not be unpickled in this process" in " ".join(
+    assert decode_result(b"not a pickle", Chunk(0, 0, [1, 2]), True) is None
+    outcome = decode_result(b"not a pickle", Chunk(0, 3, [1]), True)
+    assert outcome is not None and "could not be unpickled in this process" in " ".join(
         outcome.errors[0][1].__notes__)
 
 

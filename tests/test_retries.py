@@ -156,7 +156,7 @@ def test_retries_and_timeouts_are_logged_and_shown(tmp_path: Path, caplog: pytes
 
 def test_the_bar_shows_the_comment() -> None:
     pytest.importorskip("fastprogress")
-    from fastparallel.progress import BarProgress
+    from fastparallel.core.progress import BarProgress
 
     bar = BarProgress(10, notebook=False)
     bar.comment("2 retried")

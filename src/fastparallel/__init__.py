@@ -8,77 +8,57 @@ Example:
 
 # The public names are imported on first use: a worker process imports this package
 # for its own modules only, and should not pay for the dispatcher and the options.
-import importlib
+from importlib import import_module as _import_module
 
-from ._version import __version__
+__version__ = "0.1.0"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .advice import Advice, advise
-    from .aio import parallel_async, parallel_async_dict, parallel_async_gen
-    from .api import parallel
-    from .cpus import num_cpus
-    from .errors import (
+    from fastparallel.aio import parallel_async, parallel_async_dict, parallel_async_gen
+    from fastparallel.api import advise, parallel
+    from fastparallel.auto.advice import Advice
+    from fastparallel.core.pools import shutdown
+    from fastparallel.cpus import num_cpus
+    from fastparallel.errors import (
         FastParallelError,
         ItemTimeoutError,
         ParallelTimeoutError,
         RemoteError,
-        RemoteTraceback,
         TaskExitError,
         WorkerDiedError,
     )
-    from .pools import shutdown
-    from .worker_state import per_worker
+    from fastparallel.worker_state import per_worker
 
+# Where each public name is defined.
 _WHERE = {
-    "parallel": "api",
-    "advise": "advice",
-    "Advice": "advice",
-    "parallel_async": "aio",
-    "parallel_async_gen": "aio",
-    "parallel_async_dict": "aio",
-    "num_cpus": "cpus",
-    "shutdown": "pools",
-    "per_worker": "worker_state",
-    "FastParallelError": "errors",
-    "WorkerDiedError": "errors",  # defined on first use: see errors.worker_died_error
-    "TaskExitError": "errors",
-    "ParallelTimeoutError": "errors",
-    "ItemTimeoutError": "errors",
-    "RemoteError": "errors",
-    "RemoteTraceback": "errors",
+    "parallel": "fastparallel.api",
+    "advise": "fastparallel.api",
+    "Advice": "fastparallel.auto.advice",
+    "parallel_async": "fastparallel.aio",
+    "parallel_async_gen": "fastparallel.aio",
+    "parallel_async_dict": "fastparallel.aio",
+    "num_cpus": "fastparallel.cpus",
+    "shutdown": "fastparallel.core.pools",
+    "per_worker": "fastparallel.worker_state",
+    "FastParallelError": "fastparallel.errors",
+    "WorkerDiedError": "fastparallel.errors",  # defined on first use: see errors.worker_died_error
+    "TaskExitError": "fastparallel.errors",
+    "ParallelTimeoutError": "fastparallel.errors",
+    "ItemTimeoutError": "fastparallel.errors",
+    "RemoteError": "fastparallel.errors",
 }
+
+__all__ = [*_WHERE, "__version__"]
 
 
 def __getattr__(name: str) -> object:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(_import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
-
-
-__all__ = [
-    "parallel",
-    "advise",
-    "Advice",
-    "parallel_async",
-    "parallel_async_gen",
-    "parallel_async_dict",
-    "num_cpus",
-    "shutdown",
-    "per_worker",
-    "FastParallelError",
-    "WorkerDiedError",
-    "TaskExitError",
-    "ParallelTimeoutError",
-    "ItemTimeoutError",
-    "RemoteError",
-    "RemoteTraceback",
-    "__version__",
-]
+    return sorted({*__all__, "__doc__", "__file__", "__name__", "__path__"})

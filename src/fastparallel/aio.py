@@ -19,8 +19,8 @@ import math
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .calls import is_coroutine_function
-from .errors import add_note, describe_item
+from fastparallel.backends.runner import is_coroutine_function
+from fastparallel.errors import add_note, describe_item
 
 if TYPE_CHECKING:
     import asyncio

@@ -10,15 +10,16 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from .calls import Call, is_coroutine_function
-from .dispatch import Piece, run
-from .options import Flag, Options, ReturnAs, Threadpool
-from .progress import ProgressCallback
+from fastparallel.backends.runner import Call, is_coroutine_function
+from fastparallel.core.dispatch import Piece, run
+from fastparallel.options import Flag, Options, ProgressCallback, ReturnAs, Threadpool
 
 if TYPE_CHECKING:
     import multiprocessing.context
 
-__all__ = ["parallel"]
+    from fastparallel.auto.advice import Advice
+
+__all__ = ["parallel", "advise"]
 
 R = TypeVar("R")
 
@@ -270,6 +271,50 @@ def parallel(
     if return_as == "list":
         return _collect(pieces)
     return _stream(pieces)
+
+
+def advise(fn: Callable[..., Any], items: Iterable[Any], /, *args: Any, n_workers: int | None = None,
+           total: int | None = None, max_seconds: float = 2.0, **kwargs: Any) -> Advice:
+    """Run ``fn`` on a sample of ``items`` and predict the whole run serially, on threads
+    and on processes; recommend one.
+
+    ``fn`` is called as in :func:`~fastparallel.parallel` (``fn(*args, item, **kwargs)``)
+    on the first items, alone and then on two threads of this process, for up to
+    ``0.6 * max_seconds``; the time per item, the share of it the GIL is held, the cores
+    an item keeps busy and the pickling of an item and a result are measured, and
+    starting worker processes and a round trip to them are timed in the time left. The
+    whole call takes at most about ``max_seconds``. The prediction for each mode is
+    Amdahl's law with these overheads; ``threadpool="auto"`` chooses with the same model.
+
+    The sampled items of an iterator are consumed (the others are not read); their
+    results are not returned. An item still running when the time is up goes on in its
+    thread, its result dropped. Timing the start leaves a warm process pool, as any
+    ``parallel()`` call on processes does.
+
+    Args:
+        fn: the function, called as ``fn(*args, item, **kwargs)``.
+        items: any iterable; an iterator is consumed only as far as it is sampled.
+        *args: positional arguments passed before the item.
+        n_workers: workers to predict threads and processes with (None: each mode's
+            default, as ``parallel()`` would use).
+        total: the number of items, when ``len(items)`` does not tell.
+        max_seconds: how long advise() may take, about.
+        **kwargs: keyword arguments passed to ``fn``.
+
+    Example:
+        >>> from fastparallel import advise
+        >>> advice = advise(pow, range(1000), 2, max_seconds=0.5)
+        >>> advice.recommended
+        'serial'
+        >>> sorted(advice.predicted)
+        ['processes', 'serial', 'threads']
+    """
+    from fastparallel.auto.advice import check_advise_arguments, measure_advice
+    from fastparallel.core import pools
+
+    check_advise_arguments(fn, n_workers, total, max_seconds)
+    return measure_advice(Call(fn, args, kwargs), items, n_workers=n_workers, total=total, max_seconds=max_seconds,
+                          run=parallel, idle_pool=pools.has_idle("processes"))
 
 
 def _length(items: Iterable[Any]) -> int | None:

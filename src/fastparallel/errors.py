@@ -2,7 +2,7 @@
 
 A failing item is always named in the error (index and a short repr), the original
 exception type is kept, and a worker's traceback is attached as ``__cause__`` (the same
-convention as :mod:`concurrent.futures`). How an exception crosses from a worker
+convention as :mod:`concurrent.futures`, whose ``_RemoteTraceback`` it mirrors). How an exception crosses from a worker
 process to the caller is in :mod:`.remote_errors`.
 """
 
@@ -23,7 +23,6 @@ __all__ = [
     "ParallelTimeoutError",
     "ItemTimeoutError",
     "RemoteError",
-    "RemoteTraceback",
     "describe_item",
     "add_note",
     "item_error",
@@ -145,17 +144,6 @@ class RemoteError(FastParallelError):
 
     def __reduce__(self) -> Any:
         return (type(self), (str(self), self.type_name))
-
-
-class RemoteTraceback(Exception):
-    """Carries a worker's formatted traceback; set as ``__cause__`` of the re-raised error."""
-
-    def __init__(self, tb: str):
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return self.tb
 
 
 _repr = reprlib.Repr()

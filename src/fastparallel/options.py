@@ -12,15 +12,14 @@ import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
-from .cpus import default_workers
-from .progress import ProgressCallback
+from fastparallel.cpus import default_workers
 
 if TYPE_CHECKING:
     import multiprocessing.context
 
-__all__ = ["Options", "BackendName", "ReturnAs", "Mode", "Threadpool"]
+__all__ = ["Options", "BackendName", "ReturnAs", "Mode", "Threadpool", "Flag", "ProgressCallback"]
 
-BackendName = Literal["serial", "threads", "processes", "executor", "coroutines"]
+BackendName = Literal["serial", "threads", "processes", "external", "coroutines"]
 Mode = Literal["serial", "threads", "processes"]
 """Where ``threadpool="auto"`` and :func:`~fastparallel.advise` may run the work."""
 ReturnAs = Literal["list", "generator", "generator_unordered"]
@@ -29,6 +28,9 @@ Flag = bool | Literal[0, 1] | None
 """A yes/no option as fastcore accepts it: True/False, 1/0, or None for no."""
 Threadpool = bool | Literal[0, 1, "auto"] | None
 """``threadpool=``: a :data:`Flag`, or "auto" to measure the first items and choose."""
+ProgressCallback = Callable[[int, "int | None"], Any]
+"""``progress=`` as a function: called as ``progress(done, total)`` after each finished
+chunk, in the calling thread (``total`` is None when the number of items is unknown)."""
 # Options that only mean something for local worker processes.
 _PROCESS_ONLY = ("method", "max_tasks_per_child")
 # Coroutines at once when n_workers=None: fastcore's parallel_async default, so that moving
@@ -63,7 +65,8 @@ class Options:
 
     ``n_workers`` is resolved: after construction it is the number of workers to use
     (0 runs serially; for a coroutine function, the number of its items running at
-    once), never None. ``backend`` names where chunks run. fastcore's loose values are
+    once), never None, except with ``executor=``, whose own size the dispatcher asks for
+    (:func:`fastparallel.backends.registry.default_workers`). ``backend`` names where chunks run. fastcore's loose values are
     normalised: ``threadpool`` is a bool (or "auto"), ``progress`` a bool or a callable,
     ``pause`` a float.
 
@@ -120,7 +123,7 @@ class Options:
             return  # the backend and n_workers are decided once the first items are measured
         backend: BackendName
         if self.executor is not None:
-            backend = "executor"
+            backend = "external"
         elif self.coroutine:
             backend = "coroutines"
         elif self.n_workers == 0:
@@ -128,7 +131,7 @@ class Options:
         else:
             backend = "threads" if self.threadpool else "processes"
         self._set("backend", backend)
-        if self.n_workers is None:
+        if self.n_workers is None and self.executor is None:  # an executor's: the dispatcher asks it
             self._set("n_workers", self._default_workers())
         elif self.coroutine and self.n_workers == 0:
             self._set("n_workers", 1)  # one item at a time, on the event loop
@@ -179,10 +182,6 @@ class Options:
     def _default_workers(self) -> int:
         if self.coroutine:
             return COROUTINE_WORKERS
-        if self.executor is not None:
-            from .backends.executor import executor_workers
-
-            return executor_workers(self.executor)
         return default_workers(bool(self.threadpool))
 
     @property

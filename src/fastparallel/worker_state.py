@@ -26,12 +26,12 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-__all__ = ["per_worker", "PerWorker"]
+__all__ = ["per_worker", "PerWorker", "at_fork_in_child"]
 
 # One registry per thread: objects per thread need no lock, and no two first calls of
-# the same get() can race. Replaced in a forked child (see _forget_after_fork).
+# the same get() can race. Replaced in a forked child (see _forget_objects).
 _local = threading.local()
-_fork_hook_installed = False
+_forget_in_child: list[Callable[[], None]] = []  # see at_fork_in_child
 
 
 class PerWorker:
@@ -55,7 +55,7 @@ class PerWorker:
             return self._build()
 
     def _build(self) -> Any:
-        _install_fork_hook()
+        at_fork_in_child(_forget_objects)  # a forked child builds its own objects
         objects: dict[str, Any] | None = getattr(_local, "objects", None)
         if objects is None:
             objects = _local.objects = {}
@@ -110,14 +110,26 @@ def per_worker(factory: Callable[..., T], /, *args: Any, **kwargs: Any) -> Calla
     return PerWorker(factory, args, kwargs, os.urandom(16).hex())
 
 
-def _install_fork_hook() -> None:
-    """On the first build: a child forked from this process builds its own objects."""
-    global _fork_hook_installed
-    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
-        _fork_hook_installed = True
-        os.register_at_fork(after_in_child=_forget_after_fork)
+def at_fork_in_child(forget: Callable[[], None]) -> None:
+    """Call ``forget()`` in each child process forked from this one, right after the fork.
+
+    The one at-fork registry of fastparallel: the warm pools, the template process and
+    the per-worker objects of a parent are not the child's, and each module that holds
+    some registers how to forget them (once; later registrations of the same function
+    are ignored). Nothing is registered with the interpreter until the first call.
+    """
+    if forget in _forget_in_child:
+        return
+    if not _forget_in_child and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+    _forget_in_child.append(forget)
 
 
-def _forget_after_fork() -> None:
+def _after_fork_in_child() -> None:
+    for forget in _forget_in_child:
+        forget()
+
+
+def _forget_objects() -> None:
     global _local
     _local = threading.local()

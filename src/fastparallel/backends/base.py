@@ -11,17 +11,51 @@ it drives; how many chunks are in flight is the dispatcher's business
 from __future__ import annotations
 
 import queue
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
-from ..calls import Call
-from ..chunking import Chunk, Measured
+from fastparallel.backends.runner import Call
 
 if TYPE_CHECKING:
-    from ..options import Options
+    from fastparallel.options import Options
 
-__all__ = ["Backend", "Done", "Crashed", "Requeue", "Split", "Started", "Outcome", "wait_and_drain", "read_slot"]
+__all__ = [
+    "Chunk",
+    "Measured",
+    "Backend",
+    "Pool",
+    "PoolSpec",
+    "Done",
+    "Crashed",
+    "Requeue",
+    "Split",
+    "Started",
+    "Outcome",
+    "wait_and_drain",
+]
 
 T = TypeVar("T")
+
+
+class Chunk(NamedTuple):
+    """Consecutive input items ``items``, the first of which has input index ``start``."""
+
+    id: int
+    start: int
+    items: list[Any]
+
+
+class Measured:
+    """What finished chunks told: ``items`` items took ``seconds`` of work, and their
+    results ``nbytes`` pickled bytes. A warm pool keeps one per recent call, so that a
+    later call of the same function sizes its chunks from the start."""
+
+    __slots__ = ("items", "seconds", "nbytes")
+
+    def __init__(self) -> None:
+        self.items = 0
+        self.seconds = 0.0
+        self.nbytes = 0
 
 
 class Done(NamedTuple):
@@ -78,14 +112,38 @@ class Started(NamedTuple):
 Outcome = Done | Crashed | Requeue | Split | Started
 
 
-class Backend(Protocol):
+class Pool(Protocol):
+    """What the registry of warm pools (:mod:`fastparallel.core.pools`) needs of a backend."""
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the pool may serve another call."""
+
+    def shutdown(self) -> None:
+        """Stop every worker; the pool is not used again."""
+
+    def kill_at_exit(self) -> None:
+        """At interpreter exit, for a pool still in use: make sure nothing waits for it."""
+
+
+class PoolSpec(NamedTuple):
+    """How to get a backend for one call: the registry of warm pools keeps an idle pool
+    under ``key`` for the next call with the same key (None: this call only), and calls
+    ``create()`` when it has none."""
+
+    key: Hashable | None
+    create: Callable[[], Backend]
+    joins_children: bool = False  # multiprocessing joins its children at exit: stop ours before
+
+
+class Backend(Pool, Protocol):
     """Runs chunks for one call at a time: ``begin``, then submit/poll, then ``end``."""
 
-    chunks_per_worker: ClassVar[int]
+    chunks_per_worker: int
     """Chunks the dispatcher keeps in flight per worker: one running, the rest queued so
     that a worker never idles waiting for the dispatcher."""
 
-    reports_starts: ClassVar[bool]
+    reports_starts: bool
     """Whether, for a call with ``pause``, the backend reports :class:`Started` before
     each chunk's item runs. Else (an external executor) the dispatcher can only space
     its submissions."""
@@ -130,22 +188,6 @@ class Backend(Protocol):
     def end(self) -> None:
         """The call is over (after success or abort)."""
 
-
-def read_slot(slot: Any, now: float) -> tuple[int, float]:
-    """The input index of the item a worker runs (-1: none) and its start time (seconds of
-    ``time.monotonic()``), from its current-item slot (see ``calls.CurrentItem``).
-
-    The worker writes the time, then the index; the index is read before and after the
-    time, so a pair is only trusted when both reads agree (a new item may start in
-    between). If items start faster than that, the start is taken as ``now``: late
-    rather than early, so an item is never failed before its time.
-    """
-    for _ in range(3):
-        index = slot[0]
-        started = slot[1]
-        if slot[0] == index:
-            return int(index), started / 1e9
-    return int(slot[0]), now
 
 
 def wait_and_drain(inbox: queue.SimpleQueue[T], timeout: float | None) -> list[T]:

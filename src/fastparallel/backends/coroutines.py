@@ -27,20 +27,18 @@ import queue
 import threading
 import time
 from collections import deque
-from contextlib import AbstractContextManager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from .. import logs, pools
-from ..calls import Call
-from ..chunking import Chunk
-from ..errors import item_error, item_timeout_error
-from .base import Done, Outcome, Started, wait_and_drain
+from fastparallel import logs
+from fastparallel.backends.base import Chunk, Done, Outcome, PoolSpec, Started, wait_and_drain
+from fastparallel.backends.runner import Call
+from fastparallel.errors import item_error, item_timeout_error
 
 if TYPE_CHECKING:
-    from ..options import Options
+    from fastparallel.options import Options
 
-__all__ = ["EventLoopThread", "checkout"]
+__all__ = ["EventLoopThread", "pool_spec"]
 
 
 _UNWIND_SECONDS = 2.0  # abort(): how long cancelled tasks may take to finish
@@ -73,7 +71,7 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 
 class EventLoopThread:
-    """An event loop in a daemon thread; kept warm between calls by :mod:`fastparallel.pools`."""
+    """An event loop in a daemon thread; kept warm between calls by :mod:`fastparallel.core.pools`."""
 
     chunks_per_worker = 1  # a chunk is one task: n_workers chunks in flight, n_workers items at once
     reports_starts = True
@@ -213,6 +211,6 @@ class EventLoopThread:
         self._call = None
 
 
-def checkout(options: Options) -> AbstractContextManager[EventLoopThread]:
+def pool_spec(options: Options) -> PoolSpec:
     """A warm event loop thread."""
-    return pools.checkout(("coroutines",), EventLoopThread)
+    return PoolSpec(("coroutines",), EventLoopThread)

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
-from ..calls import Call, run_chunk
-from ..chunking import Chunk
-from ..errors import initializer_error, item_error, item_timeout_error
-from .base import Done, Outcome, Started
+from fastparallel.backends.base import Chunk, Done, Outcome, PoolSpec, Started
+from fastparallel.backends.runner import Call, run_chunk
+from fastparallel.errors import initializer_error, item_error, item_timeout_error
 
 if TYPE_CHECKING:
-    from ..options import Options
+    from fastparallel.options import Options
 
-__all__ = ["SerialBackend", "checkout"]
+__all__ = ["SerialBackend", "pool_spec"]
 
 _LATE = "it ran in the calling thread, which nothing can interrupt, and failed when it returned"
 
@@ -32,6 +30,7 @@ class SerialBackend:
 
     chunks_per_worker = 1
     reports_starts = True
+    reusable = False  # a new one for each call: it holds nothing worth keeping
 
     def __init__(self) -> None:
         self._queue: deque[Chunk] = deque()
@@ -99,6 +98,13 @@ class SerialBackend:
         self._queue.clear()
         self._call = None
 
+    def shutdown(self) -> None:
+        """Nothing runs anywhere but in the calling thread: nothing to stop."""
 
-def checkout(options: Options) -> AbstractContextManager[SerialBackend]:
-    return nullcontext(SerialBackend())
+    def kill_at_exit(self) -> None:
+        """Nothing to do: no worker exists."""
+
+
+def pool_spec(options: Options) -> PoolSpec:
+    """A new serial backend for each call."""
+    return PoolSpec(None, SerialBackend)

@@ -20,19 +20,17 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from .. import pools
-from ..calls import Call, run_chunk
-from ..chunking import Chunk
-from ..errors import initializer_error, item_error, item_timeout_error
-from .base import Crashed, Done, Outcome, Started, read_slot, wait_and_drain
+from fastparallel.backends.base import Chunk, Crashed, Done, Outcome, PoolSpec, Started, wait_and_drain
+from fastparallel.backends.runner import Call, run_chunk
+from fastparallel.backends.slots import NO_ITEM, RunningItem, is_overdue, next_deadline, running_item
+from fastparallel.errors import initializer_error, item_error, item_timeout_error
 
 if TYPE_CHECKING:
-    from ..options import Options
+    from fastparallel.options import Options
 
-__all__ = ["ThreadPool", "checkout"]
+__all__ = ["ThreadPool", "pool_spec"]
 
 _ABANDONED = "a thread cannot be stopped: it was abandoned (its late result is dropped) and replaced"
 
@@ -49,7 +47,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self.thread: threading.Thread | None = None
-        self.slot = [-1, 0]  # item_timeout: input index of the running item, its start (monotonic_ns)
+        self.slot = [NO_ITEM, 0]  # item_timeout: input index of the running item, its start (monotonic_ns)
         self.stop = [False]  # read by its running chunk before each item
         self.chunk: Chunk | None = None  # the chunk it runs
         # item_timeout: the values and errors of its chunk so far, and when the chunk began
@@ -59,7 +57,7 @@ class _Worker:
 
 
 class ThreadPool:
-    """Daemon threads fed from one queue; kept warm between calls by :mod:`fastparallel.pools`."""
+    """Daemon threads fed from one queue; kept warm between calls by :mod:`fastparallel.core.pools`."""
 
     chunks_per_worker = 2
     reports_starts = True
@@ -150,42 +148,33 @@ class ThreadPool:
             outcomes.append(outcome)
         return outcomes
 
-    def _running(self, worker: _Worker, now: float) -> tuple[Chunk, int, float] | None:
-        """The chunk ``worker`` runs, the offset of its running item and when it started."""
-        chunk = worker.chunk
-        if chunk is None:
-            return None
-        index, started = read_slot(worker.slot, now)
-        offset = index - chunk.start
-        return (chunk, offset, started) if 0 <= offset < len(chunk.items) else None
-
     def item_deadline(self) -> float | None:
-        now, limit = time.monotonic(), self._item_timeout
-        started = [r[2] for w in self._workers if (r := self._running(w, now)) is not None]
-        # An item that starts after now is due after now + limit: wake then at the latest.
-        return None if limit is None else min(started, default=now) + limit
+        now = time.monotonic()
+        running = [running_item(w.slot, w.chunk, now) for w in self._workers]
+        return next_deadline(running, self._item_timeout, now)
 
     def expire(self, now: float) -> list[Outcome]:
         """Abandon the threads whose item is overdue, and start one in the place of each."""
-        limit = self._item_timeout or float("inf")  # None: nothing is ever overdue
         outcomes: list[Outcome] = []
         abandoned = 0
         for worker in list(self._workers):
             with self._lock:  # the thread cannot report its chunk done meanwhile
-                running = self._running(worker, now)
-                if running is None or now < running[2] + limit:
+                running = running_item(worker.slot, worker.chunk, now)
+                if running is None or not is_overdue(running, self._item_timeout, now):
                     continue
-                worker.abandoned = worker.stop[0] = True
+                worker.abandoned = True
+                worker.stop[0] = True
             self._workers.remove(worker)
             abandoned += 1
-            outcomes.extend(self._abandoned(worker, *running, limit))
+            outcomes.extend(self._abandoned(worker, running, self._item_timeout or 0.0))
         self._start_threads(len(self._workers) + abandoned)
         return outcomes
 
     @staticmethod
-    def _abandoned(worker: _Worker, chunk: Chunk, offset: int, started: float, limit: float) -> list[Outcome]:
-        """The outcomes of the chunk of a thread abandoned on its item at ``offset``: the
+    def _abandoned(worker: _Worker, running: RunningItem, limit: float) -> list[Outcome]:
+        """The outcomes of the chunk of a thread abandoned on its ``running`` item: the
         items before it keep their results, it fails, the items after it run again."""
+        chunk, offset, started = running
         values, errors = worker.finished  # the thread appends no more before its item returns
         outcomes: list[Outcome] = []
         if offset:
@@ -205,8 +194,8 @@ class ThreadPool:
         self._call = None
 
 
-def checkout(options: Options) -> AbstractContextManager[ThreadPool]:
+def pool_spec(options: Options) -> PoolSpec:
     """A warm thread pool; one with an initializer serves this call only."""
     if options.initializer is not None:
-        return pools.checkout(None, lambda: ThreadPool(options.initializer, options.initargs))
-    return pools.checkout(("threads",), ThreadPool)
+        return PoolSpec(None, lambda: ThreadPool(options.initializer, options.initargs))
+    return PoolSpec(("threads",), ThreadPool)

@@ -1,0 +1,187 @@
+"""``advise(fn, items, ...)``: measure ``fn`` on a sample and predict serial, threads and processes.
+
+It shares the probe (:mod:`.probe`), the measurements (:func:`.auto.measure`) and the cost
+model (:mod:`.model`) with ``threadpool="auto"``, so it recommends what auto would choose
+for the same measurements. It probes longer, and also times starting worker processes
+(with ``fn`` unpickled in each, so its imports count) and a round trip to them, where
+that fits in the time left.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from fastparallel.auto.choose import measure, workers_for
+from fastparallel.auto.explain import bytes_text, reasons, seconds_text
+from fastparallel.auto.model import MODES, UNKNOWN_ITEMS, Measurements, recommend
+from fastparallel.auto.probe import Probe
+from fastparallel.backends.runner import Call, is_coroutine_function
+from fastparallel.cpus import num_cpus
+from fastparallel.options import Mode
+
+__all__ = ["Advice", "measure_advice", "check_advise_arguments"]
+
+PROBE_SHARE = 0.6  # of max_seconds, spent running items; the rest times processes
+_ROUND_TRIPS = 16  # chunks per worker sent to time a round trip
+
+
+@dataclass(frozen=True, repr=False)
+class Advice:
+    """What :func:`advise` measured, predicted and recommends.
+
+    Attributes:
+        recommended: "serial", "threads" or "processes".
+        predicted: predicted wall time, in seconds, of the whole input in each of the three
+            modes (``math.inf`` for processes when the call cannot be pickled); for every
+            1,000 items when the number of items is unknown.
+        reasons: the reasons in plain words, the verdict last.
+        measured: the measurements the predictions rest on (time per item and its
+            spread, GIL share, cores, overlap, pickled sizes and times, start and round
+            trip costs): see :class:`~fastparallel.auto.model.Measurements`.
+        n_items: the number of items (``len(items)`` or ``total=``), None if unknown.
+        n_workers: the workers each mode was predicted with.
+        seconds: how long ``advise()`` took.
+
+    ``str(advice)`` is a short table with the reasons; in a notebook it shows as HTML.
+    """
+
+    recommended: Mode
+    predicted: dict[Mode, float]
+    reasons: tuple[str, ...]
+    measured: Measurements
+    n_items: int | None
+    n_workers: dict[Mode, int]
+    seconds: float
+
+    def __repr__(self) -> str:
+        predicted = {mode: round(seconds, 3) for mode, seconds in self.predicted.items()}
+        return f"Advice(recommended={self.recommended!r}, predicted={predicted}, n_items={self.n_items})"
+
+    def _rows(self) -> list[tuple[str, str, str, str]]:
+        serial = self.predicted["serial"]
+        rows: list[tuple[str, str, str, str]] = []
+        for mode in MODES:
+            seconds = self.predicted[mode]
+            speedup = "-" if math.isinf(seconds) or seconds <= 0 else f"{serial / seconds:.1f}x"
+            mark = "<- recommended" if mode == self.recommended else ""
+            rows.append((mode, str(self.n_workers[mode]), seconds_text(seconds), f"{speedup:>7}  {mark}".rstrip()))
+        return rows
+
+    def _title(self) -> str:
+        m = self.measured
+        count = f"{self.n_items:,} items" if self.n_items is not None else "items of unknown number (per 1,000)"
+        return f"fastparallel.advise: {count}; {m.sampled:,} run in {self.seconds:.2f} s to measure"
+
+    def _facts(self) -> str:
+        m = self.measured
+        facts = [f"{seconds_text(m.seconds_per_item)} per item", f"GIL held {m.gil:.0%}",
+                 f"{m.cores:.2f} cores busy per item"]
+        if m.overlap is not None:
+            facts.append(f"2 threads {m.overlap:.1f}x one")
+        if m.item is not None and m.result is not None:
+            facts.append(f"item {bytes_text(m.item.nbytes)}, result {bytes_text(m.result.nbytes)} pickled")
+        facts.append(f"process start {seconds_text(m.start_seconds)}, round trip {seconds_text(m.round_trip)}")
+        return "; ".join(facts)
+
+    def __str__(self) -> str:
+        lines = [self._title(), f"{'mode':<10} {'workers':>7} {'predicted':>10}  speedup"]
+        lines += [f"{mode:<10} {workers:>7} {seconds:>10}  {speedup}"
+                  for mode, workers, seconds, speedup in self._rows()]
+        lines.append(f"measured: {self._facts()}")
+        lines += [f"- {reason}" for reason in self.reasons]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        bold, right = ' style="font-weight:bold"', ' style="text-align:right"'
+        rows = "".join(
+            f"<tr{bold if mode == self.recommended else ''}><td>{mode}</td><td{right}>{workers}</td>"
+            f"<td{right}>{html.escape(seconds)}</td><td>{html.escape(speedup)}</td></tr>"
+            for mode, workers, seconds, speedup in self._rows()
+        )
+        items = "".join(f"<li>{html.escape(reason)}</li>" for reason in self.reasons)
+        return (f"<div><p>{html.escape(self._title())}</p><table><thead><tr><th>mode</th><th>workers</th>"
+                f"<th>predicted</th><th>speedup</th></tr></thead><tbody>{rows}</tbody></table>"
+                f"<p><small>measured: {html.escape(self._facts())}</small></p><ul>{items}</ul></div>")
+
+
+def measure_advice(call: Call, items: Iterable[Any], *, n_workers: int | None, total: int | None,
+                   max_seconds: float, run: Callable[..., list[Any]], idle_pool: bool) -> Advice:
+    """What :func:`fastparallel.advise` does, once its arguments are checked: probe ``call``
+    on ``items``, time a real start of worker processes with ``run`` (``parallel``
+    itself, handed down by the entry point) when ``idle_pool`` is false or anyway, and
+    recommend a mode."""
+    began = time.monotonic()
+    if total is None:
+        try:
+            total = len(items)  # type: ignore[arg-type]
+        except (TypeError, AttributeError):
+            total = None
+    workers = workers_for(n_workers)
+    threads = 1 if num_cpus() == 1 or n_workers == 1 else 2
+    probe = Probe(call, iter(items), threads=threads, stop_on_error=False)
+    sample = probe.run(PROBE_SHARE * max_seconds)
+    probe.abandon()  # items still running go on in their threads; their results are not kept
+    m = measure(call, probe, sample, workers["processes"], idle_pool)
+    m = _time_processes(m, call, workers["processes"], began + max_seconds, run, idle_pool)
+    n_items = total if total is not None else (sample.read if probe.exhausted else None)
+    mode, predicted = recommend(m, n_items if n_items is not None else UNKNOWN_ITEMS, workers)
+    return Advice(mode, predicted, tuple(reasons(m, mode, predicted, n_items, workers)), m, n_items, workers,
+                  time.monotonic() - began)
+
+
+def check_advise_arguments(fn: Any, n_workers: Any, total: Any, max_seconds: Any) -> None:
+    """Refuse bad arguments of :func:`fastparallel.advise` before anything runs."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}: {fn!r:.60}")
+    if is_coroutine_function(fn):
+        raise TypeError("advise() measures plain functions; a coroutine function always runs on an event loop "
+                        "(see parallel()), so there is nothing to choose")
+    if n_workers is not None and (not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1):
+        raise ValueError(f"n_workers must be an int >= 1 or None (each mode's default), got {n_workers!r:.60}")
+    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
+        raise ValueError(f"total must be a non-negative int or None, got {total!r:.60}")
+    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or not max_seconds > 0:
+        raise ValueError(f"max_seconds must be a number of seconds > 0, got {max_seconds!r:.60}")
+
+
+def _time_processes(m: Measurements, call: Call, workers: int, deadline: float, run: Callable[..., list[Any]],
+                    idle_pool: bool) -> Measurements:
+    """``m`` with the start of ``workers`` worker processes (each unpickling the call) and
+    a round trip measured, if the call can be pickled and there is time for it; else the
+    estimates stay."""
+    if m.pickle_error is not None:
+        return m
+    from fastparallel.auto.costs import load_call
+    from fastparallel.errors import ParallelTimeoutError
+    from fastparallel.serialize import pickling
+
+    left = deadline - time.monotonic()
+    if left < 2 * m.start_seconds + 0.05:
+        return replace(m, start_source=f"{m.start_source}: no time left to measure it")
+    warm = idle_pool
+    try:
+        began = time.perf_counter()
+        run(load_call, [pickling.dumps(tuple(call))] * workers, n_workers=workers, chunksize=1, timeout=left)
+        start = time.perf_counter() - began
+    except ParallelTimeoutError:
+        return replace(m, start_source=f"{m.start_source}: starting them took longer than the time left")
+    except Exception as exc:  # a worker could not unpickle the call: processes cannot run it
+        return replace(m, pickle_error=f"a worker process could not unpickle fn ({type(exc).__name__}: "
+                                       f"{str(exc)[:120]})")
+    source = "measured: an idle pool was ready" if warm else f"measured: started {workers} workers"
+    m = replace(m, start_seconds=start, start_source=source + ", each unpickling fn")
+    left = deadline - time.monotonic()
+    count = _ROUND_TRIPS * workers
+    if left > 0.05:
+        try:
+            began = time.perf_counter()
+            run(abs, range(count), n_workers=workers, chunksize=1, timeout=left)
+            m = replace(m, round_trip=(time.perf_counter() - began) / count)
+        except ParallelTimeoutError:
+            pass  # the estimate stays
+    return m

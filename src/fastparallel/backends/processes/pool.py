@@ -1,0 +1,377 @@
+"""A pool of worker processes, each with its own channels, that notices and survives crashes.
+
+Because every worker has its own channel and the pool decides which worker gets which
+chunk, the pool always knows what a dead worker was running. A shared slot per worker
+holds the input index of the item in progress (and, with ``item_timeout``, when it
+started), so a crash is pinned on one item, and an overdue item's worker is killed.
+
+Every call brings the caller's context (working directory, ``sys.path``, environment,
+``sys.argv``) to workers that have an older one, so warm workers behave like fresh
+ones; the pool remembers the chunk sizes measured for recent calls.
+
+Busy workers can be killed (fail-fast, timeouts, Ctrl-C, a closed generator); the pool
+replaces dead workers on its next use. Workers leave the pool in one way: stopped (asked
+to exit, or killed), then joined.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import TYPE_CHECKING
+
+from fastparallel.backends.base import Chunk, Done, Measured, Outcome, PoolSpec, Requeue, Split, Started
+from fastparallel.backends.processes.crashes import crash_outcome, timeout_outcome
+from fastparallel.backends.processes.fds import wait_ready
+from fastparallel.backends.processes.launch import Launcher, MultiprocessingLauncher, WorkerProcess, make_launcher
+from fastparallel.backends.processes.wire.channel import send_with_buffers
+from fastparallel.backends.processes.wire.protocol import (
+    ChunkHeader,
+    ContextTracker,
+    DoneHeader,
+    Kind,
+    StartedHeader,
+    StartStage,
+    decode,
+    decode_result,
+    encode,
+    encode_items,
+    pickle_for_workers,
+    setup_message,
+)
+from fastparallel.backends.processes.wire.remote_errors import unpack_exception
+from fastparallel.backends.runner import Call
+from fastparallel.backends.slots import NO_ITEM, STARTING, RunningItem, is_overdue, next_deadline, running_item
+from fastparallel.errors import start_crash_error, worker_start_error
+from fastparallel.serialize.pickling import loads
+
+if TYPE_CHECKING:
+    from fastparallel.backends.processes.wire.channel import Broadcast
+    from fastparallel.options import Options
+
+__all__ = ["ProcessPool", "RecentMeasurements", "pool_spec"]
+
+
+_JOIN_SECONDS = 2.0
+_REMEMBERED_CALLS = 8  # calls whose chunk measurements a warm pool keeps
+_REMEMBERED_BLOB_BYTES = 1 << 16  # larger pickled calls are remembered while they stay current
+
+
+class RecentMeasurements:
+    """What was measured for the last few calls, by a key that tells calls apart (the
+    least recently used is forgotten first)."""
+
+    def __init__(self, size: int = _REMEMBERED_CALLS):
+        self._size = size
+        self._by_key: OrderedDict[Hashable, Measured] = OrderedDict()
+
+    def get(self, key: Hashable) -> Measured:
+        """The record for ``key`` (a new one if none), now the most recently used."""
+        measured = self._by_key.pop(key, None) or Measured()
+        self._by_key[key] = measured
+        while len(self._by_key) > self._size:
+            self._by_key.popitem(last=False)
+        return measured
+
+
+class _Worker:
+    """A worker process and the chunks it holds, in the order it runs them."""
+
+    __slots__ = ("process", "chunks", "call_version", "context_version", "assigned", "stopped")
+
+    def __init__(self, process: WorkerProcess):
+        self.process = process
+        self.chunks: dict[int, Chunk] = {}
+        self.call_version = -1  # which pickled call it has (see ProcessPool.begin)
+        self.context_version = -1  # which caller's context it has (see ProcessPool.begin)
+        self.assigned = 0  # items sent to it over its life (for max_tasks_per_child)
+        self.stopped = False
+
+
+def _running(worker: _Worker, now: float) -> RunningItem | None:
+    """The item ``worker`` runs: of its first chunk, the one it is running."""
+    chunk = next(iter(worker.chunks.values()), None)
+    return running_item(worker.process.current_item, chunk, now)
+
+
+class ProcessPool:
+    """Worker processes started by ``launcher``; serves one call at a time."""
+
+    chunks_per_worker = 2
+    reports_starts = True
+
+    def __init__(self, launcher: Launcher, init_blob: bytes | None = None,
+                 max_tasks_per_child: int | None = None):
+        self._launcher = launcher
+        self._init_blob = init_blob
+        self._max_tasks = max_tasks_per_child
+        self._workers: list[_Worker] = []  # alive, or dead and not yet noticed
+        self._active: list[_Worker] = []  # those this call uses
+        self._stopping: list[_Worker] = []  # asked to exit or killed, not yet joined
+        self._setup: Broadcast | None = None  # the last call's SETUP message (fn, args, kwargs pickled)
+        self._call_version = 0  # bumped when the pickled call changes: workers get it once
+        self._context = ContextTracker()  # the caller's working directory, sys.path, environment
+        self._sizes = RecentMeasurements()  # recent calls' chunk measurements
+        self._stop_on_error = True
+        self._report_starts = False
+        self._item_timeout: float | None = None
+        self._n_workers = 0
+        self._closed = False
+        self._killed_at_exit = False
+
+    # -- workers -------------------------------------------------------------------
+    def _start_worker(self) -> _Worker:
+        if self._killed_at_exit:
+            raise SystemExit("fastparallel: the interpreter is exiting")
+        worker = _Worker(self._launcher.start())
+        self._workers.append(worker)
+        self._active.append(worker)
+        # Before anything else: the initializer may need the caller's sys.path.
+        outbox = worker.process.outbox
+        try:
+            outbox.send(encode(Kind.CONTEXT), self._context.message)
+            worker.context_version = self._context.version
+            if self._init_blob is not None:
+                outbox.send(encode(Kind.INIT), self._init_blob)
+        except OSError:
+            pass  # it died already: poll() sees its sentinel
+        return worker
+
+    def _stop_worker(self, worker: _Worker, kill: bool) -> None:
+        """Take ``worker`` out of the pool: ask it to exit after its current work, or kill it."""
+        worker.stopped = True
+        if worker in self._workers:
+            self._workers.remove(worker)
+        if worker in self._active:
+            self._active.remove(worker)
+        if kill:
+            if worker.process.is_alive():
+                worker.process.kill()
+        else:
+            try:
+                worker.process.outbox.send(encode(Kind.STOP))
+            except OSError:
+                pass
+        self._stopping.append(worker)
+
+    def _join_stopped(self, block: bool = False) -> None:
+        """Join and release stopped workers (``block``: wait, then kill the stragglers)."""
+        still: list[_Worker] = []
+        deadline = time.monotonic() + _JOIN_SECONDS
+        for worker in self._stopping:
+            process = worker.process
+            process.join(max(0.0, deadline - time.monotonic()) if block else 0)
+            if process.is_alive() and block:
+                process.kill()
+                process.join(1.0)
+            if process.is_alive():
+                still.append(worker)
+            elif not self._killed_at_exit:  # else multiprocessing's exit code may be joining it
+                process.close()
+        self._stopping = still
+
+    @property
+    def reusable(self) -> bool:
+        return not self._closed and not self._launcher.forks
+
+    def shutdown(self) -> None:
+        """Stop every worker (waits up to about two seconds, then kills)."""
+        self._closed = True
+        if self._setup is not None:
+            self._setup.close()
+        for worker in list(self._workers):
+            self._stop_worker(worker, kill=False)
+        self._join_stopped(block=True)
+
+    def kill_at_exit(self) -> None:
+        """At interpreter exit, for a pool still in use (an open generator, a daemon
+        thread): kill every worker so that nothing waits for them."""
+        self._closed = self._killed_at_exit = True
+        for worker in self._workers:
+            try:
+                worker.process.kill()
+                worker.process.join(1.0)
+            except (OSError, ValueError):
+                pass
+
+    # -- one call --------------------------------------------------------------------
+    def begin(self, call: Call, n_workers: int, options: Options) -> Measured | None:
+        """Pickle the call (sent to each worker once), take the caller's context, and start
+        missing workers; returns the chunk measurements remembered for this call."""
+        if len(self._workers) < n_workers:
+            self._launcher.expect(call.fn)  # before pickling: the template may import cloudpickle meanwhile
+        previous, self._setup = self._setup, setup_message(tuple(call), self._launcher.forks)
+        body = self._setup.pickled.body
+        # Out of band, equal pickles may stand for different arrays (and the last ones' memory is gone).
+        if previous is None or previous.out_of_band or self._setup.out_of_band or body != previous.pickled.body:
+            self._call_version += 1
+        self._context.refresh()
+        self._stop_on_error = options.stop_chunk_on_error
+        self._report_starts = bool(options.pause)
+        self._item_timeout = options.item_timeout
+        self._n_workers = n_workers
+        self._join_stopped()
+        for worker in list(self._workers):
+            if not worker.process.is_alive():
+                self._stop_worker(worker, kill=False)
+            elif worker.process.current_item[0] >= 0:  # an earlier call's item: item_timeout must not see it
+                worker.process.current_item[0] = NO_ITEM
+        self._active = self._workers[:n_workers]
+        while len(self._active) < n_workers:
+            self._start_worker()
+        # With max_tasks_per_child, sizes also decide when workers are replaced: a remembered
+        # size right after the one-item first chunks would leave allowances unused.
+        if self._max_tasks is not None:
+            return None
+        # A large pickled call is not hashed: it is remembered while it stays the current one.
+        return self._sizes.get(body if len(body) <= _REMEMBERED_BLOB_BYTES else self._call_version)
+
+    def _fits(self, worker: _Worker, size: int) -> bool:
+        """Whether ``worker`` may take ``size`` more items under ``max_tasks_per_child``."""
+        return self._max_tasks is None or not worker.assigned or worker.assigned + size <= self._max_tasks
+
+    def _pick(self, size: int) -> _Worker:
+        """The least loaded worker that can take a chunk of ``size`` items; starts one if needed."""
+        for worker in list(self._active):
+            if not worker.chunks and not self._fits(worker, size):
+                self._stop_worker(worker, kill=False)  # max_tasks_per_child reached: replace it
+        candidates = [w for w in self._active if len(w.chunks) < self.chunks_per_worker and self._fits(w, size)]
+        if len(self._active) < self._n_workers or not candidates:
+            return self._start_worker()
+        return min(candidates, key=lambda w: len(w.chunks))
+
+    def submit(self, chunk: Chunk) -> None:
+        pickled, has_bad_items = encode_items(chunk, self._stop_on_error, self._launcher.forks)
+        worker = self._pick(len(chunk.items))
+        worker.chunks[chunk.id] = chunk
+        worker.assigned += len(chunk.items)
+        outbox = worker.process.outbox
+        try:
+            if worker.context_version != self._context.version:
+                outbox.send(encode(Kind.CONTEXT), self._context.message)
+                worker.context_version = self._context.version
+            if worker.call_version != self._call_version:
+                assert self._setup is not None
+                self._setup.send(outbox)
+                worker.call_version = self._call_version
+            header = ChunkHeader(chunk.id, chunk.start, self._stop_on_error, has_bad_items, self._n_workers,
+                                 self._report_starts, self._item_timeout is not None)
+            send_with_buffers(outbox, encode(Kind.CHUNK, header), pickled)
+        except OSError:
+            pass  # the worker died; poll() sees its sentinel and requeues or reports the chunk
+
+    def poll(self, timeout: float | None) -> list[Outcome]:
+        handles: dict[int, _Worker] = {}  # file descriptors: results, and death
+        for worker in self._workers:
+            if worker.chunks:
+                handles[worker.process.inbox.fd] = worker
+                handles[worker.process.sentinel] = worker
+        outcomes: list[Outcome] = []
+        for handle in wait_ready(list(handles), timeout):
+            worker = handles[handle]
+            if worker.stopped:
+                continue
+            self._receive(worker, outcomes)  # results it sent before dying still count
+            if handle != worker.process.inbox.fd:
+                self._worker_died(worker, outcomes)
+        return outcomes
+
+    def _receive(self, worker: _Worker, outcomes: list[Outcome]) -> None:
+        inbox = worker.process.inbox
+        try:
+            while not worker.stopped and wait_ready([inbox.fd], 0):
+                frame, buffers = inbox.recv()
+                kind, header, body = decode(frame)
+                if kind == Kind.DONE:
+                    assert isinstance(header, DoneHeader)
+                    self._chunk_done(worker, header, body, buffers, outcomes)
+                elif kind == Kind.STARTED:
+                    assert isinstance(header, StartedHeader)
+                    outcomes.append(Started(worker.chunks[header.chunk_id], header.time))
+                else:  # INIT_FAILED
+                    self._closed = True  # its replacements would fail alike
+                    stage, packed = loads(body)
+                    raise worker_start_error(unpack_exception(packed), StartStage(stage).name)
+        except (EOFError, OSError):
+            self._worker_died(worker, outcomes)
+
+    def _chunk_done(self, worker: _Worker, header: DoneHeader, body: memoryview, buffers: list[memoryview],
+                    outcomes: list[Outcome]) -> None:
+        chunk = worker.chunks.pop(header.chunk_id)
+        result = decode_result(body, chunk, self._stop_on_error, buffers)
+        if result is None:
+            outcomes.append(Split(chunk))
+        else:
+            outcomes.append(Done(chunk, result.values, result.errors, header.seconds, result.nbytes))
+        if self._max_tasks is not None and worker.assigned >= self._max_tasks and not worker.chunks:
+            self._stop_worker(worker, kill=False)
+
+    def _worker_died(self, worker: _Worker, outcomes: list[Outcome]) -> None:
+        """A worker died: report the chunk it was running, requeue the ones it had not started."""
+        if worker.stopped:
+            return
+        if self._killed_at_exit:
+            # The interpreter exits under a call still running in a daemon thread; end that
+            # thread quietly (threads ignore SystemExit) rather than report dead workers.
+            raise SystemExit("fastparallel: the interpreter is exiting")
+        worker.process.join(1.0)  # for its exit code
+        if worker.process.current_item[0] == STARTING:
+            self._closed = True  # its replacements would fail alike
+            raise start_crash_error(worker.process.pid, worker.process.exitcode())
+        chunks = list(worker.chunks.values())
+        self._lose(worker, [crash_outcome(worker.process, chunks[0])] if chunks else [], outcomes)
+
+    def _lose(self, worker: _Worker, running: list[Outcome], outcomes: list[Outcome]) -> None:
+        """Kill ``worker`` (dead, or overdue): report ``running``, requeue the chunks it had not started."""
+        outcomes.extend([*running, *(Requeue(c) for c in list(worker.chunks.values())[1:])])
+        worker.chunks.clear()
+        self._stop_worker(worker, kill=True)
+
+    def item_deadline(self) -> float | None:
+        now = time.monotonic()
+        return next_deadline([_running(w, now) for w in self._workers], self._item_timeout, now)
+
+    def expire(self, now: float) -> list[Outcome]:
+        """Kill the workers whose item is overdue (they are replaced on the next submit)."""
+        limit = self._item_timeout
+        outcomes: list[Outcome] = []
+        for worker in list(self._workers):
+            if not is_overdue(_running(worker, now), limit, now):
+                continue
+            self._receive(worker, outcomes)  # a result that came in meanwhile still counts
+            running = _running(worker, now)
+            if running is not None and limit is not None and is_overdue(running, limit, now):
+                self._lose(worker, [timeout_outcome(worker.process, running, limit)], outcomes)
+        return outcomes
+
+    def abort(self) -> None:
+        """Kill every worker that is running or holding chunks of this call."""
+        for worker in list(self._workers):
+            if worker.chunks:
+                worker.chunks.clear()
+                self._stop_worker(worker, kill=True)
+        self._join_stopped(block=True)
+
+    def end(self) -> None:
+        self._active = []
+        if self._setup is not None:
+            self._setup.close()  # the call's shared memory
+        if self._max_tasks is not None:
+            for worker in list(self._workers):
+                if worker.assigned >= self._max_tasks and not worker.chunks:
+                    self._stop_worker(worker, kill=False)
+        self._join_stopped()
+
+
+def pool_spec(options: Options) -> PoolSpec:
+    """A warm process pool for this start method, initializer and ``max_tasks_per_child``."""
+    launcher, method_key = make_launcher(options.method)
+    init_blob = None
+    if options.initializer is not None:
+        init_blob = pickle_for_workers((options.initializer, options.initargs), "initializer and initargs",
+                                       launcher.forks)
+    key = ("processes", method_key, init_blob, options.max_tasks_per_child)
+    # multiprocessing joins its children at exit: ours must be stopped first
+    joins = isinstance(launcher, MultiprocessingLauncher)
+    return PoolSpec(key, lambda: ProcessPool(launcher, init_blob, options.max_tasks_per_child), joins)

@@ -1,0 +1,246 @@
+"""The caller's handle on the template process (see :mod:`.template`): start, ask, stop.
+
+One template serves every process pool of this process (calls from several threads
+included). It starts on the first call that needs a worker (:func:`start_early`: before
+this process imports the rest of the pool, so that the two overlap), restarts if it
+died, stops with :func:`fastparallel.shutdown` and at interpreter exit, and is
+forgotten in a child forked from this process. This module imports little, so that
+starting the template is the first thing a first call does.
+"""
+
+from __future__ import annotations
+
+# Only the C halves of socket (and no .template) before the template has started: the
+# modules that wrap them take a few milliseconds to import, which the template's boot
+# can overlap (see _Template).
+import _socket
+import marshal
+import os
+import sys
+import threading
+
+from fastparallel import logs
+from fastparallel.worker_state import at_fork_in_child
+
+__all__ = ["available", "running", "start_early", "preload_cloudpickle", "fork_worker", "stop_template"]
+
+
+_STOP_SECONDS = 2.0  # at exit: how long to wait for the template to end
+_REAP_SECONDS = 0.5  # shutdown(): how long to wait, so that no exited template stays a zombie
+
+
+def available() -> bool:
+    """Whether workers can be forks of a template here: ``os.fork``, descriptor passing,
+    an interpreter to run."""
+    passes_fds = hasattr(_socket.socket, "sendmsg") and hasattr(_socket.socket, "recvmsg")  # socket.send_fds
+    return hasattr(os, "fork") and passes_fds and bool(sys.executable)
+
+
+class _Template:
+    """One started template process and the caller's end of its socket."""
+
+    def __init__(self) -> None:
+        import subprocess
+
+        ours, theirs = _socket.socketpair()
+        path_r, path_w = os.pipe()  # sys.path travels here: it may be too long for a command line
+        try:
+            self.process = subprocess.Popen(_command(theirs.fileno(), path_r), pass_fds=[theirs.fileno(), path_r],
+                                            close_fds=True, stdin=subprocess.DEVNULL)
+        except BaseException:
+            ours.close()
+            os.close(path_w)
+            raise
+        finally:
+            theirs.close()
+            os.close(path_r)
+        import socket  # now that it boots
+
+        self.control = socket.socket(fileno=ours.detach())
+        try:
+            with open(path_w, "wb") as path:
+                path.write(marshal.dumps(_template_path()))
+        except BrokenPipeError:
+            pass  # it died at once: the first request finds out and says so
+        logs.debug("started the template process %s", self.process.pid)
+
+    def request(self, fds: list[int]) -> tuple[int, int | None]:
+        """Ask for a worker with these worker-side descriptors; its pid (negative: the fork
+        failed, -errno) and pidfd. ``EOFError`` or ``ConnectionError``: the template died."""
+        import socket
+
+        from fastparallel.backends.processes.template.messages import PID, REQUEST
+
+        socket.send_fds(self.control, [REQUEST], fds)
+        data, got, _, _ = socket.recv_fds(self.control, PID.size, 1)
+        while 0 < len(data) < PID.size:
+            more = self.control.recv(PID.size - len(data))
+            if not more:
+                break
+            data += more
+        if len(data) < PID.size:
+            for fd in got:
+                os.close(fd)
+            raise EOFError("the template process went away")
+        pidfd = got[0] if got else None
+        if pidfd is not None:
+            os.set_inheritable(pidfd, False)
+        return PID.unpack(data)[0], pidfd
+
+    def close(self) -> None:
+        """Tell it to stop: it forks no more and exits once its workers have ended."""
+        self.control.close()
+
+    def ended(self, timeout: float = 0) -> bool:
+        import subprocess
+
+        if timeout > 0 and self.process.returncode is None and hasattr(os, "pidfd_open"):
+            _wait_exit(self.process.pid, timeout)  # Popen.wait(timeout) polls with growing sleeps
+        try:
+            self.process.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+
+def _wait_exit(pid: int, timeout: float) -> None:
+    """Wait up to ``timeout`` for ``pid`` (a child not yet reaped) to exit, woken by its pidfd."""
+    from fastparallel.backends.processes.fds import wait_ready
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        wait_ready([pidfd], timeout)
+    finally:
+        os.close(pidfd)
+
+
+def _template_path() -> list[str]:
+    """The template's ``sys.path``: the caller's, behind the folder of this very fastparallel."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["fastparallel"].__file__ or "")))
+    return [package_parent, *(p for p in sys.path if isinstance(p, str))]
+
+
+def _command(control_fd: int, path_fd: int) -> list[str]:
+    """The template's command line: this interpreter and its flags; it reads ``sys.path``
+    from ``path_fd`` before importing anything of ours."""
+    import subprocess
+
+    code = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "import marshal, os, sys\n"
+            f"with open({path_fd}, 'rb') as path: sys.path[:] = marshal.loads(path.read())\n"
+            f"from fastparallel.backends.processes.template.server import main; main({control_fd})\n")
+    flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    return [sys.executable, *flags, "-c", code]
+
+
+class _Templates:
+    """The template of this process (at most one running), and stopped ones not yet ended."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.current: _Template | None = None
+        self.retired: list[_Template] = []
+        self.closed = False  # the interpreter is exiting: start no new template
+
+    def fork_worker(self, fds: list[int]) -> tuple[int, int | None]:
+        """A worker forked with these worker-side descriptors: its pid and pidfd."""
+        with self.lock:
+            for attempt in (1, 2):
+                template = self.running()
+                try:
+                    pid, pidfd = template.request(fds)
+                except (EOFError, ConnectionError) as exc:  # it died: start a new one, once
+                    self._retire()
+                    if attempt == 2:
+                        code = template.process.returncode if template.ended(1.0) else None
+                        raise RuntimeError(
+                            f"fastparallel: the template process that starts worker processes ended "
+                            f"(exit code {code}) before it could start one; its error, if any, is on stderr"
+                        ) from exc
+                    continue
+                except BaseException:
+                    self._retire()  # interrupted between request and reply: the two are out of step
+                    raise
+                if pid < 0:
+                    raise OSError(-pid, f"fastparallel: could not fork a worker process: {os.strerror(-pid)}")
+                return pid, pidfd
+        raise AssertionError("unreachable")
+
+    def running(self) -> _Template:
+        if self.closed:
+            raise RuntimeError("fastparallel: the interpreter is exiting; no worker process may start")
+        self.retired = [t for t in self.retired if not t.ended()]
+        if self.current is None:
+            at_fork_in_child(_forget_after_fork)
+            self.current = _Template()
+        return self.current
+
+    def _retire(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.retired.append(self.current)
+            self.current = None
+
+    def stop(self, at_exit: bool) -> None:
+        """Retire the running template. It ends once its workers have: at once when no
+        call is running; at exit, wait for that (killing it if it takes too long)."""
+        with self.lock:
+            self._retire()
+            self.closed = at_exit
+            for template in self.retired:
+                if not template.ended(_STOP_SECONDS if at_exit else _REAP_SECONDS) and at_exit:
+                    template.process.kill()
+                    template.ended(_STOP_SECONDS)
+            self.retired = [t for t in self.retired if not t.ended()]
+
+
+_templates = _Templates()
+
+
+def running() -> bool:
+    """Whether this process's template process is running (a worker can be forked at once)."""
+    current = _templates.current
+    return current is not None and current.process.poll() is None
+
+
+def start_early() -> None:
+    """Start the template now if it is not running: it boots (~20 ms) while the caller
+    goes on importing and preparing the pool."""
+    if available():
+        with _templates.lock:
+            _templates.running()
+
+
+def preload_cloudpickle() -> None:
+    """Ask the running template (if any) to import cloudpickle now, while this process
+    imports it too: workers forked after that start with it loaded."""
+    with _templates.lock:
+        template = _templates.current
+        if template is not None:
+            from fastparallel.backends.processes.template.messages import PRELOAD
+
+            try:
+                template.control.send(PRELOAD)
+            except OSError:
+                pass  # it died: the next request finds out
+
+
+def fork_worker(fds: list[int]) -> tuple[int, int | None]:
+    """A worker forked by the template with these worker-side descriptors: its pid and pidfd."""
+    return _templates.fork_worker(fds)
+
+
+def stop_template(at_exit: bool = False) -> None:
+    """Stop the template (a later call starts a new one); at exit, wait for it to end."""
+    _templates.stop(at_exit)
+
+
+def _forget_after_fork() -> None:
+    """In a child forked from this process: close our copy of the socket, forget the rest."""
+    global _templates
+    if _templates.current is not None:
+        _templates.current.control.close()
+    _templates = _Templates()

@@ -1,0 +1,217 @@
+"""Frames between the caller and a worker: on a pipe, with large buffers passed as descriptors.
+
+A :class:`Channel` writes a frame as an 8-byte word (the frame's size, and in its top
+16 bits how many out-of-band buffers come with it) followed by the frame, with one
+``writev``; it reads a frame without an extra copy. The frame itself is a message of
+:mod:`.protocol`.
+
+Out-of-band buffers (:mod:`.buffers`) travel as descriptors of shared memory over a
+second, per-worker ``socketpair`` (the *passer*, shared by the worker's two channels):
+``sendmsg`` with ``SCM_RIGHTS`` (and the buffers' sizes) just before the frame. Frames stay on
+pipes because a round trip of a tiny frame costs about a quarter less on a pipe than on
+a socket, and most frames are tiny.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+from fastparallel.backends.processes.wire.buffers import available, close_all, receive, share
+
+TYPE_CHECKING = False  # worker processes import this module: no typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pickle import PickleBuffer
+
+__all__ = ["Channel", "BuffersRefused", "Pickled", "Broadcast", "send_with_buffers", "can_pass_buffers",
+           "new_passers"]
+
+_WORD = struct.Struct("<Q")  # a frame's size, and in the top bits how many buffers come with it
+_COUNT_SHIFT = 48
+_SIZE_MASK = (1 << _COUNT_SHIFT) - 1
+_NO_BUFFERS: list[memoryview] = []  # never appended to: what frames without buffers come with
+_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+
+
+class BuffersRefused(Exception):
+    """The kernel would not pass a message's descriptors (too many in flight); nothing was
+    sent: the message may go in band instead."""
+
+
+class Channel:
+    """One end of a pipe carrying frames; sending never copies the body.
+
+    ``passer`` carries the descriptors of a frame's out-of-band buffers; without one,
+    buffers cannot travel out of band (``passes_buffers`` is false).
+    """
+
+    __slots__ = ("fd", "passer")
+
+    def __init__(self, fd: int, passer: socket.socket | None = None):
+        self.fd = fd
+        self.passer = passer
+
+    def fileno(self) -> int:
+        return self.fd
+
+    @property
+    def passes_buffers(self) -> bool:
+        return self.passer is not None
+
+    def send(self, *parts: bytes | memoryview, fds: Sequence[int] = (), sizes: Sequence[int] = ()) -> None:
+        """Write one frame made of ``parts`` (one system call unless the pipe is full), after
+        passing ``fds``, the shared memory of its out-of-band buffers, and their ``sizes``."""
+        views = [memoryview(p).cast("B") for p in parts]
+        word = sum(v.nbytes for v in views)
+        if fds:
+            self._pass(fds, sizes)
+            word |= len(fds) << _COUNT_SHIFT
+        pending = [memoryview(_WORD.pack(word)), *views]
+        while pending:
+            written = os.writev(self.fd, pending)
+            while pending and written >= pending[0].nbytes:
+                written -= pending.pop(0).nbytes
+            if written:
+                pending[0] = pending[0][written:]
+
+    def _pass(self, fds: Sequence[int], sizes: Sequence[int]) -> None:
+        # The sizes travel too: the memory's own size may be rounded up to whole pages (macOS).
+        assert self.passer is not None and len(sizes) == len(fds)
+        try:
+            socket.send_fds(self.passer, [struct.pack(f"<{len(sizes)}Q", *sizes)], fds)
+        except ConnectionError:  # the worker (or the caller) is gone
+            raise
+        except OSError as exc:  # ETOOMANYREFS: more descriptors in flight than RLIMIT_NOFILE
+            raise BuffersRefused(str(exc)) from exc
+
+    def _read_exactly(self, n: int) -> bytearray:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            count = os.readv(self.fd, [view[got:]])
+            if count == 0:
+                raise EOFError("the other end of the channel closed")
+            got += count
+        return buf
+
+    def recv(self) -> tuple[bytearray, list[memoryview]]:
+        """The next frame and its out-of-band buffers (:func:`.buffers.receive`); ``EOFError``
+        once the other end is closed. Descriptors are closed here, whatever happens."""
+        (word,) = _WORD.unpack(self._read_exactly(_WORD.size))
+        frame = self._read_exactly(word & _SIZE_MASK)
+        count = word >> _COUNT_SHIFT
+        if not count:
+            return frame, _NO_BUFFERS
+        return frame, self._receive_buffers(count)
+
+    def _receive_buffers(self, count: int) -> list[memoryview]:
+        # Fewer than ``count`` (out of descriptors here): the pickle then fails to load.
+        assert self.passer is not None
+        data, fds, _, _ = socket.recv_fds(self.passer, 8 * count, count, _CLOEXEC)
+        while 0 < len(data) < 8 * count:  # the rest of the sizes, should they come apart
+            more = self.passer.recv(8 * count - len(data))
+            data += more
+            if not more:
+                break
+        sizes = struct.unpack(f"<{len(data) // 8}Q", data[: len(data) // 8 * 8])
+        return receive(fds, sizes)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.passer is not None:
+            self.passer.close()  # shared with the other channel: closing twice is harmless
+
+
+class Pickled:
+    """A pickled message body, the large buffers it leaves out of band (PickleBuffers), and
+    how to pickle it again in band should they fail to travel."""
+
+    __slots__ = ("body", "buffers", "in_band")
+
+    def __init__(self, body: bytes, buffers: list[PickleBuffer] | None, in_band: Callable[[], bytes]):
+        self.body = body
+        self.buffers = buffers or []
+        self.in_band = in_band
+
+
+def _sizes(buffers: list[PickleBuffer]) -> list[int]:
+    return [memoryview(b).nbytes for b in buffers]
+
+
+def _share(buffers: list[PickleBuffer]) -> list[int]:
+    try:
+        return share(buffers)
+    except OSError:  # out of memory or descriptors: the message goes in band
+        return []
+
+
+def send_with_buffers(channel: Channel, head: bytes, pickled: Pickled) -> None:
+    """Send a message: its out-of-band buffers each in its own shared memory, passed with
+    the frame. If that memory or the passing fails, the body is pickled again in band and
+    goes through the pipe alone."""
+    body = pickled.body
+    if pickled.buffers:
+        fds = _share(pickled.buffers) if channel.passes_buffers else []
+        try:
+            if fds:
+                channel.send(head, body, fds=fds, sizes=_sizes(pickled.buffers))
+                return
+        except BuffersRefused:
+            pass
+        finally:
+            close_all(fds)
+        body = pickled.in_band()
+    channel.send(head, body)
+
+
+class Broadcast:
+    """One message for several workers (the call): its out-of-band buffers are copied into
+    shared memory once, on the first send, and every worker maps that same memory (each
+    privately: copy-on-write). :meth:`close` releases it; the message cannot be sent after."""
+
+    def __init__(self, head: bytes, pickled: Pickled):
+        self.head = head
+        self.pickled = pickled
+        self.out_of_band = bool(pickled.buffers)
+        self._in_band_body: bytes | None = None
+        self._fds: list[int] | None = None  # None: not shared yet
+
+    def send(self, channel: Channel) -> None:
+        pickled = self.pickled
+        if not self.out_of_band:
+            channel.send(self.head, pickled.body)
+            return
+        if self._fds is None:
+            self._fds = _share(pickled.buffers)
+        if self._fds and channel.passes_buffers:
+            try:
+                channel.send(self.head, pickled.body, fds=self._fds, sizes=_sizes(pickled.buffers))
+                return
+            except BuffersRefused:
+                pass
+        if self._in_band_body is None:
+            self._in_band_body = pickled.in_band()
+        channel.send(self.head, self._in_band_body)
+
+    def close(self) -> None:
+        """Release the shared memory, and the objects the buffers belong to."""
+        close_all(self._fds or ())
+        self._fds = None
+        self.pickled.buffers = []
+        self._in_band_body = None
+
+
+def can_pass_buffers() -> bool:
+    """Whether buffers can travel by shared memory here (else they stay in the pickle)."""
+    return available() and hasattr(socket, "send_fds") and hasattr(socket, "AF_UNIX")
+
+
+def new_passers() -> tuple[socket.socket, socket.socket] | tuple[None, None]:
+    """The caller's and the worker's ends of a new passer; none where buffers cannot travel
+    by shared memory."""
+    return socket.socketpair() if can_pass_buffers() else (None, None)

@@ -1,0 +1,245 @@
+"""The code a worker process runs: receive chunks, run them, send results back.
+
+It runs in the child only and imports only what a worker needs (the wire format in
+:mod:`.protocol`, the per-item loop, pickling): the template process imports it once
+and every worker forked from it starts with it loaded. A reader thread drains the
+inbound channel into a queue, so the caller's sends never block on a worker that is
+busy sending a large result (no pipe deadlock). The same thread ends the worker when
+the caller goes away: end of file on the channel, or a new parent process id.
+
+A worker starts with the caller's context (CONTEXT) and the initializer (INIT); until
+then its current-item slot holds :data:`~fastparallel.backends.slots.STARTING`, so that a worker that dies while
+starting is reported as one that could not start, not as a crash of an item.
+
+:func:`run_packed` is also what an external executor's worker runs for one chunk.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import importlib
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+
+from fastparallel import cpus
+from fastparallel.backends.processes.wire.channel import Channel, Pickled, send_with_buffers
+from fastparallel.backends.processes.wire.protocol import (
+    ChunkHeader,
+    Context,
+    DoneHeader,
+    Kind,
+    StartedHeader,
+    StartStage,
+    Unpicklable,
+    decode,
+    encode,
+    encode_result,
+)
+from fastparallel.backends.processes.wire.remote_errors import ErrorKind, pack_exception
+from fastparallel.backends.runner import Call, run_chunk
+from fastparallel.backends.slots import NO_ITEM
+from fastparallel.serialize.pickling import dumps, loads
+
+TYPE_CHECKING = False  # no typing at run time: it would add ~10 ms to every worker start
+if TYPE_CHECKING:
+    from pickle import PickleBuffer
+    from typing import Any, NoReturn
+
+    from fastparallel.backends.processes.wire.protocol import PackedErrors
+    from fastparallel.backends.runner import CurrentItem
+
+    Received = tuple[bytearray, list[memoryview]]  # a frame and its out-of-band buffers
+
+__all__ = ["run_items", "run_packed", "serve", "process_main", "channel_from", "report_start_failure", "apply_context",
+]
+
+_PARENT_CHECK_SECONDS = 0.25
+
+
+def run_items(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool,
+              has_bad_items: bool = False, current_item: CurrentItem | None = None,
+              timed: bool = False) -> tuple[list[Any], PackedErrors, float]:
+    """Run a chunk; returns its values, its packed errors and the seconds ``fn`` took.
+
+    ``call`` is the exception raised while unpickling the call, if it could not be.
+    """
+    if isinstance(call, BaseException):
+        return [None], [(0, ErrorKind.SETUP, pack_exception(call, dumps))], 0.0
+    if not has_bad_items:
+        run = run_chunk(call, items, start, stop_on_error, current_item=current_item, timed=timed)
+        return run.values, [(o, ErrorKind.FN, pack_exception(e, dumps)) for o, e in run.errors], run.seconds
+    values: list[Any] = []
+    errors: PackedErrors = []
+    seconds = 0.0
+    for offset, item in enumerate(items):
+        if isinstance(item, Unpicklable):
+            values.append(None)
+            errors.append((offset, ErrorKind.ITEM, item.packed))
+        else:
+            run = run_chunk(call, [item], start + offset, stop_on_error, current_item=current_item, timed=timed)
+            values.extend(run.values)
+            errors.extend((offset, ErrorKind.FN, pack_exception(e, dumps)) for _, e in run.errors)
+            seconds += run.seconds
+        if errors and stop_on_error:
+            break
+    return values, errors, seconds
+
+
+def run_packed(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool) -> tuple[bytes, float]:
+    """Run a chunk for an external executor; returns the pickled ``(values, errors)`` (all in
+    band: its workers cannot receive shared memory) and the seconds ``fn`` took."""
+    values, errors, seconds = run_items(call, items, start, stop_on_error)
+    return encode_result(values, errors), seconds
+
+
+def _read_inbound(inbound: Channel, inbox: queue.SimpleQueue[Received], parent_pid: int) -> None:
+    import select
+
+    try:
+        while True:
+            ready, _, _ = select.select([inbound], [], [], _PARENT_CHECK_SECONDS)
+            if ready:
+                inbox.put(inbound.recv())
+            elif os.getppid() != parent_pid:
+                break
+    except (EOFError, OSError):
+        pass
+    _exit_now()
+
+
+def _exit_now(code: int = 0) -> NoReturn:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+def _run_initializer(body: memoryview, outbound: Channel) -> None:
+    stage = StartStage.LOAD
+    try:
+        initializer, initargs = loads(body)
+        stage = StartStage.RUN
+        initializer(*initargs)
+    except BaseException as exc:  # noqa: BLE001 - reported to the caller
+        report_start_failure(outbound, exc, stage)
+
+
+def report_start_failure(outbound: Channel, exc: BaseException, stage: StartStage) -> NoReturn:
+    """Tell the caller that this worker could not start, and why; then exit."""
+    try:
+        outbound.send(encode(Kind.INIT_FAILED), dumps((stage, pack_exception(exc, dumps))))
+    except OSError:
+        pass
+    _exit_now(1)
+
+
+def apply_context(body: memoryview) -> None:
+    """Take over the caller's working directory, ``sys.path``, environment and ``sys.argv``."""
+    context = Context(*loads(body))
+    if context.cwd is not None:
+        try:
+            os.chdir(context.cwd)
+        except OSError:
+            pass  # removed or unreachable: relative paths fail as they would in the caller
+    sys.path[:] = context.path
+    sys.argv[:] = context.argv
+    environ = os.environ
+    for name in [name for name in environ if name not in context.environ]:
+        del environ[name]
+    for name, value in context.environ.items():
+        if environ.get(name) != value:
+            environ[name] = value
+    importlib.invalidate_caches()  # modules written since the last call are found
+
+
+def _run_chunk_message(call: Call | BaseException, header: ChunkHeader, body: memoryview,
+                       buffers: list[memoryview], current_item: memoryview,
+                       outbound: Channel) -> tuple[list[Any], PackedErrors, float]:
+    cpus.set_enclosing_pool_size(header.pool_size)
+    current_item[0] = NO_ITEM  # nothing of this chunk runs yet (a crash while unpickling blames no item)
+    try:
+        items = loads(body, buffers=buffers)
+    except BaseException as exc:  # noqa: BLE001 - reported on the chunk
+        return [None], [(0, ErrorKind.ITEMS, pack_exception(exc, dumps))], 0.0
+    if header.report_start:  # pause: the caller releases the next item from this time on
+        outbound.send(encode(Kind.STARTED, StartedHeader(header.chunk_id, time.monotonic())))
+    return run_items(call, items, header.start, header.stop_on_error, header.has_bad_items, current_item,
+                     header.timed)
+
+
+def _send_done(outbound: Channel, header: ChunkHeader, values: list[Any], errors: PackedErrors,
+               seconds: float) -> None:
+    """Send a chunk's results; large buffers among them in shared memory where possible."""
+    head = encode(Kind.DONE, DoneHeader(header.chunk_id, seconds))
+    if not outbound.passes_buffers:
+        outbound.send(head, encode_result(values, errors))
+        return
+    buffers: list[PickleBuffer] = []
+    body = encode_result(values, errors, buffers)
+    send_with_buffers(outbound, head, Pickled(body, buffers, lambda: encode_result(values, errors)))
+
+
+def serve(inbound: Channel, outbound: Channel, current_item: memoryview) -> None:
+    """The worker's life: take the caller's context, run the initializer, then chunks
+    until STOP or the caller goes away."""
+    # A terminal Ctrl-C goes to the whole process group; only the caller should react.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    faulthandler.enable()
+    inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
+    threading.Thread(target=_read_inbound, args=(inbound, inbox, os.getppid()), daemon=True,
+                     name="fastparallel-inbound").start()
+    call: Call | BaseException = RuntimeError("no SETUP message before the first chunk")
+    while True:
+        frame, buffers = inbox.get()
+        kind, header, body = decode(frame)
+        if kind == Kind.CHUNK:
+            assert isinstance(header, ChunkHeader)
+            values, errors, seconds = _run_chunk_message(call, header, body, buffers, current_item, outbound)
+            del frame, body, buffers
+            _send_done(outbound, header, values, errors, seconds)
+            del values, errors  # before waiting for the next chunk: release the results' memory
+        elif kind == Kind.SETUP:
+            current_item[0] = NO_ITEM  # started: a crash from here on is pinned on the call's items
+            call = RuntimeError("the call could not be unpickled")  # the previous one goes first
+            try:
+                call = Call(*loads(body, buffers=buffers))
+            except BaseException as exc:  # noqa: BLE001 - reported per item
+                call = exc
+        elif kind == Kind.CONTEXT:
+            try:
+                apply_context(body)
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller
+                report_start_failure(outbound, exc, StartStage.CONTEXT)
+        elif kind == Kind.INIT:
+            _run_initializer(body, outbound)
+        else:  # STOP
+            break
+    pools = sys.modules.get("fastparallel.core.pools")
+    if pools is not None:
+        pools.shutdown()  # pools that fn started in this worker (nested parallel() calls)
+    _exit_now(0)
+
+
+def channel_from(connection: Any, passer: socket.socket | None) -> Channel:
+    """A :class:`Channel` on the file descriptor of a multiprocessing ``Connection`` (closed)."""
+    fd = os.dup(connection.fileno())
+    connection.close()
+    return Channel(fd, passer)
+
+
+def process_main(inbound: Any, outbound: Any, current_item: Any, passer: socket.socket | None = None) -> None:
+    """Entry point of a worker started by :mod:`multiprocessing` (the ``target`` of its Process).
+
+    ``inbound`` and ``outbound`` are :class:`multiprocessing.connection.Connection` objects
+    and ``passer`` a socket (multiprocessing knows how to hand both to a child under every
+    start method); ``current_item`` is a two-element shared ``RawArray('q')`` (index, start time).
+    """
+    slot = memoryview(current_item).cast("B").cast("q")
+    serve(channel_from(inbound, passer), channel_from(outbound, passer), slot)

@@ -1,0 +1,57 @@
+"""Which backend serves a call: the :class:`~fastparallel.backends.base.PoolSpec` for a name.
+
+Each backend module has a ``pool_spec(options)`` that says how to get a backend for one
+call: a new object each time (serial, an external executor) or a warm pool kept by
+:mod:`fastparallel.core.pools` for later calls with the same key (threads, processes,
+the event loop thread that runs coroutine functions). The dispatcher asks here by
+:attr:`Options.backend <fastparallel.options.Options.backend>`; each module is imported
+on first use, so that ``import fastparallel`` stays fast.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fastparallel.backends.base import PoolSpec
+    from fastparallel.options import BackendName, Options
+
+__all__ = ["pool_spec", "default_workers"]
+
+
+def pool_spec(name: BackendName, options: Options) -> PoolSpec:
+    """How to get the backend called ``name`` for one call with ``options``."""
+    if name == "serial":
+        from fastparallel.backends import serial
+
+        return serial.pool_spec(options)
+    if name == "threads":
+        from fastparallel.backends import threads
+
+        return threads.pool_spec(options)
+    if name == "coroutines":
+        from fastparallel.backends import coroutines
+
+        return coroutines.pool_spec(options)
+    if name == "external":
+        from fastparallel.backends import external
+
+        return external.pool_spec(options)
+    if options.method is None:
+        # The template process that starts workers boots (~20 ms) while this process
+        # imports the pool's modules: start it first.
+        from fastparallel.backends.processes.template.client import start_early
+
+        start_early()
+    from fastparallel.backends.processes import pool
+
+    return pool.pool_spec(options)
+
+
+def default_workers(options: Options) -> int:
+    """The workers of a call with ``n_workers=None``: what the external executor can run
+    at once, else what :class:`~fastparallel.options.Options` resolved."""
+    if options.n_workers is not None:
+        return options.n_workers
+    from fastparallel.backends.external import executor_workers
+
+    return executor_workers(options.executor)

@@ -1,0 +1,346 @@
+"""The dispatch loop: feed chunks to a backend, collect outcomes, enforce the rules.
+
+One loop serves every backend. :func:`run` reads the first chunks (an empty or short
+input starts no pool, or a smaller one), checks a backend out and hands it to a
+:class:`Dispatcher`, which repeats three steps until every item is done: submit while
+there is room, wait for outcomes, handle each outcome. It reads the input lazily (never
+more than the backend can take, plus a bounded window when results must come out in
+order), applies ``pause``, the deadline, ``item_timeout`` (the backend tells when the
+next running item is due and gives up on overdue ones), retries (:mod:`.retries`),
+fail-fast and ``return_exceptions``, re-runs the items of a crashed chunk one by one,
+reports progress, and yields finished pieces as ``(start_index, values)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from fastparallel import logs
+from fastparallel.backends import registry
+from fastparallel.backends.base import Backend, Chunk, Crashed, Done, Outcome, Requeue, Split, Started
+from fastparallel.backends.runner import Call
+from fastparallel.core import pools
+from fastparallel.core.chunking import ChunkReader, ChunkSizer
+from fastparallel.core.progress import Progress, make_progress
+from fastparallel.core.retries import RetryQueue
+from fastparallel.errors import ItemTimeoutError, ParallelTimeoutError, add_note
+from fastparallel.options import BackendName, Options
+
+if TYPE_CHECKING:
+    from fastparallel.auto.choose import Handoff
+
+__all__ = ["run", "Dispatcher", "Piece"]
+
+Piece = tuple[int, list[Any]]
+
+
+def input_error(exc: BaseException, reader: ChunkReader) -> BaseException:
+    add_note(exc, f"fastparallel: raised by the input iterable after {reader.read} items were read")
+    return exc
+
+
+def _read_head(reader: ChunkReader, count: int) -> list[Chunk]:
+    """Up to ``count`` chunks, read before anything starts."""
+    head: list[Chunk] = []
+    try:
+        while len(head) < count:
+            chunk = reader.next_chunk()
+            if chunk is None:
+                break
+            head.append(chunk)
+    except Exception as exc:
+        raise input_error(exc, reader) from None
+    return head
+
+
+def _backend_name(options: Options) -> BackendName:
+    if options.backend in ("threads", "processes") and pools.exiting():
+        logs.warning("parallel() called while the interpreter exits: running serially")
+        return "serial"
+    return options.backend
+
+
+def run(call: Call, items: Iterator[Any], options: Options, *, ordered: bool, streaming: bool) -> Iterator[Piece]:
+    """Run ``call`` over ``items``; yields pieces (in input order if ``ordered``).
+
+    With ``threadpool="auto"`` the first items run in :func:`.auto.choose`'s probe, which
+    chooses the mode; its outcomes are handled first and the input resumes after them.
+    """
+    deadline = None if options.timeout is None else time.monotonic() + options.timeout
+    handoff = None
+    if options.auto:
+        from fastparallel.auto.choose import choose  # only for threadpool="auto": the probe, the cost model
+
+        handoff = choose(call, items, options, deadline, pools.has_idle("processes"))
+        options, items = handoff.options, handoff.rest
+    name = _backend_name(options)
+    n_workers = 1 if name == "serial" else registry.default_workers(options)
+    read = 0 if handoff is None else handoff.read
+    total = None if options.total is None else max(0, options.total - read)
+    if total is not None:
+        n_workers = max(1, min(n_workers, total))
+    # pause spaces the starts of items, so every chunk holds one item, whatever chunksize says.
+    sizer = ChunkSizer(1 if options.pause else options.chunksize, total, n_workers)
+    if options.max_tasks_per_child is not None:  # a chunk must fit in one worker's allowance
+        sizer.cap = min(sizer.cap, options.max_tasks_per_child)
+    reader = ChunkReader(items, sizer, start=read, first_id=0 if handoff is None else handoff.next_id)
+    head = _read_head(reader, n_workers)  # one chunk per worker
+    if not head and (handoff is None or not handoff.finished and not handoff.running):
+        return
+    if reader.exhausted:
+        n_workers = max(1, len(head))
+    idle = handoff is not None and not head and not _may_retry(handoff, options)
+    if idle:
+        name = "serial"  # the probe read everything: no pool to start, no initializer to run
+    with pools.checkout(registry.pool_spec(name, options)) as backend:
+        if handoff is not None:
+            backend = handoff.wrap(backend)
+        if not idle:
+            sizer.resume(backend.begin(call, n_workers, options))
+        try:
+            # Streamed in order, a slow item holds back the pieces after it; the window
+            # bounds how far reading may run ahead of it: a few chunks per worker, so
+            # that every worker stays busy, and never fewer than 8.
+            window = max(8, 4 * n_workers) if streaming and ordered else None
+            dispatcher = Dispatcher(backend, reader, sizer, options, n_workers=n_workers, head=head,
+                                    window=window, ordered=ordered, deadline=deadline, handoff=handoff)
+            yield from dispatcher.run()
+        finally:
+            sizer.remember()
+            backend.end()
+
+
+def _may_retry(handoff: Handoff, options: Options) -> bool:
+    """Whether an item the probe ran (or still runs) may have to run again elsewhere."""
+    failed = any(not isinstance(o, Done) or o.errors for o in handoff.finished)
+    return bool(options.retries) and (failed or bool(handoff.running))
+
+
+class Dispatcher:
+    """Runs every chunk of one call on a backend; :meth:`run` yields the finished pieces."""
+
+    def __init__(self, backend: Backend, reader: ChunkReader, sizer: ChunkSizer, options: Options, *,
+                 n_workers: int, head: list[Chunk], window: int | None, ordered: bool,
+                 deadline: float | None, handoff: Handoff | None = None):
+        self.backend = backend
+        self.reader = reader
+        self.sizer = sizer
+        self.options = options
+        self.ordered = ordered
+        self.window = window  # ordered streaming: chunks read ahead of the next piece out, at most
+        self.deadline = deadline
+        self.progress: Progress | None = make_progress(options.progress, options.total)
+        self.pause = options.pause or 0.0
+        # With pause, one chunk (of one item) per worker: a queued item would start late.
+        self.max_inflight = n_workers if self.pause else backend.chunks_per_worker * n_workers
+        self.todo: deque[Chunk] = deque(head)  # read or requeued, not yet submitted
+        self.inflight: dict[int, Chunk] = {}  # submitted, no outcome yet
+        # threadpool="auto": the probe's outcomes, handled first; the chunks it still runs
+        # are in flight beside the backend's (and take their room: a process pool given
+        # more chunks than it has room for would start another worker), and the progress
+        # bar says what was chosen.
+        self.probed: list[Outcome] = [] if handoff is None else list(handoff.finished)
+        self.note = "" if handoff is None else handoff.summary
+        if handoff is not None:
+            self.inflight.update((chunk.id, chunk) for chunk in handoff.running)
+        self.parked: dict[int, list[Any]] = {}  # ordered: finished pieces waiting for earlier ones
+        self.next_out = 0  # ordered: input index of the next item to yield
+        self.done_items = 0
+        # pause: no submission before this time.monotonic(), nor while the last submitted
+        # item has not started (on backends that report starts: see _handle).
+        self.next_start_time = 0.0
+        self.awaiting_start: int | None = None  # the id of that chunk
+        self.item_timeout = options.item_timeout
+        self.retry = RetryQueue(options) if options.retries else None
+        self.timed_out = 0  # item attempts that ran past item_timeout
+
+    def run(self) -> Iterator[Piece]:
+        ok = False
+        if self.progress is not None and self.note:
+            self.progress.comment(self.note)
+        try:
+            probed, self.probed = self.probed, []
+            for outcome in probed:
+                yield from self._handle(outcome)
+            while self._submit_while_room():
+                for outcome in self._wait():
+                    yield from self._handle(outcome)
+            ok = True
+        except BaseException:
+            if self.inflight:
+                self.backend.abort()
+            raise
+        finally:
+            if self.progress is not None:
+                self.progress.close(ok)
+
+    # -- step 1: submit ------------------------------------------------------------------
+    def _more_to_submit(self) -> bool:
+        return bool(self.todo) or not self.reader.exhausted or bool(self.retry)
+
+    def _submit_while_room(self) -> bool:
+        """Submit chunks while the backend has room; False once every item is done."""
+        if self.retry:  # items whose next attempt is due go first
+            self.todo.extendleft(reversed(self.retry.due(time.monotonic())))
+        pause = self.pause
+        while len(self.inflight) < self.max_inflight:
+            if pause and (self.awaiting_start is not None or time.monotonic() < self.next_start_time):
+                break
+            chunk = self._next_chunk()
+            if chunk is None:
+                break
+            self.backend.submit(chunk)
+            self.inflight[chunk.id] = chunk
+            if pause:
+                if self.backend.reports_starts:
+                    self.awaiting_start = chunk.id
+                else:  # best effort: space the submissions
+                    self.next_start_time = time.monotonic() + pause
+        return bool(self.inflight) or self._more_to_submit()
+
+    def _next_chunk(self) -> Chunk | None:
+        if self.todo:
+            return self.todo.popleft()
+        if self.window is not None and len(self.inflight) + len(self.parked) + len(self.retry or ()) >= self.window:
+            return None
+        try:
+            return self.reader.next_chunk()
+        except Exception as exc:
+            raise input_error(exc, self.reader) from None
+
+    # -- step 2: wait ----------------------------------------------------------------------
+    def _wait(self) -> list[Outcome]:
+        """Outcomes, waiting no longer than the deadline, the next paused start, the next
+        retry or the deadline of the earliest running item (then overdue items fail)."""
+        now = time.monotonic()
+        if self.deadline is not None and self.deadline <= now:
+            raise ParallelTimeoutError(self._timeout_message())
+        wake = [self.deadline]
+        if self._paused_start_due():
+            wake.append(self.next_start_time)
+        if self.retry:
+            wake.append(self.retry.next_due())
+        if self.item_timeout is not None and self.inflight:
+            wake.append(self.backend.item_deadline())
+        times = [t for t in wake if t is not None]
+        timeout = max(0.0, min(times) - now) if times else None
+        if not self.inflight:  # nothing runs: only waiting for the next paused start or retry
+            time.sleep(timeout or 0.0)
+            return []
+        outcomes = self.backend.poll(timeout)
+        if self.item_timeout is not None:
+            outcomes.extend(self.backend.expire(time.monotonic()))
+        return outcomes
+
+    def _paused_start_due(self) -> bool:
+        """pause: whether the next submission waits only for ``next_start_time``."""
+        return (bool(self.pause) and self.awaiting_start is None and len(self.inflight) < self.max_inflight
+                and self._more_to_submit())
+
+    def _timeout_message(self) -> str:
+        reader = self.reader
+        of = self.options.total if self.options.total is not None else (reader.read if reader.exhausted else None)
+        count = f"{self.done_items} of {of}" if of is not None else f"{self.done_items}"
+        return f"parallel() did not finish within timeout={self.options.timeout}s: {count} items finished"
+
+    # -- step 3: handle an outcome -------------------------------------------------------
+    def _handle(self, outcome: Outcome) -> Iterator[Piece]:
+        chunk = outcome.chunk
+        if isinstance(outcome, Started):
+            self.next_start_time = max(self.next_start_time, outcome.time + self.pause)
+            if chunk.id == self.awaiting_start:
+                self.awaiting_start = None
+            return
+        if chunk.id == self.awaiting_start:  # it ended without starting (requeued, crashed first)
+            self.awaiting_start = None
+        self.inflight.pop(chunk.id, None)
+        if isinstance(outcome, Requeue):
+            self.todo.appendleft(chunk)
+            return
+        if isinstance(outcome, Split):
+            self.todo.extend(self._singles(chunk))
+            return
+        pieces = self._finished(outcome) if isinstance(outcome, Done) else self._crashed(outcome)
+        for start, values in pieces:
+            self.done_items += len(values)
+            yield from self._release(start, values)
+        if self.progress is not None:
+            self.progress.update(self.done_items)
+
+    def _finished(self, outcome: Done) -> list[Piece]:
+        chunk, values = outcome.chunk, outcome.values
+        self.sizer.record(len(values), outcome.seconds, outcome.nbytes)
+        if self.retry is not None and len(chunk.items) == 1 and not outcome.errors:
+            self.retry.succeeded(chunk.start)
+        if not outcome.errors:
+            return [(chunk.start, values)]
+        # Items that run again leave a gap: the pieces around them go out now.
+        pieces: list[Piece] = []
+        begin = 0
+        for offset, error in sorted(outcome.errors, key=lambda e: e[0]):
+            final = self._failed(chunk, offset, error)
+            if final is None:
+                pieces.append((chunk.start + begin, values[begin:offset]))
+                begin = offset + 1
+            else:
+                values[offset] = final
+        pieces.append((chunk.start + begin, values[begin:]))
+        return [piece for piece in pieces if piece[1]]
+
+    def _crashed(self, outcome: Crashed) -> list[Piece]:
+        chunk, culprit = outcome.chunk, outcome.culprit
+        if culprit is None and len(chunk.items) == 1:
+            culprit = 0
+        # The rest of the chunk runs again, one item at a time, so that a second crash
+        # is pinned on exactly one item.
+        if culprit is None:
+            if self.options.stop_chunk_on_error:
+                raise outcome.error
+            self.todo.extend(self._singles(chunk))
+            return []
+        final = self._failed(chunk, culprit, outcome.error)
+        self.todo.extend(self._singles(chunk, skip=culprit))
+        return [] if final is None else [(chunk.start + culprit, [final])]
+
+    def _failed(self, chunk: Chunk, offset: int, error: BaseException) -> BaseException | None:
+        """An attempt of the item at ``offset`` in ``chunk`` raised ``error``: None if the
+        item runs again; else its final error, raised here when that ends the call."""
+        index, item = chunk.start + offset, chunk.items[offset]
+        if isinstance(error, ItemTimeoutError):
+            self.timed_out += 1
+            logs.info("%s", error)
+        final: BaseException | None = error
+        if self.retry is not None:
+            final = self.retry.failed(index, item, error, time.monotonic(), lambda: self.reader.single(index, item))
+        if self.progress is not None and (self.retry is not None or self.timed_out):
+            self.progress.comment(self._comment())
+        if final is not None and self.options.stop_on_error:
+            raise final
+        return final
+
+    def _comment(self) -> str:
+        """``"3 retried, 1 timed out"``: for the progress bar (after auto's choice, if any)."""
+        parts = [self.note] if self.note else []
+        if self.retry is not None and self.retry.retried:
+            parts.append(f"{self.retry.retried} retried")
+        if self.timed_out:
+            parts.append(f"{self.timed_out} timed out")
+        return ", ".join(parts)
+
+    def _singles(self, chunk: Chunk, skip: int | None = None) -> list[Chunk]:
+        """The items of ``chunk`` (but ``skip``) as one-item chunks, to run each on its own."""
+        return [self.reader.single(chunk.start + o, item) for o, item in enumerate(chunk.items) if o != skip]
+
+    def _release(self, start: int, values: list[Any]) -> Iterator[Piece]:
+        """Yield a finished piece, or park it until the pieces before it are out (ordered)."""
+        if not self.ordered:
+            yield start, values
+            return
+        self.parked[start] = values
+        while self.next_out in self.parked:
+            ready = self.parked.pop(self.next_out)
+            yield self.next_out, ready
+            self.next_out += len(ready)
