@@ -21,7 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks._one", description=__doc__)
     parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
     parser.add_argument("--size", required=True, help="variant name, e.g. 20k")
-    parser.add_argument("--mode", required=True, choices=["process", "thread", "async", "serial", "none"])
+    parser.add_argument(
+        "--mode", required=True, choices=["process", "thread", "async", "serial", "none"]
+    )
     parser.add_argument("--contender", required=True, choices=sorted(CONTENDERS))
     parser.add_argument("--quick", action="store_true", help="look the size up among quick sizes")
     parser.add_argument("--loops-per-ms", type=float, default=None, help="spin() loops per ms")

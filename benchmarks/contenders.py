@@ -64,11 +64,15 @@ def _load_fastparallel(method: str | None = None, threadpool: str | None = None)
         def map(self, job: Job) -> list[Any]:
             return list(
                 parallel(
-                    job.fn, job.items, n_workers=self.n_workers,
+                    job.fn,
+                    job.items,
+                    n_workers=self.n_workers,
                     threadpool=self.threads if threadpool is None else threadpool,
-                    progress=job.progress, method=method, **job.kwargs,
+                    progress=job.progress,
+                    method=method,
+                    **job.kwargs,
                 )
-            )  # fmt: skip
+            )
 
         def close(self) -> None:
             shutdown()
@@ -83,7 +87,9 @@ def _load_fastparallel_async() -> SessionFactory:
 
     class FastparallelAsyncSession(Session):
         def map(self, job: Job) -> list[Any]:
-            return asyncio.run(parallel_async(job.fn, job.items, n_workers=self.n_workers, **job.kwargs))
+            return asyncio.run(
+                parallel_async(job.fn, job.items, n_workers=self.n_workers, **job.kwargs)
+            )
 
     return FastparallelAsyncSession
 
@@ -117,13 +123,21 @@ def _load_fastcore() -> SessionFactory:
     class FastcoreSession(Session):
         def map(self, job: Job) -> list[Any]:
             if self.mode == "async":
-                return list(asyncio.run(parallel_async(job.fn, job.items, n_workers=self.n_workers, **job.kwargs)))
+                return list(
+                    asyncio.run(
+                        parallel_async(job.fn, job.items, n_workers=self.n_workers, **job.kwargs)
+                    )
+                )
             return list(
                 parallel(
-                    job.fn, job.items, n_workers=self.n_workers, threadpool=self.threads,
-                    progress=job.progress, **job.kwargs,
+                    job.fn,
+                    job.items,
+                    n_workers=self.n_workers,
+                    threadpool=self.threads,
+                    progress=job.progress,
+                    **job.kwargs,
                 )
-            )  # fmt: skip
+            )
 
     return FastcoreSession
 
@@ -138,7 +152,11 @@ def _load_mpire() -> SessionFactory:
             self.pool = WorkerPool(n_jobs=n_workers, start_method=method, keep_alive=True)
 
         def map(self, job: Job) -> list[Any]:
-            return list(self.pool.map(job.bound, job.items, progress_bar=job.progress, concatenate_numpy_output=False))
+            return list(
+                self.pool.map(
+                    job.bound, job.items, progress_bar=job.progress, concatenate_numpy_output=False
+                )
+            )
 
         def close(self) -> None:
             self.pool.terminate()
@@ -215,7 +233,9 @@ def _load_tqdm() -> SessionFactory:
     class TqdmSession(Session):
         def map(self, job: Job) -> list[Any]:
             run = thread_map if self.threads else process_map
-            return list(run(job.bound, job.items, max_workers=self.n_workers, disable=not job.progress))
+            return list(
+                run(job.bound, job.items, max_workers=self.n_workers, disable=not job.progress)
+            )
 
     return TqdmSession
 
@@ -233,94 +253,146 @@ CONTENDERS: dict[str, Contender] = {
     c.name: c
     for c in [
         Contender(
-            name="serial", label="serial loop", load=_load_serial,
+            name="serial",
+            label="serial loop",
+            load=_load_serial,
             apis={"serial": "[fn(x) for x in items]"},
         ),
         Contender(
-            name="fastparallel", label="fastparallel", load=_load_fastparallel,
-            apis={"process": "parallel(fn, items)", "thread": "parallel(fn, items, threadpool=True)",
-                  "async": "parallel(async_fn, items, n_workers=k)"},
-            progress=True, import_stmt="from fastparallel import parallel",
+            name="fastparallel",
+            label="fastparallel",
+            load=_load_fastparallel,
+            apis={
+                "process": "parallel(fn, items)",
+                "thread": "parallel(fn, items, threadpool=True)",
+                "async": "parallel(async_fn, items, n_workers=k)",
+            },
+            progress=True,
+            import_stmt="from fastparallel import parallel",
         ),
         Contender(
-            name="fastparallel_async", label="fastparallel.parallel_async", load=_load_fastparallel_async,
+            name="fastparallel_async",
+            label="fastparallel.parallel_async",
+            load=_load_fastparallel_async,
             apis={"async": "await parallel_async(async_fn, items, n_workers=k)"},
         ),
         Contender(
-            name="fastparallel_fork", label="fastparallel (method='fork')",
+            name="fastparallel_fork",
+            label="fastparallel (method='fork')",
             load=lambda: _load_fastparallel("fork"),
             apis={"process": "parallel(fn, items, method='fork')"},
             unsupported={"thread": "the start method only concerns processes"},
             keeps_pool=False,
         ),
         Contender(
-            name="fastparallel_auto", label="fastparallel (threadpool='auto')",
+            name="fastparallel_auto",
+            label="fastparallel (threadpool='auto')",
             load=lambda: _load_fastparallel(threadpool="auto"),
-            apis={"process": "parallel(fn, items, threadpool='auto')",
-                  "thread": "parallel(fn, items, threadpool='auto')"},
+            apis={
+                "process": "parallel(fn, items, threadpool='auto')",
+                "thread": "parallel(fn, items, threadpool='auto')",
+            },
             only_in=AUTO_WORKLOADS,
         ),
         Contender(
-            name="fastcore", label="fastcore.parallel", load=_load_fastcore,
-            apis={"process": "parallel(fn, items)", "thread": "parallel(fn, items, threadpool=True)",
-                  "async": "await parallel_async(async_fn, items, n_workers=k)"},
-            keeps_pool=False, progress=True, import_stmt="from fastcore.parallel import parallel",
+            name="fastcore",
+            label="fastcore.parallel",
+            load=_load_fastcore,
+            apis={
+                "process": "parallel(fn, items)",
+                "thread": "parallel(fn, items, threadpool=True)",
+                "async": "await parallel_async(async_fn, items, n_workers=k)",
+            },
+            keeps_pool=False,
+            progress=True,
+            import_stmt="from fastcore.parallel import parallel",
         ),
         Contender(
-            name="mpire", label="mpire", load=_load_mpire,
-            apis={"process": "WorkerPool(start_method='fork').map",
-                  "thread": "WorkerPool(start_method='threading').map"},
-            progress=True, import_stmt="from mpire import WorkerPool",
+            name="mpire",
+            label="mpire",
+            load=_load_mpire,
+            apis={
+                "process": "WorkerPool(start_method='fork').map",
+                "thread": "WorkerPool(start_method='threading').map",
+            },
+            progress=True,
+            import_stmt="from mpire import WorkerPool",
         ),
         Contender(
-            name="joblib", label="joblib", load=_load_joblib,
-            apis={"process": "Parallel(n_jobs)(delayed(fn)(x) ...) (loky)",
-                  "thread": "Parallel(n_jobs, prefer='threads')(...)"},
+            name="joblib",
+            label="joblib",
+            load=_load_joblib,
+            apis={
+                "process": "Parallel(n_jobs)(delayed(fn)(x) ...) (loky)",
+                "thread": "Parallel(n_jobs, prefer='threads')(...)",
+            },
             import_stmt="from joblib import Parallel, delayed",
         ),
         Contender(
-            name="mp_pool_fork", label="multiprocessing.Pool (fork)", load=lambda: _load_mp_pool("fork"),
-            apis={"process": "get_context('fork').Pool().map", "thread": "multiprocessing.pool.ThreadPool().map"},
+            name="mp_pool_fork",
+            label="multiprocessing.Pool (fork)",
+            load=lambda: _load_mp_pool("fork"),
+            apis={
+                "process": "get_context('fork').Pool().map",
+                "thread": "multiprocessing.pool.ThreadPool().map",
+            },
             import_stmt="import multiprocessing.pool",
         ),
         Contender(
-            name="mp_pool_default", label=f"multiprocessing.Pool (default: {DEFAULT_METHOD})",
+            name="mp_pool_default",
+            label=f"multiprocessing.Pool (default: {DEFAULT_METHOD})",
             load=lambda: _load_mp_pool(None),
             apis={"process": f"Pool().map (start method {DEFAULT_METHOD})"},
             unsupported={"thread": "its thread pool is the ThreadPool measured under mp_pool_fork"},
         ),
         Contender(
-            name="mp_pool_forkserver", label="multiprocessing.Pool (forkserver)",
+            name="mp_pool_forkserver",
+            label="multiprocessing.Pool (forkserver)",
             load=lambda: _load_mp_pool("forkserver"),
             apis={"process": "get_context('forkserver').Pool().map (the default from Python 3.14)"},
             unsupported={"thread": "its thread pool is the ThreadPool measured under mp_pool_fork"},
             only_in=FORKSERVER_WORKLOADS,
         ),
         Contender(
-            name="futures", label="concurrent.futures", load=_load_futures,
+            name="futures",
+            label="concurrent.futures",
+            load=_load_futures,
             apis={"process": "ProcessPoolExecutor().map", "thread": "ThreadPoolExecutor().map"},
             import_stmt="import concurrent.futures",
         ),
         Contender(
-            name="futures_forkserver", label="ProcessPoolExecutor (forkserver)",
+            name="futures_forkserver",
+            label="ProcessPoolExecutor (forkserver)",
             load=lambda: _load_futures("forkserver"),
-            apis={"process": "ProcessPoolExecutor(mp_context=get_context('forkserver')).map "
-                             "(the default from Python 3.14)"},
-            unsupported={"thread": "its thread pool is the ThreadPoolExecutor measured under futures"},
+            apis={
+                "process": "ProcessPoolExecutor(mp_context=get_context('forkserver')).map "
+                "(the default from Python 3.14)"
+            },
+            unsupported={
+                "thread": "its thread pool is the ThreadPoolExecutor measured under futures"
+            },
             only_in=FORKSERVER_WORKLOADS,
         ),
         Contender(
-            name="tqdm", label="tqdm.contrib.concurrent", load=_load_tqdm,
-            apis={"process": "process_map(fn, items, disable=True)",
-                  "thread": "thread_map(fn, items, disable=True)"},
-            keeps_pool=False, progress=True, import_stmt="from tqdm.contrib.concurrent import process_map",
+            name="tqdm",
+            label="tqdm.contrib.concurrent",
+            load=_load_tqdm,
+            apis={
+                "process": "process_map(fn, items, disable=True)",
+                "thread": "thread_map(fn, items, disable=True)",
+            },
+            keeps_pool=False,
+            progress=True,
+            import_stmt="from tqdm.contrib.concurrent import process_map",
         ),
         Contender(
-            name="asyncio", label="asyncio.gather + Semaphore", load=_load_asyncio,
+            name="asyncio",
+            label="asyncio.gather + Semaphore",
+            load=_load_asyncio,
             apis={"async": "await gather(*(limited(fn(x)) for x in items)), Semaphore(k)"},
         ),
     ]
-}  # fmt: skip
+}
 
 REFERENCE = "fastparallel"
 """The contender every ratio is taken against."""

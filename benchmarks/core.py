@@ -81,9 +81,15 @@ class CaseKey:
     def as_args(self) -> list[str]:
         """Command-line arguments selecting this case in ``benchmarks._one``."""
         return [
-            "--workload", self.workload, "--size", self.variant,
-            "--mode", self.mode, "--contender", self.contender,
-        ]  # fmt: skip
+            "--workload",
+            self.workload,
+            "--size",
+            self.variant,
+            "--mode",
+            self.mode,
+            "--contender",
+            self.contender,
+        ]
 
     def __str__(self) -> str:
         return f"{self.workload}/{self.variant}/{self.mode}/{self.contender}"

@@ -48,21 +48,31 @@ def main() -> None:
 
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
         ) as cluster,
         Client(cluster) as client,
     ):
         parallel(busy, [0.0] * 10, executor=client)
         parallel(busy, [0.0] * 10, n_workers=2)
-        print("| task | items | parallel(executor=client) | client.submit per item | local processes |")
+        print(
+            "| task | items | parallel(executor=client) | client.submit per item | local processes |"
+        )
         print("| --- | --- | --- | --- | --- |")
         for seconds in (0.0, 0.001, 0.01, 0.1):
             n = 20_000 if seconds == 0 else max(8, int(args.budget / seconds))
             items = [seconds] * n
             n_submit = min(n, 2_000)
-            dask_rate = _rate(lambda items=items: parallel(busy, items, executor=client), n, args.reps)
+            dask_rate = _rate(
+                lambda items=items: parallel(busy, items, executor=client), n, args.reps
+            )
             submit_rate = _rate(
-                lambda items=items[:n_submit]: client.gather([client.submit(busy, s, pure=False) for s in items]),
+                lambda items=items[:n_submit]: client.gather(
+                    [client.submit(busy, s, pure=False) for s in items]
+                ),
                 n_submit,
                 args.reps,
             )

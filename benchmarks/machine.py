@@ -13,9 +13,17 @@ from pathlib import Path
 from typing import Any
 
 LIBRARIES = (
-    "fastparallel", "fastcore", "mpire", "joblib", "tqdm", "numpy", "scikit-learn", "pillow",
-    "cloudpickle", "fastprogress",
-)  # fmt: skip
+    "fastparallel",
+    "fastcore",
+    "mpire",
+    "joblib",
+    "tqdm",
+    "numpy",
+    "scikit-learn",
+    "pillow",
+    "cloudpickle",
+    "fastprogress",
+)
 
 
 def cpu_model() -> str:
@@ -36,7 +44,9 @@ def version_of(dist: str) -> str | None:
         module = importlib.import_module(dist.replace("-", "_"))
     except Exception:
         source = Path(__file__).resolve().parents[1] / "src" / dist / "__init__.py"
-        found = re.search(r'__version__ = "([^"]+)"', source.read_text()) if source.exists() else None
+        found = (
+            re.search(r'__version__ = "([^"]+)"', source.read_text()) if source.exists() else None
+        )
         return found.group(1) if found else None
     return str(getattr(module, "__version__", "unknown"))
 
@@ -53,7 +63,12 @@ def revision(root: Path) -> str | None:
     """``git describe --always --dirty`` of the checkout, if it is one."""
     try:
         done = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True, text=True, timeout=10
+            ["git", "describe", "--always", "--dirty"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -20,8 +20,12 @@ class Planned:
 def plan_workload(workload: Workload, contenders: Sequence[str], quick: bool) -> list[Planned]:
     """Every case of one workload, in report order: per size, serial first, then by mode."""
     cases: list[Planned] = []
-    chosen = [c for c in contenders if (workload.contenders is None or c in workload.contenders)
-              and (CONTENDERS[c].only_in is None or workload.name in CONTENDERS[c].only_in)]
+    chosen = [
+        c
+        for c in contenders
+        if (workload.contenders is None or c in workload.contenders)
+        and (CONTENDERS[c].only_in is None or workload.name in CONTENDERS[c].only_in)
+    ]
     for variant, params in workload.sizes(quick).items():
         if "serial" in chosen:
             reason = None if workload.serial is True else str(workload.serial or "not measured")

@@ -14,7 +14,16 @@ from .workloads import WORKLOADS, Workload
 
 HIGHLIGHT = "#d62728"
 OTHERS = "#7f7f7f"
-LINE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+LINE_COLORS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+]
 TICKS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
 
 
@@ -35,7 +44,9 @@ def _save(plt: Any, fig: Any, path: Path) -> bool:
     return True
 
 
-def workload_rows(results: ResultSet, workload: Workload) -> list[tuple[str, list[tuple[str, float]]]]:
+def workload_rows(
+    results: ResultSet, workload: Workload
+) -> list[tuple[str, list[tuple[str, float]]]]:
     """For each size and mode: (row title, [(contender label, median)]), fastest first."""
     names = contenders_in(results, workload.name)
     variants = list(dict.fromkeys(k.variant for k in results.cases if k.workload == workload.name))
@@ -60,8 +71,13 @@ def plot_workload(results: ResultSet, workload: Workload, path: Path) -> bool:
         return False
     plt = _pyplot()
     heights = [0.6 + 0.32 * len(bars) for _, bars in rows]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(8, sum(heights) + 0.6), squeeze=False,
-                             gridspec_kw={"height_ratios": heights})  # fmt: skip
+    fig, axes = plt.subplots(
+        len(rows),
+        1,
+        figsize=(8, sum(heights) + 0.6),
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+    )
     for ax, (title, bars) in zip(axes[:, 0], rows, strict=True):
         labels = [CONTENDERS[name].label for name, _ in bars]
         values = [seconds for _, seconds in bars]
@@ -81,15 +97,22 @@ def plot_workload(results: ResultSet, workload: Workload, path: Path) -> bool:
 
 
 def plot_efficiency(results: ResultSet, workload: Workload, path: Path) -> bool:
-    series = {name: efficiency(results, workload, name) for name in contenders_in(results, workload.name)}
+    series = {
+        name: efficiency(results, workload, name) for name in contenders_in(results, workload.name)
+    }
     series = {name: points for name, points in series.items() if points}
     if not series:
         return False
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, points in series.items():
-        ax.plot([p[0] for p in points], [p[2] for p in points], marker="o",
-                color=HIGHLIGHT if name == REFERENCE else None, label=CONTENDERS[name].label)  # fmt: skip
+        ax.plot(
+            [p[0] for p in points],
+            [p[2] for p in points],
+            marker="o",
+            color=HIGHLIGHT if name == REFERENCE else None,
+            label=CONTENDERS[name].label,
+        )
     ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--", label="ideal")
     ax.set_xlabel("workers")
     ax.set_ylabel("parallel efficiency T1 / (n Tn)")
@@ -102,8 +125,13 @@ def plot_efficiency(results: ResultSet, workload: Workload, path: Path) -> bool:
 
 def _memcpy_rate(results: ResultSet, workload: Workload) -> float | None:
     """The median memcpy bandwidth (bytes per second) the workload's cases measured."""
-    rates = [extra["memcpy_bytes_per_second"] for key, case in results.cases.items() if key.workload == workload.name
-             for extra in case.extras if "memcpy_bytes_per_second" in extra]
+    rates = [
+        extra["memcpy_bytes_per_second"]
+        for key, case in results.cases.items()
+        if key.workload == workload.name
+        for extra in case.extras
+        if "memcpy_bytes_per_second" in extra
+    ]
     return statistics.median(rates) if rates else None
 
 
@@ -126,13 +154,24 @@ def plot_sweep(results: ResultSet, workload: Workload, path: Path) -> bool:
     others = iter(LINE_COLORS)
     for name in (n for n in CONTENDERS if n in series):
         points = sorted(series[name])
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=CONTENDERS[name].label,
-                color=HIGHLIGHT if name == REFERENCE else next(others), linewidth=2 if name == REFERENCE else 1)
+        ax.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            marker="o",
+            label=CONTENDERS[name].label,
+            color=HIGHLIGHT if name == REFERENCE else next(others),
+            linewidth=2 if name == REFERENCE else 1,
+        )
     rate = _memcpy_rate(results, workload)
     if rate:
         xs = sorted({p[0] for points in series.values() for p in points})
-        ax.plot(xs, [x / rate for x in xs], color="black", linestyle="--",
-                label=f"one memcpy ({rate / 1e9:.1f} GB/s)")
+        ax.plot(
+            xs,
+            [x / rate for x in xs],
+            color="black",
+            linestyle="--",
+            label=f"one memcpy ({rate / 1e9:.1f} GB/s)",
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _bytes_label(x)))

@@ -36,7 +36,9 @@ class Notes:
 
     def ref(self, text: str) -> str:
         if text not in self.texts:
-            self.texts[text] = chr(ord("a") + len(self.texts)) if len(self.texts) < 26 else str(len(self.texts))
+            self.texts[text] = (
+                chr(ord("a") + len(self.texts)) if len(self.texts) < 26 else str(len(self.texts))
+            )
         return self.texts[text]
 
     def lines(self) -> list[str]:
@@ -88,7 +90,9 @@ def workload_section(results: ResultSet, workload: Workload) -> list[str]:
     return lines + [""]
 
 
-def efficiency(results: ResultSet, workload: Workload, contender: str) -> list[tuple[int, float, float]]:
+def efficiency(
+    results: ResultSet, workload: Workload, contender: str
+) -> list[tuple[int, float, float]]:
     """(workers, median, efficiency T1 / (n * Tn)) for each size of a scaling workload."""
     points = []
     for key, case in results.cases.items():
@@ -114,10 +118,13 @@ def efficiency_table(results: ResultSet, workload: Workload, names: list[str]) -
 
 def targets_table(targets: list[dict[str, Any]]) -> list[str]:
     rows = [
-        [t["target"], *format_pair(t["value"], t["limit"], t["unit"]),
-         {"pass": "pass", "fail": "**FAIL**"}.get(t["status"], t["status"])]
+        [
+            t["target"],
+            *format_pair(t["value"], t["limit"], t["unit"]),
+            {"pass": "pass", "fail": "**FAIL**"}.get(t["status"], t["status"]),
+        ]
         for t in targets
-    ]  # fmt: skip
+    ]
     return table(["target", "measured", "limit", "result"], rows)
 
 
@@ -134,12 +141,18 @@ def markdown(results: ResultSet, meta: dict[str, Any]) -> str:
         f"# fastparallel benchmarks: `{meta['tag']}`",
         "",
         f"- Machine: {machine_line(meta)}",
-        f"- Command: `{meta['command']}`" + (f" at revision `{meta['revision']}`" if meta.get("revision") else ""),
-        f"- {meta['reps']} repetition(s), each case in a fresh interpreter; cells show the median "
-        f"and, in brackets, the ratio to fastparallel in the same row (below 1: faster than "
-        f"fastparallel). Calibration: {meta['loops_per_ms']:.0f} loops/ms. "
-        f"Run took {meta['duration_s'] / 60:.1f} min.",
-        *(["- Quick run: tiny sizes (the descriptions give the full sizes), not for comparison."] * meta["quick"]),
+        f"- Command: `{meta['command']}`"
+        + (f" at revision `{meta['revision']}`" if meta.get("revision") else ""),
+        (
+            f"- {meta['reps']} repetition(s), each case in a fresh interpreter; cells show the median "
+            f"and, in brackets, the ratio to fastparallel in the same row (below 1: faster than "
+            f"fastparallel). Calibration: {meta['loops_per_ms']:.0f} loops/ms. "
+            f"Run took {meta['duration_s'] / 60:.1f} min."
+        ),
+        *(
+            ["- Quick run: tiny sizes (the descriptions give the full sizes), not for comparison."]
+            * meta["quick"]
+        ),
         "",
         "## Targets",
         "",

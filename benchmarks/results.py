@@ -56,9 +56,12 @@ class ResultSet:
         for entry in data["cases"]:
             key = CaseKey(entry["workload"], entry["size"], entry["mode"], entry["contender"])
             results.cases[key] = CaseResult(
-                key, entry.get("skipped"), list(entry.get("samples", [])),
-                list(entry.get("failures", [])), list(entry.get("extra", [])),
-            )  # fmt: skip
+                key,
+                entry.get("skipped"),
+                list(entry.get("samples", [])),
+                list(entry.get("failures", [])),
+                list(entry.get("extra", [])),
+            )
         return results
 
     def add(self, key: CaseKey, measurement: Measurement) -> None:
@@ -75,10 +78,11 @@ class ResultSet:
     def modes_of(self, workload: str, variant: str) -> list[str]:
         return list(
             dict.fromkeys(
-                k.mode for k in self.cases if (k.workload, k.variant) == (workload, variant)
-                and k.mode != "serial"
+                k.mode
+                for k in self.cases
+                if (k.workload, k.variant) == (workload, variant) and k.mode != "serial"
             )
-        )  # fmt: skip
+        )
 
     def ratios(self, key: CaseKey) -> dict[str, float]:
         """The case's median over fastparallel's, per mode (serial is compared with each mode)."""
@@ -111,9 +115,12 @@ class ResultSet:
                 entry["skipped"] = c.skip
             else:
                 entry.update(
-                    correct=c.ok, samples=c.samples, median=c.median,
-                    ratio_to_fastparallel=self.ratios(c.key), failures=c.failures,
-                )  # fmt: skip
+                    correct=c.ok,
+                    samples=c.samples,
+                    median=c.median,
+                    ratio_to_fastparallel=self.ratios(c.key),
+                    failures=c.failures,
+                )
                 if c.extras:
                     entry["extra"] = c.extras
             cases.append(entry)

@@ -29,15 +29,15 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from benchmarks import machine  # noqa: E402
-from benchmarks.calibrate import loops_per_ms  # noqa: E402
-from benchmarks.contenders import CONTENDERS  # noqa: E402
-from benchmarks.core import CaseKey, Measurement  # noqa: E402
-from benchmarks.plan import Planned, plan, schedule  # noqa: E402
-from benchmarks.plots import draw_all  # noqa: E402
-from benchmarks.report import fmt_seconds, markdown, targets_table  # noqa: E402
-from benchmarks.results import ResultSet  # noqa: E402
-from benchmarks.workloads import WORKLOADS  # noqa: E402
+from benchmarks import machine
+from benchmarks.calibrate import loops_per_ms
+from benchmarks.contenders import CONTENDERS
+from benchmarks.core import CaseKey, Measurement
+from benchmarks.plan import Planned, plan, schedule
+from benchmarks.plots import draw_all
+from benchmarks.report import fmt_seconds, markdown, targets_table
+from benchmarks.results import ResultSet
+from benchmarks.workloads import WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,16 +59,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--workloads", nargs="+", metavar="NAME", help=f"subset of: {', '.join(WORKLOADS)}")
-    parser.add_argument("--contenders", nargs="+", metavar="NAME", help=f"subset of: {', '.join(CONTENDERS)}")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and 1 repetition (smoke test)")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions per case (default 5, quick 1)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<tag>)")
+    parser.add_argument(
+        "--workloads", nargs="+", metavar="NAME", help=f"subset of: {', '.join(WORKLOADS)}"
+    )
+    parser.add_argument(
+        "--contenders", nargs="+", metavar="NAME", help=f"subset of: {', '.join(CONTENDERS)}"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes and 1 repetition (smoke test)"
+    )
+    parser.add_argument(
+        "--reps", type=int, default=None, help="repetitions per case (default 5, quick 1)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default benchmarks/results/<tag>)"
+    )
     parser.add_argument("--tag", default=None, help="machine tag naming the default output folder")
     parser.add_argument(
-        "--jobs", type=int, default=1, help="cases run at once; anything above 1 distorts timings (smoke tests only)"
+        "--jobs",
+        type=int,
+        default=1,
+        help="cases run at once; anything above 1 distorts timings (smoke tests only)",
     )
-    parser.add_argument("--timeout", type=float, default=None, help="seconds per case (default 600, quick 120)")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds per case (default 600, quick 120)"
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the matplotlib charts")
     parser.add_argument("--list", action="store_true", help="print the planned cases and exit")
     parser.add_argument(
@@ -78,7 +93,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="PATH",
         help="redraw results.md and the plots from a results.json, measuring nothing",
     )
-    return parser.parse_args(argv)  # fmt: skip
+    return parser.parse_args(argv)
 
 
 def child_env() -> dict[str, str]:
@@ -96,14 +111,27 @@ def child_env() -> dict[str, str]:
 
 def run_case(key: CaseKey, quick: bool, calibration: float, timeout: float) -> Measurement:
     """Measures one case in a fresh interpreter."""
-    cmd = [sys.executable, "-m", "benchmarks._one", *key.as_args(), "--loops-per-ms", repr(calibration)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks._one",
+        *key.as_args(),
+        "--loops-per-ms",
+        repr(calibration),
+    ]
     if quick:
         cmd.append("--quick")
     try:
         done = subprocess.run(
-            cmd, cwd=ROOT, env=child_env(), stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            cmd,
+            cwd=ROOT,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return Measurement(None, False, f"timed out after {timeout:.0f} s")
     found = Measurement.from_output(done.stdout)
@@ -135,7 +163,11 @@ def measure_all(
         measurement = run_case(key, args.quick, calibration, timeout)
         results.add(key, measurement)
         done += 1
-        status = fmt_seconds(measurement.seconds) if measurement.correct else f"FAILED {measurement.error}"
+        status = (
+            fmt_seconds(measurement.seconds)
+            if measurement.correct
+            else f"FAILED {measurement.error}"
+        )
         log(f"[{done}/{total}] rep {rep + 1}: {key}: {status}")
 
     for rep in range(reps):
@@ -145,7 +177,9 @@ def measure_all(
 
     meta = {
         "tag": args.tag or machine.tag(),
-        "command": shlex.join(["python", "-m", "benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
+        "command": shlex.join(
+            ["python", "-m", "benchmarks.run", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "quick": args.quick,
         "workloads": list(dict.fromkeys(p.key.workload for p in planned)),
         "contenders": list(dict.fromkeys(p.key.contender for p in planned)),

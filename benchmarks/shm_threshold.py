@@ -26,7 +26,18 @@ from fastparallel.backends.processes.wire.buffers import close_all, share
 from fastparallel.backends.processes.wire.channel import Channel
 from fastparallel.serialize import pickling
 
-SIZES = [4 << 10, 16 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20]
+SIZES = [
+    4 << 10,
+    16 << 10,
+    32 << 10,
+    64 << 10,
+    128 << 10,
+    256 << 10,
+    1 << 20,
+    4 << 20,
+    16 << 20,
+    64 << 20,
+]
 
 
 def _child(requests: Channel, replies: Channel) -> None:

@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+_OPENER = urllib.request.build_opener(
+    urllib.request.ProxyHandler({})
+)  # loopback: never through a proxy
 
 
 def burn(loops: int) -> int:
@@ -118,7 +120,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
 def _handler(delay: float) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:
             time.sleep(delay)  # a slow backend
             body = self.path.rsplit("/", 1)[1].encode()
             self.send_response(200)

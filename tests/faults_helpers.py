@@ -11,6 +11,7 @@ with a bounded poll (:func:`wait_for`). No bare sleeps are used as synchronisati
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -50,7 +51,9 @@ def record_timing(case: str, seconds: float) -> None:
 # Polling and process inspection.
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.01) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.01
+) -> Any:
     """Poll ``predicate`` until it returns something true; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -71,7 +74,7 @@ def proc_stat(pid: int) -> tuple[str, int, int] | None:
         return None
     except OSError:
         return None
-    rest = data[data.rindex(")") + 2:].split()
+    rest = data[data.rindex(")") + 2 :].split()
     return rest[0], int(rest[1]), int(rest[3])
 
 
@@ -89,8 +92,7 @@ def wait_gone(pids: Iterable[int], timeout: float, what: str = "processes") -> f
     """Wait until none of ``pids`` is alive; returns the seconds it took."""
     pids = list(pids)
     began = time.monotonic()
-    wait_for(lambda: all_gone(pids), timeout,
-             f"{what} {[p for p in pids if pid_alive(p)]} to exit")
+    wait_for(lambda: all_gone(pids), timeout, f"{what} {[p for p in pids if pid_alive(p)]} to exit")
     return time.monotonic() - began
 
 
@@ -153,9 +155,16 @@ def marked_pids(marks: str | Path) -> set[int]:
     return {m["pid"] for m in read_marks(marks).values()}
 
 
+def _at_least(marks: dict[str, dict[str, Any]], n: int) -> dict[str, dict[str, Any]] | None:
+    return marks if len(marks) >= n else None
+
+
 def wait_marks(marks: str | Path, n: int, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
-    return wait_for(lambda: (lambda m: m if len(m) >= n else None)(read_marks(marks)),
-                    timeout, f"{n} items to start running")
+    return wait_for(
+        lambda: _at_least(read_marks(marks), n),
+        timeout,
+        f"{n} items to start running",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -194,9 +203,17 @@ def crash_on(x: int, *, target: int, how: str, stamp: str | None = None) -> int:
     return x * x if isinstance(x, int) else x
 
 
-def mark_then_block(x: int, *, marks: str, quick: Iterable[int] = (), fail: Iterable[int] = (),
-                    fail_when_running: int = 0, stamp: str | None = None,
-                    event: threading.Event | None = None, seconds: float = 30.0) -> int:
+def mark_then_block(
+    x: int,
+    *,
+    marks: str,
+    quick: Iterable[int] = (),
+    fail: Iterable[int] = (),
+    fail_when_running: int = 0,
+    stamp: str | None = None,
+    event: threading.Event | None = None,
+    seconds: float = 30.0,
+) -> int:
     """Write a mark for ``x``; then return at once (quick), raise (fail) or block.
 
     A failing item first waits until ``fail_when_running`` items (itself included) have
@@ -262,6 +279,7 @@ def raise_on(x: int, *, target: int, kind: str) -> int:
     if kind == "socket":
         raise WithSocket(f"socket failure on {x}")
     if kind == "local":
+
         class LocalError(Exception):
             guard = threading.Lock()  # the class itself cannot be pickled, not even by value
 
@@ -396,18 +414,21 @@ def start_script(tmp_path: Path, body: str, args: Iterable[str] = ()) -> subproc
     """Start a script in a new session (its own process group); stdout/stderr go to files
     (not pipes: a surviving worker would hold a pipe open)."""
     path = write_script(tmp_path, body)
-    stdout = open(tmp_path / "stdout.txt", "w")
-    stderr = open(tmp_path / "stderr.txt", "w")
-    try:
-        return subprocess.Popen([sys.executable, str(path), str(tmp_path), *args], stdout=stdout,
-                                stderr=stderr, text=True, env=script_env(), cwd=str(tmp_path),
-                                start_new_session=True)
-    finally:
-        stdout.close()
-        stderr.close()
+    with open(tmp_path / "stdout.txt", "w") as stdout, open(tmp_path / "stderr.txt", "w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, str(path), str(tmp_path), *args],
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            env=script_env(),
+            cwd=str(tmp_path),
+            start_new_session=True,
+        )
 
 
-def finish_script(proc: subprocess.Popen[str], tmp_path: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+def finish_script(
+    proc: subprocess.Popen[str], tmp_path: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
     """Wait for a script from :func:`start_script`; on timeout kill its session and fail."""
     try:
         proc.wait(timeout=timeout)
@@ -415,13 +436,21 @@ def finish_script(proc: subprocess.Popen[str], tmp_path: Path, timeout: float) -
         kill_session(proc.pid)
         proc.kill()
         proc.wait()
-        raise AssertionError(f"the script did not finish within {timeout}s; stderr:\n"
-                             + (tmp_path / "stderr.txt").read_text()[-3000:]) from None
-    return subprocess.CompletedProcess(proc.args, proc.returncode, (tmp_path / "stdout.txt").read_text(),
-                                       (tmp_path / "stderr.txt").read_text())
+        raise AssertionError(
+            f"the script did not finish within {timeout}s; stderr:\n"
+            + (tmp_path / "stderr.txt").read_text()[-3000:]
+        ) from None
+    return subprocess.CompletedProcess(
+        proc.args,
+        proc.returncode,
+        (tmp_path / "stdout.txt").read_text(),
+        (tmp_path / "stderr.txt").read_text(),
+    )
 
 
-def run_script(tmp_path: Path, body: str, timeout: float, args: Iterable[str] = ()) -> subprocess.CompletedProcess[str]:
+def run_script(
+    tmp_path: Path, body: str, timeout: float, args: Iterable[str] = ()
+) -> subprocess.CompletedProcess[str]:
     """Run a script to its end (in its own session, see :func:`session_pids`)."""
     return finish_script(start_script(tmp_path, body, args), tmp_path, timeout)
 
@@ -429,7 +458,5 @@ def run_script(tmp_path: Path, body: str, timeout: float, args: Iterable[str] = 
 def kill_session(sid: int) -> None:
     """Clean-up after a failed test: SIGKILL whatever is left in the session."""
     for pid in session_pids(sid):
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass

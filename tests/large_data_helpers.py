@@ -99,15 +99,24 @@ def full_and_where(seed: int, mib: float = 4) -> tuple[Any, bool]:
 
 def look(item: Any) -> dict[str, Any]:
     """What a worker sees of an array item: where it lives, whether it may write it, its sum."""
-    return {"shared": in_shared_memory(item), "writeable": bool(item.flags.writeable),
-            "sum": float(item.sum()), "dtype": item.dtype.str, "shape": item.shape}
+    return {
+        "shared": in_shared_memory(item),
+        "writeable": bool(item.flags.writeable),
+        "sum": float(item.sum()),
+        "dtype": item.dtype.str,
+        "shape": item.shape,
+    }
 
 
 def look_at_bound(array: Any, item: int) -> dict[str, Any]:
     """Writes ``-1`` at ``array[item]`` (a bound argument), then reports what this worker sees."""
     array[item] = -1
-    return {"pid": os.getpid(), "negative": [int(i) for i in (array < 0).nonzero()[0]],
-            "shared": in_shared_memory(array), "writeable": bool(array.flags.writeable)}
+    return {
+        "pid": os.getpid(),
+        "negative": [int(i) for i in (array < 0).nonzero()[0]],
+        "shared": in_shared_memory(array),
+        "writeable": bool(array.flags.writeable),
+    }
 
 
 def echo(x: Any) -> Any:
@@ -190,5 +199,8 @@ def mark_then_block(item: Any, marks: str, arg: Any, seconds: float = 60.0) -> N
 def read_marks(marks: str) -> list[dict[str, Any]]:
     import json
 
-    return [json.loads(p.read_text()) for p in Path(marks).iterdir() if p.name.startswith("item-")
-            and not p.suffix]
+    return [
+        json.loads(p.read_text())
+        for p in Path(marks).iterdir()
+        if p.name.startswith("item-") and not p.suffix
+    ]

@@ -19,7 +19,9 @@ from typing import Any
 def record_attempt(directory: str, x: Any) -> int:
     """Append this attempt of item ``x``; returns its number (1 for the first)."""
     path = Path(directory) / f"attempts-{x}"
-    line = json.dumps({"pid": os.getpid(), "thread": threading.get_ident(), "time": time.monotonic()})
+    line = json.dumps(
+        {"pid": os.getpid(), "thread": threading.get_ident(), "time": time.monotonic()}
+    )
     with open(path, "a") as f:  # one short append per attempt: lines never interleave
         f.write(line + "\n")
     return len(path.read_text().splitlines())
@@ -47,7 +49,9 @@ def crash_first(x: int, *, directory: str, target: int) -> int:
     return x * x
 
 
-def stuck_first(x: int, *, directory: str, target: int, event: threading.Event | None = None) -> int:
+def stuck_first(
+    x: int, *, directory: str, target: int, event: threading.Event | None = None
+) -> int:
     """The first attempt of item ``target`` never returns by itself: a thread waits on
     ``event`` (the test releases it), a process loops forever (it gets killed)."""
     if record_attempt(directory, x) == 1 and x == target:
@@ -59,8 +63,14 @@ def stuck_first(x: int, *, directory: str, target: int, event: threading.Event |
     return x * x
 
 
-def stuck_on(x: int, *, directory: str, stuck: tuple[int, ...], event: threading.Event | None = None,
-             barrier: threading.Barrier | None = None) -> tuple[int, int]:
+def stuck_on(
+    x: int,
+    *,
+    directory: str,
+    stuck: tuple[int, ...],
+    event: threading.Event | None = None,
+    barrier: threading.Barrier | None = None,
+) -> tuple[int, int]:
     """Items in ``stuck`` never return by themselves (a thread waits on ``event``, a process
     loops); the others meet at ``barrier`` if given. Returns ``(x * x, thread id)``."""
     record_attempt(directory, x)

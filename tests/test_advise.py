@@ -18,14 +18,26 @@ import pytest
 if str(Path(__file__).resolve().parent) not in sys.path:  # workers import the helpers by name
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from auto_helpers import cpu_where, fetch_where, local_server, loops_for, sleep_where, sort_where, tiny  # noqa: E402
+from auto_helpers import (
+    cpu_where,
+    fetch_where,
+    local_server,
+    loops_for,
+    sleep_where,
+    sort_where,
+    tiny,
+)
 
-from fastparallel import Advice, advise, parallel  # noqa: E402
-from fastparallel.auto.explain import seconds_text  # noqa: E402
+from fastparallel import Advice, advise, parallel
+from fastparallel.auto.explain import seconds_text
 
 pytestmark = pytest.mark.timeout(120)
 
-RUN = {"serial": {"n_workers": 0}, "threads": {"threadpool": True}, "processes": {"threadpool": False}}
+RUN = {
+    "serial": {"n_workers": 0},
+    "threads": {"threadpool": True},
+    "processes": {"threadpool": False},
+}
 
 
 @pytest.fixture(scope="module")
@@ -149,4 +161,6 @@ def test_predictions_are_honest(workload, loops_40ms):
     measured = _run(fn, items, mode, advice.n_workers[mode], **kwargs)
     ratio = measured / advice.predicted[mode]
     predicted = advice.predicted[mode]
-    assert 0.4 <= ratio <= 2.5, f"{workload}: measured {measured:.3f}s, predicted {predicted:.3f}s\n{advice}"
+    assert 0.4 <= ratio <= 2.5, (
+        f"{workload}: measured {measured:.3f}s, predicted {predicted:.3f}s\n{advice}"
+    )

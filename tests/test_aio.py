@@ -29,7 +29,10 @@ def echo_in_thread(item, *args, **kwargs):
 
 
 def test_item_first_then_args_and_kwargs():
-    assert run(parallel_async(echo, [1, 2], "a", k=3)) == [(1, ("a",), {"k": 3}), (2, ("a",), {"k": 3})]
+    assert run(parallel_async(echo, [1, 2], "a", k=3)) == [
+        (1, ("a",), {"k": 3}),
+        (2, ("a",), {"k": 3}),
+    ]
 
 
 def test_plain_functions_run_in_threads():
@@ -241,7 +244,9 @@ def test_errors_from_the_input_are_raised():
         run(parallel_async(echo, items()))
 
 
-@pytest.mark.parametrize("kwargs", [{"n_workers": 0}, {"n_workers": None}, {"pause": -1}, {"timeout": "1"}])
+@pytest.mark.parametrize(
+    "kwargs", [{"n_workers": 0}, {"n_workers": None}, {"pause": -1}, {"timeout": "1"}]
+)
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         run(parallel_async(echo, [1], **kwargs))

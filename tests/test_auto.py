@@ -23,7 +23,7 @@ import fastparallel
 if str(Path(__file__).resolve().parent) not in sys.path:  # workers import the helpers by name
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from auto_helpers import (  # noqa: E402
+from auto_helpers import (
     calls,
     counted,
     cpu_divide,
@@ -41,7 +41,7 @@ from auto_helpers import (  # noqa: E402
     waits_for_file,
 )
 
-from fastparallel import ItemTimeoutError, parallel  # noqa: E402
+from fastparallel import ItemTimeoutError, parallel
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -144,7 +144,9 @@ def test_unpicklable_fn_runs_on_threads_and_says_why(caplog, loops_40ms):
 
 
 def test_probe_results_are_kept_and_every_item_runs_once(tmp_path, loops_40ms):
-    results = parallel(counted, range(30), threadpool="auto", directory=str(tmp_path), loops=loops_40ms)
+    results = parallel(
+        counted, range(30), threadpool="auto", directory=str(tmp_path), loops=loops_40ms
+    )
     assert [r[0] for r in results] == [x * x for x in range(30)]
     ran = calls(tmp_path)
     assert sorted(x for x, _ in ran) == list(range(30))  # each item exactly once
@@ -155,7 +157,9 @@ def test_probe_results_are_kept_and_every_item_runs_once(tmp_path, loops_40ms):
 def test_a_long_first_item_is_handed_over_still_running(tmp_path):
     # Item 0 cannot finish before item 25 has run: the probe must hand it over while it
     # runs, not wait for it, nor run it twice.
-    results = parallel(waits_for_file, range(40), threadpool="auto", directory=str(tmp_path), target=25)
+    results = parallel(
+        waits_for_file, range(40), threadpool="auto", directory=str(tmp_path), target=25
+    )
     assert results == list(range(40))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{i}.done" for i in range(40))
 
@@ -163,23 +167,43 @@ def test_a_long_first_item_is_handed_over_still_running(tmp_path):
 def test_initializer_runs_where_items_run(tmp_path, loops_40ms):
     # The probe's threads run it before their first item; a short input runs entirely in
     # the probe, so nothing else (not this thread) runs it.
-    parallel(sleep_where, range(3), threadpool="auto", initializer=note_start, initargs=(str(tmp_path),),
-             seconds=0.0)
+    parallel(
+        sleep_where,
+        range(3),
+        threadpool="auto",
+        initializer=note_start,
+        initargs=(str(tmp_path),),
+        seconds=0.0,
+    )
     assert (os.getpid(), threading.get_ident()) not in inits(tmp_path)
     assert 1 <= len(inits(tmp_path)) <= 2
     (tmp_path / "inits").unlink()
-    results = parallel(cpu_where, range(16), threadpool="auto", initializer=note_start, initargs=(str(tmp_path),),
-                       loops=loops_40ms)
+    results = parallel(
+        cpu_where,
+        range(16),
+        threadpool="auto",
+        initializer=note_start,
+        initargs=(str(tmp_path),),
+        loops=loops_40ms,
+    )
     workers = {pid for _, pid, _ in results} - {os.getpid()}
-    assert workers and workers <= {pid for pid, _ in inits(tmp_path)}  # processes were chosen, and set up
+    assert workers and workers <= {
+        pid for pid, _ in inits(tmp_path)
+    }  # processes were chosen, and set up
 
 
 def test_a_handed_over_item_past_item_timeout_fails_alone():
     release = threading.Event()
     try:
         began = time.monotonic()
-        results = parallel(first_waits, range(40), threadpool="auto", item_timeout=1.0, return_exceptions=True,
-                           release=release)
+        results = parallel(
+            first_waits,
+            range(40),
+            threadpool="auto",
+            item_timeout=1.0,
+            return_exceptions=True,
+            release=release,
+        )
         assert time.monotonic() - began < 30
     finally:
         release.set()
@@ -202,7 +226,9 @@ def test_generators(return_as):
     out = parallel(sleep_where, range(100), threadpool="auto", return_as=return_as, seconds=0.01)
     assert not isinstance(out, list)
     xs = [r[0] for r in out]
-    assert (xs == list(range(100))) if return_as == "generator" else (sorted(xs) == list(range(100)))
+    assert (
+        (xs == list(range(100))) if return_as == "generator" else (sorted(xs) == list(range(100)))
+    )
 
 
 def test_input_is_read_lazily():
@@ -224,7 +250,9 @@ def test_errors_in_the_probe_name_their_item():
     assert [type(r) for r in results].count(ValueError) == 2
     assert isinstance(results[1], ValueError) and isinstance(results[20], ValueError)
     assert any("item 1" in note for note in results[1].__notes__)
-    assert [r for i, r in enumerate(results) if i not in (1, 20)] == [i for i in range(30) if i not in (1, 20)]
+    assert [r for i, r in enumerate(results) if i not in (1, 20)] == [
+        i for i in range(30) if i not in (1, 20)
+    ]
     with pytest.raises(ValueError, match="bad item 1") as caught:
         parallel(fails_on, range(30), threadpool="auto", bad=(1,))
     assert any("item 1" in note for note in caught.value.__notes__)
@@ -242,14 +270,24 @@ def test_an_error_that_ends_the_call_starts_no_pool(caplog, loops_40ms):
 def test_retries_and_item_timeout_apply_to_the_probe(tmp_path):
     from resilience_helpers import attempts, flaky, stuck_first
 
-    results = parallel(flaky, range(12), threadpool="auto", retries=1, directory=str(tmp_path), fail={2: 1})
+    results = parallel(
+        flaky, range(12), threadpool="auto", retries=1, directory=str(tmp_path), fail={2: 1}
+    )
     assert results == [x * x for x in range(12)]
     assert len(attempts(tmp_path, 2)) == 2
     (tmp_path / "t").mkdir()
     release = threading.Event()  # item 1 waits on it: it runs on a thread of this process
     try:
-        results = parallel(stuck_first, range(8), threadpool="auto", item_timeout=0.5, return_exceptions=True,
-                           directory=str(tmp_path / "t"), target=1, event=release)
+        results = parallel(
+            stuck_first,
+            range(8),
+            threadpool="auto",
+            item_timeout=0.5,
+            return_exceptions=True,
+            directory=str(tmp_path / "t"),
+            target=1,
+            event=release,
+        )
     finally:
         release.set()
     assert isinstance(results[1], ItemTimeoutError)
@@ -275,8 +313,17 @@ def test_n_workers_applies_to_the_chosen_mode(caplog, loops_40ms):
 
 
 def test_process_only_options_are_accepted():
-    assert [r[0] for r in parallel(sleep_where, range(6), threadpool="auto", method="spawn",
-                                   max_tasks_per_child=2, seconds=0.01)] == list(range(6))
+    assert [
+        r[0]
+        for r in parallel(
+            sleep_where,
+            range(6),
+            threadpool="auto",
+            method="spawn",
+            max_tasks_per_child=2,
+            seconds=0.01,
+        )
+    ] == list(range(6))
 
 
 def test_what_cannot_take_part_is_refused_before_anything_runs():
@@ -298,7 +345,11 @@ def test_what_cannot_take_part_is_refused_before_anything_runs():
 
 def test_a_short_input_runs_within_the_probe():
     began = time.perf_counter()
-    assert [r[0] for r in parallel(sleep_where, range(3), threadpool="auto", seconds=0.0)] == [0, 1, 2]
+    assert [r[0] for r in parallel(sleep_where, range(3), threadpool="auto", seconds=0.0)] == [
+        0,
+        1,
+        2,
+    ]
     assert time.perf_counter() - began < 1.0
 
 
@@ -332,7 +383,9 @@ def test_a_loop_of_small_batches_measures_once_and_runs_the_rest_where_it_chose(
         results = parallel(cpu_where, range(64), threadpool="auto", loops=loops)
         assert [r[0] for r in results] == list(range(64))
         [message] = _auto_messages(caplog)
-        assert message.startswith("auto: ") and ", as measured on an earlier call" in message, message
+        assert message.startswith("auto: ") and ", as measured on an earlier call" in message, (
+            message
+        )
         mode = message.split()[1].rstrip(",")
         pids, threads = _where(results)
         if mode == "processes":  # nothing ran in this process: no probe
@@ -340,7 +393,10 @@ def test_a_loop_of_small_batches_measures_once_and_runs_the_rest_where_it_chose(
         elif mode == "threads":
             assert pids == {os.getpid()} and threading.get_ident() not in threads, batch
         else:
-            assert mode == "serial" and (pids, threads) == ({os.getpid()}, {threading.get_ident()}), batch
+            assert mode == "serial" and (pids, threads) == (
+                {os.getpid()},
+                {threading.get_ident()},
+            ), batch
 
 
 def test_other_arguments_or_shutdown_measure_again(caplog, loops_40ms):

@@ -21,12 +21,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+def quick_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--quick", "--jobs", "2", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=280,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
     return done, out
 
 
@@ -43,15 +49,20 @@ def test_quick_suite_runs_every_combination_correctly(
     assert {c["contender"] for c in cases} == set(report["meta"]["contenders"])
     measured = [c for c in cases if "skipped" not in c]
     assert measured, "nothing was measured"
-    wrong = [f"{c['workload']}/{c['size']}/{c['mode']}/{c['contender']}: {c['failures']}"
-             for c in measured if not c["correct"]]  # fmt: skip
+    wrong = [
+        f"{c['workload']}/{c['size']}/{c['mode']}/{c['contender']}: {c['failures']}"
+        for c in measured
+        if not c["correct"]
+    ]
     assert not wrong, "\n".join(wrong)
     assert all(c["skipped"] for c in cases if "skipped" in c), "every skip needs a reason"
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
 @pytest.mark.timeout(300)
-def test_quick_suite_writes_reports(quick_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+def test_quick_suite_writes_reports(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
     _, out = quick_run
     markdown = (out / "results.md").read_text()
     assert "## Targets" in markdown and "## Results" in markdown

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import itertools
 
-from fastparallel.core.chunking import MAX_CHUNK, TARGET_BYTES, TARGET_SECONDS, ChunkReader, ChunkSizer, Measured
+from fastparallel.core.chunking import (
+    MAX_CHUNK,
+    TARGET_BYTES,
+    TARGET_SECONDS,
+    ChunkReader,
+    ChunkSizer,
+    Measured,
+)
 
 
 def test_a_fixed_chunksize_is_kept():

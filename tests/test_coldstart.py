@@ -16,17 +16,17 @@ import pytest
 if str(Path(__file__).resolve().parent) not in sys.path:  # workers import faults_helpers by name
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import faults_helpers as h  # noqa: E402
+import faults_helpers as h
 
-from fastparallel.backends.processes.template import launcher as template_launcher  # noqa: E402
-from fastparallel.serialize import byvalue  # noqa: E402
-from fastparallel.serialize.pickling import dumps, loads, needs_cloudpickle  # noqa: E402
+from fastparallel.backends.processes.template import launcher as template_launcher
+from fastparallel.serialize import byvalue
+from fastparallel.serialize.pickling import dumps, loads, needs_cloudpickle
 
 
 def _main_function(source: str, name: str) -> Any:
     """A function defined as a script's top level defines it: in ``__main__``."""
     script: dict[str, Any] = {"__name__": "__main__"}
-    exec(compile(textwrap.dedent(source), "<script>", "exec"), script)
+    exec(compile(textwrap.dedent(source), "<script>", "exec"), script)  # noqa: S102 - a script's top level
     return script[name]
 
 
@@ -40,11 +40,14 @@ def test_needs_cloudpickle_spots_closures_locals_and_other_modules_lambdas() -> 
     assert not needs_cloudpickle(functools.partial(h.square))
     assert not needs_cloudpickle(_main_function("def double(x):\n    return 2 * x", "double"))
     assert not needs_cloudpickle(_main_function("f = lambda x: x", "f"))
-    assert needs_cloudpickle(_main_function("def outer(y):\n    return lambda x: x + y\nf = outer(1)", "f"))
+    assert needs_cloudpickle(
+        _main_function("def outer(y):\n    return lambda x: x + y\nf = outer(1)", "f")
+    )
 
 
 def test_the_launcher_asks_the_template_to_preload_only_when_cloudpickle_is_needed(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     asked: list[bool] = []
     monkeypatch.setattr(template_launcher, "preload_cloudpickle", lambda: asked.append(True))
     launcher = template_launcher.TemplateLauncher()
@@ -90,11 +93,14 @@ def test_plain_main_functions_go_by_value_without_cloudpickle() -> None:
     assert work.__globals__["SCALE"] == 3  # the original's globals are untouched
 
 
-@pytest.mark.parametrize("source", [
-    "class Box:\n    pass\ndef f(x):\n    return Box()",  # a class of __main__
-    "def outer(y):\n    def f(x):\n        return x + y\n    return f\nf = outer(1)",  # a closure
-    "import sys\nme = sys.modules['__main__']\ndef f(x):\n    return me",  # __main__ itself
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "class Box:\n    pass\ndef f(x):\n    return Box()",  # a class of __main__
+        "def outer(y):\n    def f(x):\n        return x + y\n    return f\nf = outer(1)",  # a closure
+        "import sys\nme = sys.modules['__main__']\ndef f(x):\n    return me",  # __main__ itself
+    ],
+)
 def test_what_by_value_cannot_carry_goes_to_cloudpickle(source: str) -> None:
     fn = _main_function(source, "f")
     with pytest.raises(byvalue.Unsupported):
@@ -120,8 +126,14 @@ SERVE_PRELOAD = """
 
 @pytest.mark.timeout(60)
 def test_the_template_imports_cloudpickle_when_asked_and_keeps_serving() -> None:
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(SERVE_PRELOAD)], env=h.script_env(),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SERVE_PRELOAD)],
+        env=h.script_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     # Not loaded before; loaded by the request, which keeps the template serving; end of
     # file then means the caller has gone.
@@ -142,11 +154,20 @@ SCRIPT = """
 
 
 @pytest.mark.timeout(60)
-def test_a_script_pickles_without_cloudpickle_and_leaves_nothing_behind_at_exit(tmp_path: Path) -> None:
+def test_a_script_pickles_without_cloudpickle_and_leaves_nothing_behind_at_exit(
+    tmp_path: Path,
+) -> None:
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(SCRIPT))
-    done = subprocess.run([sys.executable, str(script)], cwd=str(tmp_path), env=h.script_env(),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=str(tmp_path),
+        env=h.script_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0 and not done.stderr, done.stderr
     loaded, *found = done.stdout.split()
     assert loaded == "False"  # double() went by value without cloudpickle
@@ -159,7 +180,9 @@ def test_a_script_pickles_without_cloudpickle_and_leaves_nothing_behind_at_exit(
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
     """``python -c code`` in a fresh interpreter, which must succeed."""
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     return done
 
@@ -168,9 +191,11 @@ def test_the_first_import_leaves_out_what_a_call_may_never_need() -> None:
     # random: only a retry needs it; byvalue and cloudpickle: only a call that pickles a
     # function by value; logging: only a message someone may read (fastparallel.logs);
     # dataclasses (and the inspect it imports): not on the way of any call.
-    code = ("import sys\nfrom fastparallel import parallel\n"
-            "print(sorted(m for m in ('random', 'cloudpickle', 'fastparallel.serialize.byvalue', 'logging', 'dataclasses')"
-            " if m in sys.modules))")
+    code = (
+        "import sys\nfrom fastparallel import parallel\n"
+        "print(sorted(m for m in ('random', 'cloudpickle', 'fastparallel.serialize.byvalue', 'logging', 'dataclasses')"
+        " if m in sys.modules))"
+    )
     done = _python(code)
     assert done.stdout.strip() == "[]"
 
@@ -178,12 +203,14 @@ def test_the_first_import_leaves_out_what_a_call_may_never_need() -> None:
 def test_a_call_logs_nothing_and_imports_no_logging_unless_someone_may_read_it() -> None:
     # Without logging imported, DEBUG and INFO messages can reach no handler: they are
     # dropped without importing it. Once it is configured, they arrive, from their own line.
-    code = ("import sys\nfrom fastparallel import parallel\n"
-            "parallel(abs, range(-50, 50), threadpool='auto', progress=False)\n"
-            "print('logging' in sys.modules)\n"
-            "import logging\n"
-            "logging.basicConfig(level=logging.INFO, format='%(name)s %(module)s %(message)s')\n"
-            "parallel(abs, range(-50, 50), threadpool='auto', progress=False)\n")
+    code = (
+        "import sys\nfrom fastparallel import parallel\n"
+        "parallel(abs, range(-50, 50), threadpool='auto', progress=False)\n"
+        "print('logging' in sys.modules)\n"
+        "import logging\n"
+        "logging.basicConfig(level=logging.INFO, format='%(name)s %(module)s %(message)s')\n"
+        "parallel(abs, range(-50, 50), threadpool='auto', progress=False)\n"
+    )
     done = _python(code)
     assert done.stdout.strip() == "False"
     assert done.stderr.startswith("fastparallel choose auto: "), done.stderr
@@ -192,21 +219,28 @@ def test_a_call_logs_nothing_and_imports_no_logging_unless_someone_may_read_it()
 def test_a_call_imports_no_module_it_does_not_use() -> None:
     # inspect (with ast, dis, tokenize: ~7 ms) only told coroutine functions apart; the
     # flags of their code tell as well. logging, dataclasses: see above.
-    code = ("import sys\nfrom fastparallel import parallel\n"
-            "assert parallel(abs, range(-9, 9)) == parallel(abs, range(-9, 9), threadpool=True)\n"
-            "print(sorted(m for m in ('inspect', 'logging', 'dataclasses') if m in sys.modules))")
+    code = (
+        "import sys\nfrom fastparallel import parallel\n"
+        "assert parallel(abs, range(-9, 9)) == parallel(abs, range(-9, 9), threadpool=True)\n"
+        "print(sorted(m for m in ('inspect', 'logging', 'dataclasses') if m in sys.modules))"
+    )
     done = _python(code)
     assert done.stdout.strip() == "[]"
 
 
 def test_coroutine_functions_are_told_apart_with_or_without_inspect() -> None:
-    code = ("import functools, sys\nfrom fastparallel.backends.runner import is_coroutine_function as f\n"
-            "async def a(x): pass\ndef s(x): pass\n"
-            "class C:\n    async def __call__(self, x): pass\n    async def m(self): pass\n"
-            "class D:\n    def __call__(self, x): pass\n"
-            "cases = lambda: [f(a), f(s), f(C()), f(D()), f(C().m), f(functools.partial(a, 1)), f(len), f(C),"
-            " f(lambda: 1), f(functools.partial(C().m))]\n"
-            "without = cases()\nassert 'inspect' not in sys.modules\nimport inspect\n"
-            "print(without, without == cases())")
+    code = (
+        "import functools, sys\nfrom fastparallel.backends.runner import is_coroutine_function as f\n"
+        "async def a(x): pass\ndef s(x): pass\n"
+        "class C:\n    async def __call__(self, x): pass\n    async def m(self): pass\n"
+        "class D:\n    def __call__(self, x): pass\n"
+        "cases = lambda: [f(a), f(s), f(C()), f(D()), f(C().m), f(functools.partial(a, 1)), f(len), f(C),"
+        " f(lambda: 1), f(functools.partial(C().m))]\n"
+        "without = cases()\nassert 'inspect' not in sys.modules\nimport inspect\n"
+        "print(without, without == cases())"
+    )
     done = _python(code)
-    assert done.stdout.strip() == "[True, False, True, False, True, True, False, False, False, True] True"
+    assert (
+        done.stdout.strip()
+        == "[True, False, True, False, True, True, False, False, False, True] True"
+    )

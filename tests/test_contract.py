@@ -57,7 +57,9 @@ def sleep_then(x):
 
 
 def record_start(path, x):
-    started = time.monotonic()  # before opening the file: a first open in a new worker can take a while
+    started = (
+        time.monotonic()
+    )  # before opening the file: a first open in a new worker can take a while
     with open(path, "a") as f:
         f.write(f"{started}\n")
     return x
@@ -105,8 +107,15 @@ def uses_big(x, big=None):
 
 def run_script(code: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), *sys.path]))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout, env=env, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        **kwargs,
+        check=False,
+    )
 
 
 # -- calling convention and results ------------------------------------------------------
@@ -227,8 +236,15 @@ def test_generator_on_infinite_input(kind):
 
 
 def test_generator_unordered_yields_in_completion_order():
-    out = list(parallel(sleep_then, [0.5, 0.0, 0.0, 0.0], threadpool=True, n_workers=4,
-                        return_as="generator_unordered"))
+    out = list(
+        parallel(
+            sleep_then,
+            [0.5, 0.0, 0.0, 0.0],
+            threadpool=True,
+            n_workers=4,
+            return_as="generator_unordered",
+        )
+    )
     assert sorted(out) == [0.0, 0.0, 0.0, 0.5]
     assert out[-1] == 0.5
 
@@ -245,8 +261,14 @@ def test_generators_are_lazy_and_validate_eagerly(tmp_path):
 
 def test_closing_a_process_generator_stops_the_work(tmp_path):
     log = tmp_path / "starts"
-    gen = parallel(record_start, (0.0 if i < 3 else 30.0 for i in range(100)), log,
-                   return_as="generator", n_workers=2, chunksize=1)
+    gen = parallel(
+        record_start,
+        (0.0 if i < 3 else 30.0 for i in range(100)),
+        log,
+        return_as="generator",
+        n_workers=2,
+        chunksize=1,
+    )
     assert next(gen) == 0.0
     t0 = time.monotonic()
     gen.close()
@@ -259,7 +281,12 @@ def test_closing_a_process_generator_stops_the_work(tmp_path):
 def test_progress_callback_from_calling_thread(backend):
     seen = []
     me = threading.get_ident()
-    parallel(square, range(300), progress=lambda d, t: seen.append((d, t, threading.get_ident())), **backend)
+    parallel(
+        square,
+        range(300),
+        progress=lambda d, t: seen.append((d, t, threading.get_ident())),
+        **backend,
+    )
     assert seen[-1][:2] == (300, 300)
     assert {tid for *_, tid in seen} == {me}
     assert [d for d, *_ in seen] == sorted(d for d, *_ in seen)
@@ -270,7 +297,13 @@ def test_progress_total_unknown_then_given():
     parallel(square, (i for i in range(10)), threadpool=True, progress=lambda d, t: seen.append(t))
     assert set(seen) == {None}
     seen.clear()
-    parallel(square, (i for i in range(10)), threadpool=True, total=10, progress=lambda d, t: seen.append(t))
+    parallel(
+        square,
+        (i for i in range(10)),
+        threadpool=True,
+        total=10,
+        progress=lambda d, t: seen.append(t),
+    )
     assert set(seen) == {10}
 
 
@@ -478,8 +511,15 @@ def test_pause_spaces_the_starts_of_any_two_items(tmp_path, case):
 def test_initializer_runs_once_per_worker(tmp_path, threadpool):
     shutdown()
     log = tmp_path / "init"
-    parallel(square, range(200), initializer=init_writer, initargs=(str(log),), n_workers=2,
-             threadpool=threadpool, chunksize=1)
+    parallel(
+        square,
+        range(200),
+        initializer=init_writer,
+        initargs=(str(log),),
+        n_workers=2,
+        threadpool=threadpool,
+        chunksize=1,
+    )
     lines = log.read_text().splitlines()
     assert 1 <= len(lines) <= 2
     assert len(set(lines)) == len(lines)
@@ -487,7 +527,9 @@ def test_initializer_runs_once_per_worker(tmp_path, threadpool):
 
 def test_timeout_serially_fails_once_the_running_item_returns():
     t0 = time.monotonic()
-    with pytest.raises(ParallelTimeoutError, match=r"3 of 4 items finished"):  # item 2 ends past the deadline
+    with pytest.raises(
+        ParallelTimeoutError, match=r"3 of 4 items finished"
+    ):  # item 2 ends past the deadline
         parallel(sleep_then, [0.0, 0.3, 0.3, 5.0], timeout=0.5, chunksize=1, n_workers=0)
     assert time.monotonic() - t0 < 2.0  # the 5 s item never starts
 
@@ -556,15 +598,17 @@ def test_bad_arguments_fail_before_any_worker_starts(kwargs, error):
     assert multiprocessing.active_children() == []
 
 
-@pytest.mark.parametrize("kwargs", [{"initializer": print}, {"method": "spawn"}, {"max_tasks_per_child": 2},
-                                    {"item_timeout": 5}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"initializer": print}, {"method": "spawn"}, {"max_tasks_per_child": 2}, {"item_timeout": 5}],
+)
 def test_options_an_executor_cannot_honour_are_refused(kwargs):
     from concurrent.futures import ThreadPoolExecutor
 
     ran = []
-    with ThreadPoolExecutor(1) as executor:
-        with pytest.raises(ValueError, match=f"{next(iter(kwargs))} cannot be used with executor="):
-            parallel(ran.append, [1], executor=executor, **kwargs)
+    match = f"{next(iter(kwargs))} cannot be used with executor="
+    with ThreadPoolExecutor(1) as executor, pytest.raises(ValueError, match=match):
+        parallel(ran.append, [1], executor=executor, **kwargs)
     assert not ran
 
 
@@ -612,11 +656,14 @@ def test_exit_does_not_wait_for_warm_workers():
     # Thread pool first, process pool second: multiprocessing's own exit hook is then
     # registered after ours and would join our (non-daemon) workers forever.
     t0 = time.monotonic()
-    proc = run_script("""
+    proc = run_script(
+        """
         from fastparallel import parallel
         def sq(x): return x * x
         print(parallel(sq, range(4), threadpool=True), parallel(sq, range(4), n_workers=2))
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[0, 1, 4, 9] [0, 1, 4, 9]"
     assert time.monotonic() - t0 < 30

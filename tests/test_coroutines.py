@@ -55,7 +55,9 @@ class Tracker:
 
     async def wait_for_all(self) -> None:
         assert self.gate is not None
-        await asyncio.wait_for(self.gate.wait(), 20)  # fails instead of hanging if the bound is too low
+        await asyncio.wait_for(
+            self.gate.wait(), 20
+        )  # fails instead of hanging if the bound is too low
 
     async def bounded(self, x: int) -> int:
         await self.enter(x)
@@ -84,7 +86,9 @@ def loop_threads() -> list[threading.Thread]:
 
 # -- results, calling convention, what counts as a coroutine function -----------------------
 def test_results_in_input_order_called_like_parallel():
-    assert parallel(ordered_call, [1, 2, 3], "a", "b", c=5, d=6) == [("a", "b", i, 5, 6) for i in [1, 2, 3]]
+    assert parallel(ordered_call, [1, 2, 3], "a", "b", c=5, d=6) == [
+        ("a", "b", i, 5, 6) for i in [1, 2, 3]
+    ]
     items = list(range(2000))
     assert parallel(double, items, n_workers=7) == [2 * x for x in items]
     assert parallel(double, iter(items), chunksize=3) == [2 * x for x in items]
@@ -163,15 +167,21 @@ def test_generators():
         events[x].set()
         return x
 
-    unordered = parallel(finish_in_reverse, range(3), n_workers=3, chunksize=1, return_as="generator_unordered")
+    unordered = parallel(
+        finish_in_reverse, range(3), n_workers=3, chunksize=1, return_as="generator_unordered"
+    )
     assert list(unordered) == [2, 1, 0]
     events.clear()
-    assert list(parallel(finish_in_reverse, range(3), n_workers=3, chunksize=1, return_as="generator")) == [0, 1, 2]
+    assert list(
+        parallel(finish_in_reverse, range(3), n_workers=3, chunksize=1, return_as="generator")
+    ) == [0, 1, 2]
 
 
 def test_progress_callback():
     seen = []
-    assert parallel(double, range(10), progress=lambda done, total: seen.append((done, total))) == list(range(0, 20, 2))
+    assert parallel(
+        double, range(10), progress=lambda done, total: seen.append((done, total))
+    ) == list(range(0, 20, 2))
     assert seen[-1] == (10, 10)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
 
@@ -262,8 +272,15 @@ def test_a_given_up_loop_is_replaced_and_nothing_is_left_behind():
 
 
 # -- options that mean nothing for coroutines ------------------------------------------------------
-@pytest.mark.parametrize("kwargs", [{"method": "spawn"}, {"max_tasks_per_child": 2},
-                                    {"initializer": print}, {"executor": object()}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"method": "spawn"},
+        {"max_tasks_per_child": 2},
+        {"initializer": print},
+        {"executor": object()},
+    ],
+)
 def test_refused_options(kwargs):
     ran = []
 
@@ -318,5 +335,10 @@ def test_ctrl_c_cancels_the_running_coroutines(tmp_path: Path):
     assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()
     caught = json.loads((tmp_path / "first.json").read_text())["caught"]
     assert caught is not None and caught - sent < h.PROMPT
-    assert set(h.read_marks(tmp_path / "marks")) == {"item-0", "item-1", "item-cancelled-0", "item-cancelled-1"}
+    assert set(h.read_marks(tmp_path / "marks")) == {
+        "item-0",
+        "item-1",
+        "item-cancelled-0",
+        "item-cancelled-1",
+    }
     assert json.loads((tmp_path / "second.json").read_text())["values"] == [0, 1, 4, 9, 16]

@@ -17,7 +17,11 @@ distributed = pytest.importorskip("distributed")
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
     )
     client = distributed.Client(cluster)
     yield client
@@ -70,9 +74,9 @@ def test_chunking_and_progress(client):
 
 
 def test_return_as_generators(client):
-    assert list(parallel(square, (i for i in range(30)), executor=client, return_as="generator")) == [
-        x * x for x in range(30)
-    ]
+    assert list(
+        parallel(square, (i for i in range(30)), executor=client, return_as="generator")
+    ) == [x * x for x in range(30)]
     out = parallel(square, range(30), executor=client, return_as="generator_unordered")
     assert sorted(out) == [x * x for x in range(30)]
 

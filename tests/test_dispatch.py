@@ -50,7 +50,11 @@ class FakeBackend:
         chunk = self.queued.pop(-1 if self.reverse else 0)
         action = self.script.pop(chunk.start, None)
         if action == "crash":
-            return [Crashed(chunk, 1 if len(chunk.items) > 1 else 0, RuntimeError(f"crash at {chunk.start}"))]
+            return [
+                Crashed(
+                    chunk, 1 if len(chunk.items) > 1 else 0, RuntimeError(f"crash at {chunk.start}")
+                )
+            ]
         if action == "requeue":
             return [Requeue(chunk)]
         if action == "split":
@@ -71,12 +75,23 @@ class FakeBackend:
         pass
 
 
-def dispatcher(backend, items, *, chunksize=2, n_workers=2, ordered=True, window=None, deadline=None, **opts):
+def dispatcher(
+    backend, items, *, chunksize=2, n_workers=2, ordered=True, window=None, deadline=None, **opts
+):
     options = Options(n_workers=n_workers, chunksize=chunksize, **opts)
     sizer = ChunkSizer(chunksize, None, n_workers)
     reader = ChunkReader(iter(items), sizer)
-    return Dispatcher(backend, reader, sizer, options, n_workers=n_workers, head=[], window=window,
-                      ordered=ordered, deadline=deadline)
+    return Dispatcher(
+        backend,
+        reader,
+        sizer,
+        options,
+        n_workers=n_workers,
+        head=[],
+        window=window,
+        ordered=ordered,
+        deadline=deadline,
+    )
 
 
 def values(pieces) -> list[Any]:
@@ -215,7 +230,9 @@ def test_pause_releases_an_item_only_once_the_previous_one_started():
     backend = LateStarts(delay=0.05)
     d = dispatcher(backend, range(4), chunksize=1, n_workers=4, pause=0.02)
     assert values(d.run()) == [0, 10, 20, 30]
-    for started, next_submitted in zip(backend.start_times[:-1], backend.submit_times[1:], strict=True):
+    for started, next_submitted in zip(
+        backend.start_times[:-1], backend.submit_times[1:], strict=True
+    ):
         assert next_submitted >= started + 0.02  # not merely 0.02 s after the previous submission
 
 
@@ -235,7 +252,6 @@ def test_input_errors_name_how_far_reading_got():
     with pytest.raises(OSError) as info:
         list(dispatcher(FakeBackend(), items(), chunksize=1).run())
     assert "after 2 items were read" in " ".join(info.value.__notes__)
-
 
 
 # -- retries and item_timeout -----------------------------------------------------------
@@ -259,10 +275,14 @@ def test_a_retried_item_runs_alone_and_holds_back_later_pieces():
     fn = failing_first({2: 2})
     backend = FakeBackend(fn)
     pieces = list(dispatcher(backend, range(8), chunksize=4, retries=2).run())
-    assert [start for start, _ in pieces] == sorted(start for start, _ in pieces)  # still in input order
+    assert [start for start, _ in pieces] == sorted(
+        start for start, _ in pieces
+    )  # still in input order
     assert values(pieces) == [x * 10 for x in range(8)]
     assert fn.seen == {0: 1, 1: 1, 2: 3, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1}
-    assert [(c.start, len(c.items)) for c in backend.submitted].count((2, 1)) == 2  # two retries, alone
+    assert [(c.start, len(c.items)) for c in backend.submitted].count(
+        (2, 1)
+    ) == 2  # two retries, alone
 
 
 def test_waiting_retries_count_in_the_window():
@@ -274,7 +294,9 @@ def test_waiting_retries_count_in_the_window():
             yield i
 
     fn = failing_first({0: 1})
-    stream = dispatcher(FakeBackend(fn), items(), chunksize=1, window=4, retries=1, retry_delay=0.2).run()
+    stream = dispatcher(
+        FakeBackend(fn), items(), chunksize=1, window=4, retries=1, retry_delay=0.2
+    ).run()
     first = next(stream)  # item 0, after its retry
     assert first == (0, [0])
     assert len(read) == 4  # item 0, waiting, counts in the window: 3 items read after it
@@ -285,7 +307,11 @@ def test_a_final_error_ends_the_call_while_retries_wait():
     backend = FakeBackend(fn)
     began = time.monotonic()
     with pytest.raises(KeyError) as info:
-        list(dispatcher(backend, range(8), chunksize=1, retries=3, retry_on=ValueError, retry_delay=30).run())
+        list(
+            dispatcher(
+                backend, range(8), chunksize=1, retries=3, retry_on=ValueError, retry_delay=30
+            ).run()
+        )
     assert time.monotonic() - began < 5  # no waiting for anything
     assert "attempts were made" not in " ".join(getattr(info.value, "__notes__", []))
     assert backend.aborted
@@ -329,7 +355,13 @@ class Overdue(FakeBackend):
         for chunk in list(self.queued):
             if now >= self.started[chunk.id] + self.limit:
                 self.queued.remove(chunk)
-                out.append(Crashed(chunk, 0, item_timeout_error(chunk.start, chunk.items[0], self.limit, "test")))
+                out.append(
+                    Crashed(
+                        chunk,
+                        0,
+                        item_timeout_error(chunk.start, chunk.items[0], self.limit, "test"),
+                    )
+                )
         return out
 
 
@@ -337,6 +369,8 @@ def test_the_wait_step_wakes_for_the_earliest_item_deadline():
     from fastparallel.errors import ItemTimeoutError
 
     backend = Overdue(limit=0.05)
-    out = values(dispatcher(backend, range(2), chunksize=1, item_timeout=0.05, return_exceptions=True).run())
+    out = values(
+        dispatcher(backend, range(2), chunksize=1, item_timeout=0.05, return_exceptions=True).run()
+    )
     assert all(isinstance(v, ItemTimeoutError) for v in out), out
     assert backend.poll_timeouts and all(t is not None and t <= 0.05 for t in backend.poll_timeouts)

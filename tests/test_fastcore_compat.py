@@ -1,4 +1,4 @@
-# ruff: noqa: E701, E703, E501, B007, B018
+# ruff: noqa: B007, B018
 # (fastcore's notebook examples are kept as they are written there.)
 """Drop-in fidelity with fastcore.parallel: its notebook's examples, its loose flag values, keyword names.
 
@@ -32,28 +32,30 @@ test_eq.__test__ = False  # fastcore's helper, not a test to collect
 def _add_one(x, a=1):
     # this import is necessary for multiprocessing in notebook on windows
     import random
-    time.sleep(random.random()/80)
-    return x+a
+
+    time.sleep(random.random() / 80)
+    return x + a
 
 
 def print_time(i):
-    time.sleep(random.random()/1000)
+    time.sleep(random.random() / 1000)
     print(i, datetime.now())
 
 
 def die_sometimes(x):
-    if 3<x<6: raise Exception(f"exc: {x}")
-    return x*2
+    if 3 < x < 6:
+        raise Exception(f"exc: {x}")  # noqa: TRY002 - as in fastcore's example
+    return x * 2
 
 
 def test_notebook_parallel():
-    inp,exp = range(50),range(1,51)
+    inp, exp = range(50), range(1, 51)
 
     test_eq(parallel(_add_one, inp, n_workers=2), exp)
     test_eq(parallel(_add_one, inp, threadpool=True, n_workers=2), exp)
-    test_eq(parallel(_add_one, inp, n_workers=1, a=2), range(2,52))
+    test_eq(parallel(_add_one, inp, n_workers=1, a=2), range(2, 52))
     test_eq(parallel(_add_one, inp, n_workers=0), exp)
-    test_eq(parallel(_add_one, inp, n_workers=0, a=2), range(2,52))
+    test_eq(parallel(_add_one, inp, n_workers=0, a=2), range(2, 52))
 
     assert parallel(print_time, range(5), n_workers=2, pause=0.1) == [None] * 5
 
@@ -65,56 +67,62 @@ def test_notebook_parallel():
 # -- fastcore's notebook: parallel_async_gen, parallel_async_dict, parallel_async -----------------------
 async def notebook_async_gen():
     async def wait_then(i):
-        await asyncio.sleep((3-i)/20)
-        return i*2
+        await asyncio.sleep((3 - i) / 20)
+        return i * 2
 
-    res = [(i,r) async for i,r in parallel_async_gen(wait_then, range(3))]
-    test_eq(sorted(res), [(0,0),(1,2),(2,4)])
+    res = [(i, r) async for i, r in parallel_async_gen(wait_then, range(3))]
+    test_eq(sorted(res), [(0, 0), (1, 2), (2, 4)])
     res
 
     done = []
+
     async def track(i):
-        await asyncio.sleep(i/50)
+        await asyncio.sleep(i / 50)
         done.append(i)
         return i
 
     async with aclosing(parallel_async_gen(track, range(10), n_workers=2)) as stream:
-        async for i,r in stream:
-            if len(done)==2: break
+        async for i, r in stream:
+            if len(done) == 2:
+                break
     await asyncio.sleep(0.2)
-    test_eq(done, [0,1])
+    test_eq(done, [0, 1])
     done
 
     res = await parallel_async_dict(wait_then, range(3))
-    test_eq(res, {0:0, 1:2, 2:4})
-    test_eq(list(res), [2,1,0])
+    test_eq(res, {0: 0, 1: 2, 2: 4})
+    test_eq(list(res), [2, 1, 0])
     res
 
 
 async def notebook_async():
     async def print_time_async(i):
-        start =datetime.now()
-        wait = random.random()/30
+        start = datetime.now()
+        wait = random.random() / 30
         await asyncio.sleep(wait)
         print(i, start, datetime.now(), wait)
-        if i==5: raise Exception(f"exc {i}")
+        if i == 5:
+            raise Exception(f"exc {i}")  # noqa: TRY002 - as in fastcore's example
         return i
 
     res = await parallel_async(print_time_async, range(6), n_workers=3, return_exceptions=True)
     test_eq(res[:5], [0, 1, 2, 3, 4])
     test_eq(type(res[5]), Exception)
 
-    await parallel_async(print_time_async, range(6), n_workers=3, pause=0.1, return_exceptions=True);
+    await parallel_async(print_time_async, range(6), n_workers=3, pause=0.1, return_exceptions=True)
 
-    async def maybe_fail(i:int):
+    async def maybe_fail(i: int):
         "Double i unless it's 3, in which case fail"
-        await asyncio.sleep(random.random()/50)
-        if i==3: raise ValueError(f"bad: {i}")
-        return i*2
+        await asyncio.sleep(random.random() / 50)
+        if i == 3:
+            raise ValueError(f"bad: {i}")
+        return i * 2
 
-    with expect_fail(ValueError, contains='bad: 3'): await parallel_async(maybe_fail, range(6), n_workers=3, cancel_on_error=True)
+    with expect_fail(ValueError, contains="bad: 3"):
+        await parallel_async(maybe_fail, range(6), n_workers=3, cancel_on_error=True)
 
-    with expect_fail(ValueError): await parallel_async(maybe_fail, range(6), n_workers=3)
+    with expect_fail(ValueError):
+        await parallel_async(maybe_fail, range(6), n_workers=3)
 
 
 def test_notebook_parallel_async_gen():
@@ -132,7 +140,9 @@ def where(x):
     return os.getpid(), threading.get_ident()
 
 
-@pytest.mark.parametrize("threadpool, in_threads", [(1, True), (0, False), (None, False), (True, True)])
+@pytest.mark.parametrize(
+    "threadpool, in_threads", [(1, True), (0, False), (None, False), (True, True)]
+)
 def test_threadpool_accepts_1_0_none(threadpool, in_threads):
     pids = {pid for pid, _ in parallel(where, range(4), threadpool=threadpool, n_workers=2)}
     assert (pids == {os.getpid()}) is in_threads
@@ -151,8 +161,18 @@ def test_pause_none_means_no_pause():
     assert time.monotonic() - began < 1.5
 
 
-@pytest.mark.parametrize("kwargs", [{"threadpool": 2}, {"threadpool": "yes"}, {"threadpool": 1.0},
-                                    {"progress": 2}, {"progress": "bar"}, {"pause": "1"}, {"pause": -0.1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"threadpool": 2},
+        {"threadpool": "yes"},
+        {"threadpool": 1.0},
+        {"progress": 2},
+        {"progress": "bar"},
+        {"pause": "1"},
+        {"pause": -0.1},
+    ],
+)
 def test_other_flag_values_are_refused_before_any_work(kwargs):
     shutdown()
     called = []

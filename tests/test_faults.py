@@ -29,10 +29,10 @@ import pytest
 if str(Path(__file__).resolve().parent) not in sys.path:  # workers import faults_helpers by name
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import faults_helpers as h  # noqa: E402
-from faults_helpers import PROMPT, record_timing, wait_for  # noqa: E402
+import faults_helpers as h
+from faults_helpers import PROMPT, record_timing, wait_for
 
-import fastparallel  # noqa: E402
+import fastparallel
 from fastparallel import ParallelTimeoutError, RemoteError, TaskExitError, WorkerDiedError, parallel
 from fastparallel.backends.processes.wire.remote_errors import _RemoteTraceback
 
@@ -70,7 +70,7 @@ def _catch(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, BaseException | Non
     SystemExit), so that a library that lets one through fails the test, not the session."""
     try:
         return fn(*args, **kwargs), None
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         return None, exc
 
 
@@ -79,7 +79,9 @@ def _notes(exc: BaseException) -> str:
 
 
 def _assert_pool_works(backend: str = "processes") -> None:
-    assert parallel(h.square, range(10), n_workers=NW, threadpool=_threadpool(backend)) == SQUARES[:10]
+    assert (
+        parallel(h.square, range(10), n_workers=NW, threadpool=_threadpool(backend)) == SQUARES[:10]
+    )
 
 
 # =====================================================================================
@@ -102,8 +104,16 @@ def scenario_crash(how: str, tmp_path: Path, chunksize: int | None = None) -> fl
     stamp = tmp_path / f"crash-stamp-{how}-{chunksize}"
     stamp.unlink(missing_ok=True)
 
-    _, err = _catch(parallel, h.crash_on, items, n_workers=NW, chunksize=chunksize,
-                    target=target, how=how, stamp=str(stamp))
+    _, err = _catch(
+        parallel,
+        h.crash_on,
+        items,
+        n_workers=NW,
+        chunksize=chunksize,
+        target=target,
+        how=how,
+        stamp=str(stamp),
+    )
     caught = time.time()
     assert isinstance(err, WorkerDiedError), repr(err)
     assert isinstance(err, BrokenProcessPool)
@@ -117,13 +127,20 @@ def scenario_crash(how: str, tmp_path: Path, chunksize: int | None = None) -> fl
     assert delay < PROMPT, f"the error came {delay:.2f}s after the worker died"
 
     # return_exceptions: only the crashed item gets the error; nothing is lost.
-    out = parallel(h.crash_on, items, n_workers=NW, chunksize=chunksize, return_exceptions=True,
-                   target=target, how=how)
+    out = parallel(
+        h.crash_on,
+        items,
+        n_workers=NW,
+        chunksize=chunksize,
+        return_exceptions=True,
+        target=target,
+        how=how,
+    )
     assert len(out) == len(items)
     assert isinstance(out[target], WorkerDiedError), out
     assert out[target].indices == (target,)
     assert "item 5 (5)" in str(out[target])
-    assert out[:target] + out[target + 1:] == [x * x for x in items if x != target], out
+    assert out[:target] + out[target + 1 :] == [x * x for x in items if x != target], out
 
     # The pool was repaired: the next call works.
     _assert_pool_works()
@@ -149,7 +166,9 @@ def test_crash_before_any_item_of_the_chunk_started_blames_that_chunk() -> None:
     """The worker dies while unpickling a chunk (item 2 ends the process when loaded), so no
     item of the chunk ran yet. The error must name the chunk's items (or item 2), not an item
     of an earlier chunk or call that the worker's progress marker still points at."""
-    assert parallel(h.square, range(4), n_workers=1, chunksize=4) == SQUARES[:4]  # leaves the marker at 3
+    assert (
+        parallel(h.square, range(4), n_workers=1, chunksize=4) == SQUARES[:4]
+    )  # leaves the marker at 3
     items: list[Any] = [0, 1, h.ExitsOnLoad(), 3]
     _, err = _catch(parallel, h.type_name, items, n_workers=1, chunksize=4)
     assert isinstance(err, WorkerDiedError), repr(err)
@@ -284,8 +303,14 @@ def test_result_that_cannot_be_unpickled_in_the_caller() -> None:
     assert "item 5 (5)" in str(err) + _notes(err), str(err) + _notes(err)
     assert "item 4 (4)" not in str(err) + _notes(err)
 
-    out = parallel(h.unloadable_result_on, range(8), n_workers=NW, chunksize=4, target=5,
-                   return_exceptions=True)
+    out = parallel(
+        h.unloadable_result_on,
+        range(8),
+        n_workers=NW,
+        chunksize=4,
+        target=5,
+        return_exceptions=True,
+    )
     assert isinstance(out[5], Exception), out
     assert out[:5] + out[6:] == [x * x for x in range(8) if x != 5], out
     _assert_pool_works()
@@ -303,15 +328,30 @@ BASE_EXCEPTIONS = {"sysexit": SystemExit, "keyboard": KeyboardInterrupt, "base":
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_base_exception_from_fn_is_wrapped(backend: str, kind: str) -> None:
     cause = BASE_EXCEPTIONS[kind]
-    _, err = _catch(parallel, h.raise_on, range(6), n_workers=NW, threadpool=_threadpool(backend),
-                    target=2, kind=kind)
+    _, err = _catch(
+        parallel,
+        h.raise_on,
+        range(6),
+        n_workers=NW,
+        threadpool=_threadpool(backend),
+        target=2,
+        kind=kind,
+    )
     assert type(err) is TaskExitError, repr(err)
     assert "item 2 (2)" in str(err)
     assert cause.__name__ in str(err)
     assert isinstance(err.__cause__, cause)
 
-    out, err = _catch(parallel, h.raise_on, range(6), n_workers=NW, threadpool=_threadpool(backend),
-                      target=2, kind=kind, return_exceptions=True)
+    out, err = _catch(
+        parallel,
+        h.raise_on,
+        range(6),
+        n_workers=NW,
+        threadpool=_threadpool(backend),
+        target=2,
+        kind=kind,
+        return_exceptions=True,
+    )
     assert err is None, repr(err)
     assert type(out[2]) is TaskExitError
     assert out[:2] + out[3:] == [x * x for x in range(6) if x != 2]
@@ -329,8 +369,15 @@ def test_serial_wraps_system_exit(kind: str) -> None:
 def test_serial_lets_keyboard_interrupt_through() -> None:
     _, err = _catch(parallel, h.raise_on, range(4), n_workers=0, target=2, kind="keyboard")
     assert type(err) is KeyboardInterrupt, repr(err)
-    _, err = _catch(parallel, h.raise_on, range(4), n_workers=0, target=2, kind="keyboard",
-                    return_exceptions=True)
+    _, err = _catch(
+        parallel,
+        h.raise_on,
+        range(4),
+        n_workers=0,
+        target=2,
+        kind="keyboard",
+        return_exceptions=True,
+    )
     assert type(err) is KeyboardInterrupt, repr(err)
 
 
@@ -342,9 +389,18 @@ def scenario_fail_fast(backend: str, marks: Path, release: threading.Event) -> f
     """Item 0 fails once item 1 runs (and blocks for 30 s); returns seconds to the error."""
     stamp = marks.parent / "fail-stamp"
     began = time.monotonic()
-    _, err = _catch(parallel, h.mark_then_block, range(6), n_workers=NW, threadpool=_threadpool(backend),
-                    marks=str(marks), fail=(0,), fail_when_running=2, stamp=str(stamp),
-                    **_block_kwargs(backend, release))
+    _, err = _catch(
+        parallel,
+        h.mark_then_block,
+        range(6),
+        n_workers=NW,
+        threadpool=_threadpool(backend),
+        marks=str(marks),
+        fail=(0,),
+        fail_when_running=2,
+        stamp=str(stamp),
+        **_block_kwargs(backend, release),
+    )
     caught = time.time()
     assert isinstance(err, ValueError), repr(err)
     assert "item 0 (0)" in _notes(err)
@@ -367,9 +423,19 @@ def test_fail_fast(backend: str, marks: Path, release: threading.Event) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_closing_a_generator_does_not_wait(backend: str, marks: Path, release: threading.Event) -> None:
-    gen = parallel(h.mark_then_block, range(6), n_workers=NW, threadpool=_threadpool(backend),
-                   return_as="generator", marks=str(marks), quick=(0,), **_block_kwargs(backend, release))
+def test_closing_a_generator_does_not_wait(
+    backend: str, marks: Path, release: threading.Event
+) -> None:
+    gen = parallel(
+        h.mark_then_block,
+        range(6),
+        n_workers=NW,
+        threadpool=_threadpool(backend),
+        return_as="generator",
+        marks=str(marks),
+        quick=(0,),
+        **_block_kwargs(backend, release),
+    )
     assert next(gen) == 0
     running = h.wait_marks(marks, 3)  # item 0 and two blocked items
     began = time.monotonic()
@@ -433,7 +499,9 @@ def scenario_ctrl_c(backend: str, tmp_path: Path) -> dict[str, float]:
     second = json.loads((tmp_path / "second.json").read_text())
     assert second["values"] == SQUARES[:8]
     # Nothing of the script survives it: workers, forkserver, resource tracker.
-    gone = h.wait_gone({m["pid"] for m in running.values()}, PROMPT, "workers of the interrupted call")
+    gone = h.wait_gone(
+        {m["pid"] for m in running.values()}, PROMPT, "workers of the interrupted call"
+    )
     wait_for(lambda: not h.session_pids(proc.pid), 10, "the script's processes to exit")
     return {"interrupt": delay, "exit": exited - sent, "workers_gone_after_exit": gone}
 
@@ -457,8 +525,17 @@ def scenario_timeout(backend: str, marks: Path, release: threading.Event) -> flo
     threadpool = _threadpool(backend)
     _assert_pool_works(backend)  # warm: worker start-up is not part of the measure
     began = time.monotonic()
-    _, err = _catch(parallel, h.mark_then_block, range(4), n_workers=NW, threadpool=threadpool,
-                    timeout=TIMEOUT, marks=str(marks), quick=(0, 1), **_block_kwargs(backend, release))
+    _, err = _catch(
+        parallel,
+        h.mark_then_block,
+        range(4),
+        n_workers=NW,
+        threadpool=threadpool,
+        timeout=TIMEOUT,
+        marks=str(marks),
+        quick=(0, 1),
+        **_block_kwargs(backend, release),
+    )
     elapsed = time.monotonic() - began
     assert isinstance(err, ParallelTimeoutError), repr(err)
     assert isinstance(err, TimeoutError)
@@ -526,12 +603,21 @@ def test_parent_killed(state: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("return_exceptions", [False, True])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_input_iterable_error(backend: str, return_exceptions: bool, marks: Path,
-                              release: threading.Event) -> None:
+def test_input_iterable_error(
+    backend: str, return_exceptions: bool, marks: Path, release: threading.Event
+) -> None:
     stamp = marks.parent / "input-stamp"
     items = h.failing_input(2, str(marks), 2, str(stamp))  # raises once items 0 and 1 run
-    _, err = _catch(parallel, h.mark_then_block, items, n_workers=NW, threadpool=_threadpool(backend),
-                    return_exceptions=return_exceptions, marks=str(marks), **_block_kwargs(backend, release))
+    _, err = _catch(
+        parallel,
+        h.mark_then_block,
+        items,
+        n_workers=NW,
+        threadpool=_threadpool(backend),
+        return_exceptions=return_exceptions,
+        marks=str(marks),
+        **_block_kwargs(backend, release),
+    )
     caught = time.time()
     assert type(err) is LookupError, repr(err)
     assert str(err) == "the input iterable broke on purpose"
@@ -539,7 +625,9 @@ def test_input_iterable_error(backend: str, return_exceptions: bool, marks: Path
     assert "input iterable" in notes, notes
     assert "raised by fn" not in notes
     delay = caught - float(stamp.read_text())
-    record_timing(f"input-error:{backend}" + (":return_exceptions" if return_exceptions else ""), delay)
+    record_timing(
+        f"input-error:{backend}" + (":return_exceptions" if return_exceptions else ""), delay
+    )
     assert delay < PROMPT
     if backend == "processes":  # pending work is cancelled
         h.wait_gone(h.marked_pids(marks), PROMPT, "workers of the cancelled call")
@@ -553,8 +641,11 @@ def test_input_iterable_error(backend: str, return_exceptions: bool, marks: Path
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_call_from_a_non_main_thread(backend: str) -> None:
     result: list[Any] = []
-    thread = threading.Thread(target=lambda: result.append(
-        _catch(parallel, h.square, range(20), n_workers=NW, threadpool=_threadpool(backend))))
+    thread = threading.Thread(
+        target=lambda: result.append(
+            _catch(parallel, h.square, range(20), n_workers=NW, threadpool=_threadpool(backend))
+        )
+    )
     thread.start()
     thread.join(60)
     assert not thread.is_alive()
@@ -572,8 +663,13 @@ def test_concurrent_calls_from_threads(backend: str) -> None:
         if i == 0 and backend == "processes":  # a crash in one call does not disturb the others
             results[i] = _catch(parallel, h.crash_on, range(10), n_workers=NW, target=4, how="exit")
         else:
-            results[i] = _catch(parallel, h.square, range(10 * i, 10 * i + 30), n_workers=NW,
-                                threadpool=_threadpool(backend))
+            results[i] = _catch(
+                parallel,
+                h.square,
+                range(10 * i, 10 * i + 30),
+                n_workers=NW,
+                threadpool=_threadpool(backend),
+            )
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
     for t in threads:
@@ -587,7 +683,7 @@ def test_concurrent_calls_from_threads(backend: str) -> None:
             assert isinstance(err, WorkerDiedError) and err.indices == (4,), repr(err)
         else:
             assert err is None, repr(err)
-            assert value == SQUARES[10 * i: 10 * i + 30]
+            assert value == SQUARES[10 * i : 10 * i + 30]
 
 
 # =====================================================================================
@@ -595,7 +691,11 @@ def test_concurrent_calls_from_threads(backend: str) -> None:
 
 
 def test_threads_inside_processes() -> None:
-    assert parallel(h.nested_threads, [3, 4, 5], n_workers=NW) == [SQUARES[:3], SQUARES[:4], SQUARES[:5]]
+    assert parallel(h.nested_threads, [3, 4, 5], n_workers=NW) == [
+        SQUARES[:3],
+        SQUARES[:4],
+        SQUARES[:5],
+    ]
 
 
 def _check_nested(out: list[dict[str, Any]], outer: int) -> None:
@@ -750,14 +850,20 @@ def test_call_during_interpreter_shutdown(mode: str, tmp_path: Path) -> None:
         for tag in ("before", "after") if mode == "call-first" else ("before",):
             for backend in BACKENDS:
                 path = tmp_path / f"{tag}-{backend}.json"
-                assert path.exists(), f"the atexit handler registered {tag} the first call never finished"
+                assert path.exists(), (
+                    f"the atexit handler registered {tag} the first call never finished"
+                )
                 out = json.loads(path.read_text())
                 assert out["seconds"] < 30
                 if "error" in out:  # a clear error is acceptable
-                    assert out["message"] and ("exit" in out["message"] or "shut" in out["message"]), out
+                    assert out["message"] and (
+                        "exit" in out["message"] or "shut" in out["message"]
+                    ), out
                 else:
                     assert out["values"] == SQUARES[:6], out
-        assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, (
+            result.stderr
+        )
         wait_for(lambda: not h.session_pids(proc.pid), 10, "the script's processes to exit")
     finally:
         h.kill_session(proc.pid)
@@ -809,8 +915,14 @@ def test_script_exits_while_a_call_is_in_progress(case: str, tmp_path: Path) -> 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_initializer_error(backend: str) -> None:
     began = time.monotonic()
-    _, err = _catch(parallel, h.square, range(6), n_workers=NW, threadpool=_threadpool(backend),
-                    initializer=h.bad_initializer)
+    _, err = _catch(
+        parallel,
+        h.square,
+        range(6),
+        n_workers=NW,
+        threadpool=_threadpool(backend),
+        initializer=h.bad_initializer,
+    )
     record_timing(f"initializer-error:{backend}", time.monotonic() - began)
     assert type(err) is RuntimeError, repr(err)
     assert "initializer exploded on purpose" in str(err)
@@ -824,8 +936,15 @@ def test_initializer_error(backend: str) -> None:
 def test_initializer_base_exception_does_not_end_the_caller(backend: str, kind: str) -> None:
     """sys.exit() or KeyboardInterrupt in an initializer must not end the caller as if it
     were its own: a clear (Exception) error naming the initializer, like fn's TaskExitError."""
-    _, err = _catch(parallel, h.square, range(6), n_workers=NW, threadpool=_threadpool(backend),
-                    initializer=h.bad_initializer, initargs=(kind,))
+    _, err = _catch(
+        parallel,
+        h.square,
+        range(6),
+        n_workers=NW,
+        threadpool=_threadpool(backend),
+        initializer=h.bad_initializer,
+        initargs=(kind,),
+    )
     assert err is not None
     assert isinstance(err, Exception), f"{type(err).__name__} escaped: {err!r}"
     assert "initializer" in str(err) + _notes(err)

@@ -23,7 +23,9 @@ import pytest
 
 from fastparallel import ItemTimeoutError, parallel
 
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+_OPENER = urllib.request.build_opener(
+    urllib.request.ProxyHandler({})
+)  # loopback: never through a proxy
 
 
 def _hangs(i: int) -> bool:
@@ -36,7 +38,9 @@ def _fails_once(i: int) -> bool:
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 256  # the default 5 drops connections under 32 clients: a SYN resent after 1 s
+    request_queue_size = (
+        256  # the default 5 drops connections under 32 clients: a SYN resent after 1 s
+    )
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -49,7 +53,7 @@ class _Server(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+    def do_GET(self) -> None:
         i = int(self.path.rsplit("/", 1)[1])
         server = self.server
         with server.lock:
@@ -92,8 +96,17 @@ def run_map(n: int, **kwargs: Any) -> dict[str, Any]:
     with _serving() as server:
         urls = [f"http://127.0.0.1:{server.server_port}/item/{i}" for i in range(n)]
         began = time.monotonic()
-        out = parallel(_fetch, urls, threadpool=True, n_workers=32, item_timeout=1.0, retries=1,
-                       retry_delay=0.05, return_exceptions=True, **kwargs)
+        out = parallel(
+            _fetch,
+            urls,
+            threadpool=True,
+            n_workers=32,
+            item_timeout=1.0,
+            retries=1,
+            retry_delay=0.05,
+            return_exceptions=True,
+            **kwargs,
+        )
         seconds = time.monotonic() - began
         requests = server.requests
     return {"out": out, "seconds": seconds, "requests": requests}
@@ -112,7 +125,9 @@ def test_hanging_and_flaky_requests_on_threads() -> None:
             assert "2 attempts were made" in "\n".join(value.__notes__)
         else:  # flaky ones got a 500 first, then their page on the retry
             assert value == f"page {i}", (i, value)
-    assert run["requests"] == n + len(set(flaky) | set(hung))  # every item once, and one retry per failed item
+    assert run["requests"] == n + len(
+        set(flaky) | set(hung)
+    )  # every item once, and one retry per failed item
     assert run["seconds"] < 60
 
 
@@ -121,5 +136,7 @@ if __name__ == "__main__":  # by hand: python tests/test_http_resilience.py 1000
     result = run_map(size)
     timed_out = sum(isinstance(v, ItemTimeoutError) for v in result["out"])
     ok = sum(isinstance(v, str) for v in result["out"])
-    print(f"{size} items in {result['seconds']:.1f}s: {ok} pages, {timed_out} timed out twice, "
-          f"{sum(_fails_once(i) for i in range(size))} failed once then succeeded, {result['requests']} requests")
+    print(
+        f"{size} items in {result['seconds']:.1f}s: {ok} pages, {timed_out} timed out twice, "
+        f"{sum(_fails_once(i) for i in range(size))} failed once then succeeded, {result['requests']} requests"
+    )

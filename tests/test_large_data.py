@@ -20,15 +20,21 @@ import pytest
 if str(Path(__file__).resolve().parent) not in sys.path:  # workers import the helpers by name
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import large_data_helpers as ld  # noqa: E402
+import large_data_helpers as ld
 
-import fastparallel  # noqa: E402
-from fastparallel import parallel  # noqa: E402
-from fastparallel.backends.processes.wire import channel, protocol  # noqa: E402
-from fastparallel.backends.processes.worker import run_packed  # noqa: E402
-from fastparallel.backends.runner import Call  # noqa: E402
-from fastparallel.core.chunking import Chunk  # noqa: E402
-from fastparallel.serialize.pickling import MAX_OUT_OF_BAND, OUT_OF_BAND_BYTES, dumps, dumps_values, loads  # noqa: E402
+import fastparallel
+from fastparallel import parallel
+from fastparallel.backends.processes.wire import channel, protocol
+from fastparallel.backends.processes.worker import run_packed
+from fastparallel.backends.runner import Call
+from fastparallel.core.chunking import Chunk
+from fastparallel.serialize.pickling import (
+    MAX_OUT_OF_BAND,
+    OUT_OF_BAND_BYTES,
+    dumps,
+    dumps_values,
+    loads,
+)
 
 np = pytest.importorskip("numpy")
 
@@ -44,7 +50,9 @@ class Frames:
         self.received: list[tuple[protocol.Kind, int, int]] = []
 
     def of(self, kind: protocol.Kind, sent: bool = True) -> list[tuple[int, int]]:
-        return [(size, count) for k, size, count in (self.sent if sent else self.received) if k == kind]
+        return [
+            (size, count) for k, size, count in (self.sent if sent else self.received) if k == kind
+        ]
 
 
 @pytest.fixture
@@ -54,7 +62,9 @@ def frames(monkeypatch: pytest.MonkeyPatch) -> Iterator[Frames]:
 
     def recording_send(self: channel.Channel, *parts: Any, fds: Any = (), sizes: Any = ()) -> None:
         send(self, *parts, fds=fds, sizes=sizes)
-        record.sent.append((protocol.Kind(bytes(parts[0])[0]), sum(memoryview(p).nbytes for p in parts), len(fds)))
+        record.sent.append(
+            (protocol.Kind(bytes(parts[0])[0]), sum(memoryview(p).nbytes for p in parts), len(fds))
+        )
 
     def recording_recv(self: channel.Channel) -> tuple[bytearray, list[memoryview]]:
         frame, buffers = recv(self)
@@ -74,9 +84,14 @@ def test_dumps_leaves_large_contiguous_buffers_out_of_band() -> None:
     fortran, strided = np.asfortranarray(np.ones((512, 300))), np.ones((600, 600))[:, ::2]
     buffers: list[pickle.PickleBuffer] = []
     data = dumps([small, large, fortran, strided], buffers=buffers)
-    assert [memoryview(b).nbytes for b in buffers] == [large.nbytes, fortran.nbytes]  # strided: in band
+    assert [memoryview(b).nbytes for b in buffers] == [
+        large.nbytes,
+        fortran.nbytes,
+    ]  # strided: in band
     got = loads(data, buffers=buffers)
-    assert all(np.array_equal(a, b) for a, b in zip(got, [small, large, fortran, strided], strict=True))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(got, [small, large, fortran, strided], strict=True)
+    )
     assert got[2].flags.f_contiguous and len(data) < small.nbytes + strided.nbytes + 4096
     assert dumps(large) == pickle.dumps(large, protocol=5)  # without a list: everything in band
 
@@ -97,7 +112,10 @@ def test_dumps_values_sends_top_level_bytes_out_of_band() -> None:
     assert list(got) == values and [type(v) for v in got] == [bytes, bytearray, bytes, int]
     many = [b"x"] * 1000 + [b"y" * MIB]  # a long list is searched once its pickle is large
     buffers.clear()
-    assert loads(dumps_values(many, list, buffers=buffers), buffers=buffers) == many and len(buffers) == 1
+    assert (
+        loads(dumps_values(many, list, buffers=buffers), buffers=buffers) == many
+        and len(buffers) == 1
+    )
 
 
 def test_run_packed_keeps_everything_in_band_for_executors() -> None:
@@ -138,7 +156,7 @@ def test_results_are_independent_writable_and_released(frames: Frames) -> None:
     got = parallel(ld.full, range(6), n_workers=2, mib=2)
     for i, array in enumerate(got):
         assert ld.in_shared_memory(array) and array.flags.writeable and array[0] == i
-        assert not any(np.shares_memory(array, other) for other in got[i + 1:])
+        assert not any(np.shares_memory(array, other) for other in got[i + 1 :])
     got[0][:] = -1
     assert all(array[0] == i and array[-1] == i for i, array in enumerate(got[1:], 1))
     mappings = len(ld.shared_mappings())
@@ -151,20 +169,27 @@ def test_results_are_independent_writable_and_released(frames: Frames) -> None:
 
 
 def test_items_travel_out_of_band(frames: Frames) -> None:
-    items = [np.full(MIB // 8 * 2, float(i)) for i in range(4)] + [np.full(20_000, 5.0)]  # 2 MiB, 160 KB
+    items = [np.full(MIB // 8 * 2, float(i)) for i in range(4)] + [
+        np.full(20_000, 5.0)
+    ]  # 2 MiB, 160 KB
     seen = parallel(ld.look, items, n_workers=2, chunksize=1)
     assert [s["sum"] for s in seen] == [float(i * MIB // 8 * 2) for i in range(4)] + [100_000.0]
     assert [s["shared"] for s in seen] == [True] * 4 + [False]  # the small one was copied out
     assert all(s["writeable"] for s in seen)
     chunks = frames.of(protocol.Kind.CHUNK)
-    assert sorted(count for _, count in chunks) == [1] * 5 and all(size < 4096 for size, _ in chunks)
+    assert sorted(count for _, count in chunks) == [1] * 5 and all(
+        size < 4096 for size, _ in chunks
+    )
 
 
-def test_a_bound_argument_is_shared_once_and_private_to_each_worker(frames: Frames, monkeypatch: pytest.MonkeyPatch
-                                                                   ) -> None:
+def test_a_bound_argument_is_shared_once_and_private_to_each_worker(
+    frames: Frames, monkeypatch: pytest.MonkeyPatch
+) -> None:
     shared: list[int] = []
     share = channel.share
-    monkeypatch.setattr(channel, "share", lambda buffers: shared.append(len(buffers)) or share(buffers))
+    monkeypatch.setattr(
+        channel, "share", lambda buffers: shared.append(len(buffers)) or share(buffers)
+    )
     array = np.arange(2 * MIB, dtype="f8")  # 16 MiB
     seen = parallel(ld.look_at_bound, range(12), array, n_workers=2, chunksize=1)
     assert (array >= 0).all()  # the caller's array is untouched
@@ -190,7 +215,9 @@ def test_bytes_bytearray_and_pickle_buffers_round_trip(frames: Frames) -> None:
         got = parallel(ld.make_bytes, range(3), n_workers=2, chunksize=1, size=size, mutable=False)
         assert all(type(b) is bytes and b == bytes([i]) * size for i, b in enumerate(got))
     blobs = parallel(ld.make_blob, range(3), n_workers=2, chunksize=1)
-    assert blobs == [ld.make_blob(i) for i in range(3)] and all(not memoryview(b.data).readonly for b in blobs)
+    assert blobs == [ld.make_blob(i) for i in range(3)] and all(
+        not memoryview(b.data).readonly for b in blobs
+    )
     info = parallel(ld.blob_info, [ld.make_blob(7, mib=1.5)], n_workers=2)  # as an item too
     assert info == [{"size": int(1.5 * MIB), "first": 7, "writeable": True}]
     received = [count for _, count in frames.of(protocol.Kind.DONE, sent=False)]
@@ -213,7 +240,9 @@ def test_generators_return_exceptions_and_a_crash_pinned_on_an_item() -> None:
         parallel(ld.exit_on, range(8), n_workers=2, chunksize=4, target=6)
     assert "item 6" in str(info.value)
     got = parallel(ld.exit_on, range(8), n_workers=2, chunksize=4, target=6, return_exceptions=True)
-    assert isinstance(got[6], fastparallel.WorkerDiedError) and all(got[i][-1] == i for i in range(8) if i != 6)
+    assert isinstance(got[6], fastparallel.WorkerDiedError) and all(
+        got[i][-1] == i for i in range(8) if i != 6
+    )
     del got, info
     assert ld.leftovers() == {"mappings": 0, "fds": 0}
 
@@ -237,7 +266,9 @@ def test_threads_and_serial_pass_objects_as_they_are() -> None:
     assert ld.leftovers() == {"mappings": 0, "fds": 0}
 
 
-def test_when_descriptors_cannot_travel_messages_go_in_band(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_when_descriptors_cannot_travel_messages_go_in_band(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def refuse(*args: Any) -> None:
         raise OSError(109, "Too many references")  # ETOOMANYREFS
 
@@ -245,7 +276,9 @@ def test_when_descriptors_cannot_travel_messages_go_in_band(monkeypatch: pytest.
     array = np.arange(MIB // 2, dtype="f8")
     seen = parallel(ld.look_at_bound, range(2), array, n_workers=2)  # SETUP in band
     assert all(not s["shared"] and s["negative"] for s in seen)
-    assert parallel(ld.look, [array] * 2, n_workers=2)[0]["sum"] == float(array.sum())  # CHUNK in band
+    assert parallel(ld.look, [array] * 2, n_workers=2)[0]["sum"] == float(
+        array.sum()
+    )  # CHUNK in band
     assert ld.leftovers()["fds"] == 0
 
 

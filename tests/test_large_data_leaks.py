@@ -21,11 +21,11 @@ import pytest
 if str(Path(__file__).resolve().parent) not in sys.path:  # workers import the helpers by name
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import faults_helpers as h  # noqa: E402
-import large_data_helpers as ld  # noqa: E402
+import faults_helpers as h
+import large_data_helpers as ld
 
-import fastparallel  # noqa: E402
-from fastparallel import parallel  # noqa: E402
+import fastparallel
+from fastparallel import parallel
 
 np = pytest.importorskip("numpy")
 
@@ -143,7 +143,9 @@ def test_a_caller_killed_by_sigkill_leaves_nothing(tmp_path: Path) -> None:
     proc = h.start_script(tmp_path, KILLED_SCRIPT, args=[str(marks)])
     try:
         h.wait_for(lambda: len(ld.read_marks(str(marks))) >= 2, 30, "both workers to start an item")
-        assert all(m["shared"] for m in ld.read_marks(str(marks)))  # items and argument in shared memory
+        assert all(
+            m["shared"] for m in ld.read_marks(str(marks))
+        )  # items and argument in shared memory
         assert ld.shmem_kib() > baseline + 48 * 1024  # items in flight and in the workers
         family = [pid for pid, _ in h.descendants(proc.pid)]
         os.kill(proc.pid, signal.SIGKILL)
@@ -189,7 +191,9 @@ def test_named_shared_memory_is_unlinked_at_once(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["ok"] and out["opened"] >= 3, out  # the call and the items (in the caller)...
-    assert all(re.fullmatch(r"/dev/shm/fp[0-9a-f]{16} \(deleted\)", m) for m in out["results_in"]), out  # results
+    assert all(
+        re.fullmatch(r"/dev/shm/fp[0-9a-f]{16} \(deleted\)", m) for m in out["results_in"]
+    ), out  # results
     assert out["shm"] == shm_before == ld.dev_shm(), out
     assert "resource_tracker" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 

@@ -23,19 +23,28 @@ import pytest
 if str(Path(__file__).resolve().parent) not in sys.path:  # workers import faults_helpers by name
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import faults_helpers as h  # noqa: E402
-from faults_helpers import PROMPT, wait_for  # noqa: E402
+import faults_helpers as h
+from faults_helpers import PROMPT, wait_for
 
-import fastparallel  # noqa: E402
-from fastparallel import WorkerDiedError, parallel  # noqa: E402
-from fastparallel.backends.processes.wire.remote_errors import _RemoteTraceback  # noqa: E402
+import fastparallel
+from fastparallel import WorkerDiedError, parallel
+from fastparallel.backends.processes.wire.remote_errors import _RemoteTraceback
 
 TEMPLATE_MODULE = "fastparallel.backends.processes.template.server"
 
 
-def _run(path: Path, *args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(path), *args], cwd=str(cwd), env=h.script_env(),
-                          capture_output=True, text=True, timeout=timeout)
+def _run(
+    path: Path, *args: str, cwd: Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(path), *args],
+        cwd=str(cwd),
+        env=h.script_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _write(path: Path, source: str) -> Path:
@@ -93,7 +102,12 @@ def test_a_script_without_a_main_guard_runs(tmp_path: Path) -> None:
     script = _write(tmp_path / "script.py", NO_GUARD)
     proc = _run(script, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["[0, 2, 4, 6, 8, 10]", "[10, 11, 12]", "[0, 1, 2]", "[3, 6]"]
+    assert proc.stdout.splitlines() == [
+        "[0, 2, 4, 6, 8, 10]",
+        "[10, 11, 12]",
+        "[0, 1, 2]",
+        "[3, 6]",
+    ]
     assert proc.stderr == ""
 
 
@@ -158,8 +172,9 @@ def cwd_env_and_import(_: Any) -> tuple[str, str | None, int | None]:
 
 
 @pytest.mark.timeout(60)
-def test_warm_workers_follow_chdir_environment_and_sys_path(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_warm_workers_follow_chdir_environment_and_sys_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("FASTPARALLEL_TEST_VAR", raising=False)
     first = set(parallel(h.getpid, range(4), n_workers=2, chunksize=1))
     before = set(parallel(cwd_env_and_import, range(2), n_workers=2))
@@ -172,7 +187,9 @@ def test_warm_workers_follow_chdir_environment_and_sys_path(tmp_path: Path,
     assert set(parallel(cwd_env_and_import, range(2), n_workers=2)) == {(str(folder), "set", 42)}
     monkeypatch.delenv("FASTPARALLEL_TEST_VAR")
     assert set(parallel(cwd_env_and_import, range(2), n_workers=2)) == {(str(folder), None, 42)}
-    assert set(parallel(h.getpid, range(4), n_workers=2, chunksize=1)) <= first  # the same warm workers
+    assert (
+        set(parallel(h.getpid, range(4), n_workers=2, chunksize=1)) <= first
+    )  # the same warm workers
 
 
 def start_method_and_local_process(_: Any) -> tuple[str, int]:
@@ -193,8 +210,12 @@ def start_method_and_local_process(_: Any) -> tuple[str, int]:
 
 @pytest.mark.timeout(60)
 def test_multiprocessing_is_untouched_in_a_worker() -> None:
-    default = subprocess.run([sys.executable, "-c", "import multiprocessing as m; print(m.get_start_method())"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    default = subprocess.run(
+        [sys.executable, "-c", "import multiprocessing as m; print(m.get_start_method())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert parallel(start_method_and_local_process, range(2), n_workers=2) == [(default, 0)] * 2
 
 
@@ -215,7 +236,7 @@ def test_a_worker_killed_mid_item_is_a_child_of_the_template() -> None:
 def _unimportable_module() -> types.ModuleType:
     """A module that this process has but a worker cannot import (it exists nowhere on disk)."""
     module = types.ModuleType("fastparallel_test_nowhere")
-    exec("def init():\n    pass\n", module.__dict__)
+    exec("def init():\n    pass\n", module.__dict__)  # noqa: S102 - a module with no file
     sys.modules[module.__name__] = module
     return module
 
@@ -280,9 +301,14 @@ CALLER = """
 def test_the_template_and_workers_end_when_the_caller_is_killed(state: str, tmp_path: Path) -> None:
     script = _write(tmp_path / "caller.py", CALLER)
     with open(tmp_path / "stderr.txt", "w") as stderr:
-        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), state], cwd=str(tmp_path),
-                                env=h.script_env(), stdout=subprocess.DEVNULL, stderr=stderr,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path), state],
+            cwd=str(tmp_path),
+            env=h.script_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
     try:
         running = h.wait_marks(tmp_path / "marks", 2, timeout=30)
         if state == "idle":
@@ -313,7 +339,7 @@ def test_the_template_holds_no_named_socket_and_workers_only_their_pipes() -> No
     fastparallel.shutdown()
     template = parallel(parent_pid, range(2), n_workers=2)[0]
     links = [os.readlink(f"/proc/{template}/fd/{fd}") for fd in os.listdir(f"/proc/{template}/fd")]
-    sockets = [link[len("socket:["):-1] for link in links if link.startswith("socket:")]
+    sockets = [link[len("socket:[") : -1] for link in links if link.startswith("socket:")]
     assert len(sockets) == 1, links  # the socketpair end it was started with
     paths = _unix_socket_paths()
     assert all(paths.get(inode, "") == "" for inode in sockets), (sockets, paths)
@@ -324,7 +350,7 @@ def test_the_template_holds_no_named_socket_and_workers_only_their_pipes() -> No
     paths = _unix_socket_paths()
     for held in fds:
         pipes = [link for link in held if link.startswith("pipe:")]
-        sockets = [link[len("socket:["):-1] for link in held if link.startswith("socket:")]
+        sockets = [link[len("socket:[") : -1] for link in held if link.startswith("socket:")]
         assert len(pipes) == 2 and len(sockets) == 1 and len(held) == 4, fds
         assert "fastparallel-slot" in held[0] and paths.get(sockets[0], "") == "", (fds, paths)
     assert set(fds[0][1:]).isdisjoint(fds[1])
@@ -372,7 +398,9 @@ def test_a_forked_child_starts_its_own_template(tmp_path: Path) -> None:
 # -- chunk sizes ---------------------------------------------------------------------------------
 
 
-def test_a_warm_pool_remembers_chunk_sizes_of_the_same_call(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_warm_pool_remembers_chunk_sizes_of_the_same_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from fastparallel.backends.processes import pool as processes
 
     sizes: list[int] = []
@@ -394,7 +422,6 @@ def test_a_warm_pool_remembers_chunk_sizes_of_the_same_call(monkeypatch: pytest.
     assert sizes[:2] == [1, 1]
 
 
-
 def two_parents(_: Any) -> int:
     return os.getppid()
 
@@ -405,7 +432,11 @@ def test_pools_of_several_threads_share_one_template() -> None:
 
     def call(i: int) -> list[int]:
         # Different initializers and max_tasks_per_child: three different pools.
-        options: dict[str, Any] = [{}, {"initializer": h.square, "initargs": (1,)}, {"max_tasks_per_child": 3}][i]
+        options: dict[str, Any] = [
+            {},
+            {"initializer": h.square, "initargs": (1,)},
+            {"max_tasks_per_child": 3},
+        ][i]
         return parallel(two_parents, range(6), n_workers=2, **options)
 
     with ThreadPoolExecutor(3) as threads:

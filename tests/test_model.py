@@ -23,10 +23,27 @@ SMALL = Pickled(8, 1e-7, 1e-7)
 def _m(**changes) -> Measurements:
     """Pure-Python items of 40 ms on 2 CPUs, with small items and results."""
     base = Measurements(
-        seconds_per_item=0.04, spread=0.02, sampled=10, read=10, finished=True, thread_cpu=1.0, cores=1.0,
-        gil=0.98, overlap=1.0, call=SMALL, item=SMALL, result=SMALL, pickle_error=None, warm_up=0.0, start_seconds=0.05,
-        start_source="estimated", round_trip=6e-5, thread_round_trip=2e-5, cpus=2, free_threaded=False,
-    )  # fmt: skip
+        seconds_per_item=0.04,
+        spread=0.02,
+        sampled=10,
+        read=10,
+        finished=True,
+        thread_cpu=1.0,
+        cores=1.0,
+        gil=0.98,
+        overlap=1.0,
+        call=SMALL,
+        item=SMALL,
+        result=SMALL,
+        pickle_error=None,
+        warm_up=0.0,
+        start_seconds=0.05,
+        start_source="estimated",
+        round_trip=6e-5,
+        thread_round_trip=2e-5,
+        cpus=2,
+        free_threaded=False,
+    )
     return replace(base, **changes)
 
 
@@ -46,7 +63,12 @@ def test_waiting_goes_to_threads_and_more_threads_than_cpus_help():
 
 
 def test_code_that_releases_the_gil_goes_to_threads_unless_a_library_already_uses_the_cores():
-    m = _m(gil=0.02, overlap=1.95, item=Pickled(8_000_000, 0.005, 0.003), result=Pickled(8_000_000, 0.005, 0.003))
+    m = _m(
+        gil=0.02,
+        overlap=1.95,
+        item=Pickled(8_000_000, 0.005, 0.003),
+        result=Pickled(8_000_000, 0.005, 0.003),
+    )
     assert recommend(m, 100, WORKERS)[0] == "threads"
     # A BLAS keeping both cores busy: two threads did not overlap, nothing runs faster.
     assert recommend(replace(m, cores=1.97, overlap=0.95), 100, WORKERS)[0] == "serial"
@@ -57,12 +79,16 @@ def test_tiny_items_stay_serial():
     m = _m(seconds_per_item=7e-8, item=Pickled(2, 2e-8, 2e-8), result=Pickled(2, 2e-8, 2e-8))
     mode, predicted = recommend(m, 5_000_000, WORKERS)
     assert mode == "serial"
-    assert predicted["processes"] > predicted["serial"] and predicted["threads"] >= predicted["serial"]
+    assert (
+        predicted["processes"] > predicted["serial"] and predicted["threads"] >= predicted["serial"]
+    )
     assert "no pool is predicted to finish sooner" in headline(m, mode, predicted)
 
 
 def test_a_call_that_cannot_be_pickled_goes_to_threads_and_says_why():
-    m = _m(pickle_error="fn, its arguments or its keyword arguments cannot be pickled (TypeError: lock)")
+    m = _m(
+        pickle_error="fn, its arguments or its keyword arguments cannot be pickled (TypeError: lock)"
+    )
     mode, predicted = recommend(m, 100, WORKERS)
     assert mode == "threads" and math.isinf(predicted["processes"])
     assert "processes are out" in headline(m, mode, predicted)
@@ -83,7 +109,9 @@ def test_the_simpler_mode_wins_within_the_margin():
     from fastparallel.auto.model import _simplest_best
 
     assert _simplest_best(predicted) == "threads"
-    assert _simplest_best({"serial": 1.0, "threads": 1 - MARGIN + 0.01, "processes": 2.0}) == "serial"
+    assert (
+        _simplest_best({"serial": 1.0, "threads": 1 - MARGIN + 0.01, "processes": 2.0}) == "serial"
+    )
     assert _simplest_best({"serial": 1.0, "threads": 0.95, "processes": 0.5}) == "processes"
 
 
@@ -117,7 +145,9 @@ def test_the_probe_never_waits_for_a_long_item_nor_starts_another():
     try:
         sample = probe.run(0.2)
         assert time.monotonic() - began < 1.0
-        assert read == [0] and [c.items for c in probe.running] == [[0]]  # one item read, still running
+        assert read == [0] and [c.items for c in probe.running] == [
+            [0]
+        ]  # one item read, still running
         assert sample.finished == 0 and sample.running >= 0.19
     finally:
         release.set()
@@ -144,8 +174,13 @@ def _hangs_on_one(x: int, release: threading.Event) -> int:
 
 def test_an_item_past_item_timeout_fails_in_the_probe():
     release = threading.Event()
-    probe = Probe(Call(_hangs_on_one, (), {"release": release}), iter(range(50)), threads=1, stop_on_error=False,
-                  item_timeout=0.1)
+    probe = Probe(
+        Call(_hangs_on_one, (), {"release": release}),
+        iter(range(50)),
+        threads=1,
+        stop_on_error=False,
+        item_timeout=0.1,
+    )
     try:
         probe.run(0.5)
     finally:
@@ -164,8 +199,13 @@ def _burn(x: int) -> int:
 
 @pytest.mark.parametrize("settle", [True, False])
 def test_with_settle_the_probe_ends_once_items_are_seen_to_wait(settle):
-    probe = Probe(Call(time.sleep, (), {}), (0.03 for _ in range(100)), threads=2, stop_on_error=True,
-                  settle=settle)
+    probe = Probe(
+        Call(time.sleep, (), {}),
+        (0.03 for _ in range(100)),
+        threads=2,
+        stop_on_error=True,
+        settle=settle,
+    )
     began = time.monotonic()
     sample = probe.run(1.0)
     spent = time.monotonic() - began
@@ -176,7 +216,9 @@ def test_with_settle_the_probe_ends_once_items_are_seen_to_wait(settle):
 
 
 def test_with_settle_the_probe_goes_on_for_items_that_compute():
-    probe = Probe(Call(_burn, (), {}), iter(range(1000)), threads=2, stop_on_error=True, settle=True)
+    probe = Probe(
+        Call(_burn, (), {}), iter(range(1000)), threads=2, stop_on_error=True, settle=True
+    )
     sample = probe.run(0.3)
     assert sample.read > 4 and sample.overlap is not None, sample
 
@@ -203,8 +245,17 @@ def test_items_too_short_to_release_the_gil_are_taken_to_hold_it():
     from fastparallel.auto.probe import Sample
 
     def sample(seconds: float) -> Sample:
-        return Sample(finished=4096, read=4096, seconds=[seconds] * 4, thread_cpu=1.0, cores=1.0, gil=0.2,
-                      overlap=1.4, running=0.0, first=seconds)
+        return Sample(
+            finished=4096,
+            read=4096,
+            seconds=[seconds] * 4,
+            thread_cpu=1.0,
+            cores=1.0,
+            gil=0.2,
+            overlap=1.4,
+            running=0.0,
+            first=seconds,
+        )
 
     call, probe = Call(abs, (), {}), SimpleNamespace(kept=[(-1, 1)])
     tiny = measure(call, probe, sample(1.1e-7), processes=2, idle_pool=False)

@@ -149,7 +149,9 @@ def test_errors_and_streaming(executed):
 def test_a_model_loaded_once_per_worker(executed):
     text = _cell_text(executed, "per_worker")
     assert "scores: [1, -2, 4, -1]" in text
-    assert "one model per worker process: True" in text  # each worker built it at most once, both calls
+    assert (
+        "one model per worker process: True" in text
+    )  # each worker built it at most once, both calls
     assert "a model loaded in the notebook's process: False" in text
 
 
@@ -165,7 +167,9 @@ def test_advice_renders_as_an_html_table(executed):
     outputs = _cell(executed, "advise").get("outputs", [])
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert len(html) == 1, outputs
-    assert "<table>" in html[0] and all(f"<td>{mode}</td>" in html[0] for mode in ("serial", "threads", "processes"))
+    assert "<table>" in html[0] and all(
+        f"<td>{mode}</td>" in html[0] for mode in ("serial", "threads", "processes")
+    )
     assert "Recommended: " in html[0]
     text = _cell_text(executed, "advise")
     assert any(f"recommended: {mode}" in text for mode in ("serial", "threads", "processes")), text

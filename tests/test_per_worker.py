@@ -20,11 +20,11 @@ import pytest
 if str(Path(__file__).resolve().parent) not in sys.path:  # workers import the helpers by name
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import faults_helpers as h  # noqa: E402
-import resilience_helpers as r  # noqa: E402
+import faults_helpers as h
+import resilience_helpers as r
 
-import fastparallel  # noqa: E402
-from fastparallel import parallel, per_worker  # noqa: E402
+import fastparallel
+from fastparallel import parallel, per_worker
 
 
 def _ids_by(results: list[tuple[int, int, int, int]], key: int) -> dict[int, set[int]]:
@@ -44,8 +44,12 @@ def test_processes_build_once_per_worker_across_calls_on_a_warm_pool(tmp_path: P
     builds = r.builds(log)
     pids = {pid for pid, _ in builds}
     assert len(builds) == len(pids)  # once per worker process
-    assert {v[1] for v in second} == {v[1] for v in first} == pids  # the same warm workers served both calls
-    assert all(len(ids) == 1 for ids in _ids_by(first + second, 1).values())  # the same object every time
+    assert (
+        {v[1] for v in second} == {v[1] for v in first} == pids
+    )  # the same warm workers served both calls
+    assert all(
+        len(ids) == 1 for ids in _ids_by(first + second, 1).values()
+    )  # the same object every time
     assert os.getpid() not in pids  # never built in the caller
 
 
@@ -66,10 +70,14 @@ def test_threads_build_once_per_thread(tmp_path: Path) -> None:
 def test_serially_once_per_calling_thread(tmp_path: Path) -> None:
     log = tmp_path / "builds"
     get = per_worker(r.Model, str(log))
-    out = parallel(r.use_model, range(20), get, n_workers=0) + parallel(r.use_model, range(20), get, n_workers=0)
+    out = parallel(r.use_model, range(20), get, n_workers=0) + parallel(
+        r.use_model, range(20), get, n_workers=0
+    )
     assert len(r.builds(log)) == 1 and len({v[3] for v in out}) == 1
     other: list[list[tuple[int, int, int, int]]] = []
-    thread = threading.Thread(target=lambda: other.append(parallel(r.use_model, range(5), get, n_workers=0)))
+    thread = threading.Thread(
+        target=lambda: other.append(parallel(r.use_model, range(5), get, n_workers=0))
+    )
     thread.start()
     thread.join()
     assert len(r.builds(log)) == 2 and other[0][0][3] != out[0][3]  # another thread, another object
@@ -97,7 +105,9 @@ def test_nothing_is_built_while_pickling(tmp_path: Path) -> None:
     get = per_worker(r.Model, str(log), scale=5)
     copy = pickle.loads(pickle.dumps(get))
     assert not log.exists()
-    assert copy().predict(2) == 10 and copy() is get()  # the same token: the same object in this thread
+    assert (
+        copy().predict(2) == 10 and copy() is get()
+    )  # the same token: the same object in this thread
     assert len(r.builds(log)) == 1
 
 
@@ -132,16 +142,25 @@ out = parallel(encode, ["a", "b"] * 50, n_workers=2) + parallel(encode, ["b"] * 
 print(json.dumps({"caller": os.getpid(), "out": out}))
 """
     log = tmp_path / "builds"
-    done = h.subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True,
-                            env=h.script_env(), timeout=60)
+    done = h.subprocess.run(
+        [sys.executable, "-c", code, str(log)],
+        capture_output=True,
+        text=True,
+        env=h.script_env(),
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     out = result["out"]
     assert [v[0] for v in out] == [1, 2] * 50 + [2] * 20
     pids = [int(line) for line in log.read_text().split()]
-    assert len(pids) == len(set(pids)) and set(pids) == {v[1] for v in out}  # once per worker process
+    assert len(pids) == len(set(pids)) and set(pids) == {
+        v[1] for v in out
+    }  # once per worker process
     assert result["caller"] not in pids
-    assert all(v[3] == v[1] for v in out)  # the lambda's object was built in the worker that uses it
+    assert all(
+        v[3] == v[1] for v in out
+    )  # the lambda's object was built in the worker that uses it
     ids: dict[int, set[int]] = defaultdict(set)
     for v in out:
         ids[v[1]].add(v[2])

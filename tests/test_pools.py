@@ -42,7 +42,10 @@ def test_a_pool_is_reused_for_the_same_key_only():
 
 
 def test_concurrent_checkouts_get_their_own_pools():
-    with pools.checkout(PoolSpec(("a",), FakePool)) as one, pools.checkout(PoolSpec(("a",), FakePool)) as two:
+    with (
+        pools.checkout(PoolSpec(("a",), FakePool)) as one,
+        pools.checkout(PoolSpec(("a",), FakePool)) as two,
+    ):
         assert one is not two
     assert idle_count() == 2
 
@@ -77,9 +80,8 @@ def test_the_least_recently_used_pool_is_evicted_past_the_limit():
 
 
 def test_checkin_happens_when_the_call_fails():
-    with pytest.raises(ValueError):
-        with pools.checkout(PoolSpec(("a",), FakePool)):
-            raise ValueError("boom")
+    with pytest.raises(ValueError), pools.checkout(PoolSpec(("a",), FakePool)):
+        raise ValueError("boom")
     assert idle_count() == 1 and not pools._registry.in_use
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pickle
@@ -12,7 +13,12 @@ import pytest
 
 from fastparallel.backends.processes.launch import enlarge_pipe
 from fastparallel.backends.processes.wire.buffers import close_all, share
-from fastparallel.backends.processes.wire.channel import Channel, Pickled, new_passers, send_with_buffers
+from fastparallel.backends.processes.wire.channel import (
+    Channel,
+    Pickled,
+    new_passers,
+    send_with_buffers,
+)
 from fastparallel.backends.processes.wire.protocol import (
     ChunkHeader,
     DoneHeader,
@@ -39,7 +45,9 @@ def pipe():
 def test_frames_arrive_whole_and_in_order(pipe):
     reader, writer = pipe
     big = os.urandom(3 << 20)  # larger than any pipe buffer: needs a concurrent reader
-    sender = threading.Thread(target=lambda: [writer.send(b"a"), writer.send(b"head", big), writer.send()])
+    sender = threading.Thread(
+        target=lambda: [writer.send(b"a"), writer.send(b"head", big), writer.send()]
+    )
     sender.start()
     assert reader.recv() == (b"a", [])
     assert reader.recv() == (b"head" + big, [])
@@ -109,7 +117,8 @@ def test_a_body_that_cannot_be_unpickled_here():
     assert decode_result(b"not a pickle", Chunk(0, 0, [1, 2]), True) is None
     outcome = decode_result(b"not a pickle", Chunk(0, 3, [1]), True)
     assert outcome is not None and "could not be unpickled in this process" in " ".join(
-        outcome.errors[0][1].__notes__)
+        outcome.errors[0][1].__notes__
+    )
 
 
 # -- out-of-band buffers: descriptors passed with the frame --------------------------------------
@@ -129,10 +138,8 @@ def passing_pipe():
 def _memfds() -> list[str]:
     links = []
     for name in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):
             links.append(os.readlink(f"/proc/self/fd/{name}"))
-        except OSError:
-            pass
     return [link for link in links if link.startswith("/memfd:fastparallel ")]
 
 
@@ -162,7 +169,9 @@ def test_a_refused_message_goes_in_band(passing_pipe, monkeypatch):
     buffers: list[pickle.PickleBuffer] = []
     body = dumps(pickle.PickleBuffer(value), buffers=buffers)
     assert len(buffers) == 1 and len(body) < 100
-    send_with_buffers(writer, b"H", Pickled(body, buffers, lambda: dumps(pickle.PickleBuffer(value))))
+    send_with_buffers(
+        writer, b"H", Pickled(body, buffers, lambda: dumps(pickle.PickleBuffer(value)))
+    )
     frame, received = reader.recv()
     assert received == [] and bytes(loads(memoryview(frame)[1:])) == bytes(value)
 

@@ -18,11 +18,15 @@ import pytest
 if str(Path(__file__).resolve().parent) not in sys.path:  # workers import the helpers by name
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import resilience_helpers as r  # noqa: E402
+import resilience_helpers as r
 
-from fastparallel import ItemTimeoutError, WorkerDiedError, parallel  # noqa: E402
+from fastparallel import ItemTimeoutError, WorkerDiedError, parallel
 
-BACKENDS = {"processes": {"n_workers": 2}, "threads": {"threadpool": True, "n_workers": 2}, "serial": {"n_workers": 0}}
+BACKENDS = {
+    "processes": {"n_workers": 2},
+    "threads": {"threadpool": True, "n_workers": 2},
+    "serial": {"n_workers": 0},
+}
 SQUARES = [x * x for x in range(10)]
 
 
@@ -35,7 +39,9 @@ def _counts(directory: Path, items: range) -> list[int]:
     return [len(r.attempts(directory, x)) for x in items]
 
 
-def test_an_item_that_fails_k_times_succeeds_with_k_retries(backend: dict[str, Any], tmp_path: Path) -> None:
+def test_an_item_that_fails_k_times_succeeds_with_k_retries(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
     fail = {2: 2, 7: 1}
     out = parallel(r.flaky, range(10), retries=2, directory=str(tmp_path), fail=fail, **backend)
     assert out == SQUARES
@@ -43,16 +49,26 @@ def test_an_item_that_fails_k_times_succeeds_with_k_retries(backend: dict[str, A
 
 
 @pytest.mark.parametrize("chunksize", [1, 5])
-def test_the_rest_of_a_chunk_runs_on_after_a_failing_item(backend: dict[str, Any], tmp_path: Path,
-                                                         chunksize: int) -> None:
+def test_the_rest_of_a_chunk_runs_on_after_a_failing_item(
+    backend: dict[str, Any], tmp_path: Path, chunksize: int
+) -> None:
     # Fail-fast, but with retries: the worker must not stop its chunk at item 0's error.
-    out = parallel(r.flaky, range(10), retries=1, chunksize=chunksize, directory=str(tmp_path), fail={0: 1},
-                   **backend)
+    out = parallel(
+        r.flaky,
+        range(10),
+        retries=1,
+        chunksize=chunksize,
+        directory=str(tmp_path),
+        fail={0: 1},
+        **backend,
+    )
     assert out == SQUARES
     assert _counts(tmp_path, range(10)) == [2] + [1] * 9
 
 
-def test_when_attempts_run_out_the_last_error_says_what_happened(backend: dict[str, Any], tmp_path: Path) -> None:
+def test_when_attempts_run_out_the_last_error_says_what_happened(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
     with pytest.raises(ValueError, match="attempt 3 of item 4") as info:
         parallel(r.flaky, range(10), retries=2, directory=str(tmp_path), fail={4: 5}, **backend)
     notes = "\n".join(info.value.__notes__)
@@ -63,34 +79,66 @@ def test_when_attempts_run_out_the_last_error_says_what_happened(backend: dict[s
 
     other = tmp_path / "returned"
     other.mkdir()
-    out = parallel(r.flaky, range(10), retries=1, return_exceptions=True, directory=str(other), fail={4: 5},
-                   **backend)
+    out = parallel(
+        r.flaky,
+        range(10),
+        retries=1,
+        return_exceptions=True,
+        directory=str(other),
+        fail={4: 5},
+        **backend,
+    )
     assert isinstance(out[4], ValueError) and "2 attempts were made" in "\n".join(out[4].__notes__)
     assert out[:4] + out[5:] == SQUARES[:4] + SQUARES[5:]
 
 
 def test_retry_on_chooses_what_runs_again(backend: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(KeyError) as info:
-        parallel(r.flaky, range(6), retries=3, retry_on=ValueError, directory=str(tmp_path), fail={3: 1},
-                 error="key", **backend)
+        parallel(
+            r.flaky,
+            range(6),
+            retries=3,
+            retry_on=ValueError,
+            directory=str(tmp_path),
+            fail={3: 1},
+            error="key",
+            **backend,
+        )
     assert len(r.attempts(tmp_path, 3)) == 1  # a KeyError is not a ValueError: no second attempt
     assert "attempts were made" not in "\n".join(info.value.__notes__)
     again = tmp_path / "again"
     again.mkdir()
-    out = parallel(r.flaky, range(6), retries=3, retry_on=(ValueError, LookupError), directory=str(again),
-                   fail={3: 1}, error="key", **backend)
+    out = parallel(
+        r.flaky,
+        range(6),
+        retries=3,
+        retry_on=(ValueError, LookupError),
+        directory=str(again),
+        fail={3: 1},
+        error="key",
+        **backend,
+    )
     assert out == SQUARES[:6] and len(r.attempts(again, 3)) == 2
 
 
 def test_no_retries_by_default(backend: dict[str, Any], tmp_path: Path) -> None:
-    out = parallel(r.flaky, range(6), return_exceptions=True, directory=str(tmp_path), fail={1: 1}, **backend)
+    out = parallel(
+        r.flaky, range(6), return_exceptions=True, directory=str(tmp_path), fail={1: 1}, **backend
+    )
     assert isinstance(out[1], ValueError) and len(r.attempts(tmp_path, 1)) == 1
 
 
 @pytest.mark.parametrize("chunksize", [None, 4])
 def test_a_crashed_item_runs_again_on_a_fresh_worker(tmp_path: Path, chunksize: int | None) -> None:
-    out = parallel(r.crash_first, range(12), n_workers=2, chunksize=chunksize, retries=1, directory=str(tmp_path),
-                   target=5)
+    out = parallel(
+        r.crash_first,
+        range(12),
+        n_workers=2,
+        chunksize=chunksize,
+        retries=1,
+        directory=str(tmp_path),
+        target=5,
+    )
     assert out == [x * x for x in range(12)]
     first, second = r.attempts(tmp_path, 5)
     assert first["pid"] != second["pid"]
@@ -98,7 +146,14 @@ def test_a_crashed_item_runs_again_on_a_fresh_worker(tmp_path: Path, chunksize: 
     again = tmp_path / "again"
     again.mkdir()
     with pytest.raises(WorkerDiedError):
-        parallel(r.crash_first, range(12), n_workers=2, chunksize=chunksize, directory=str(again), target=5)
+        parallel(
+            r.crash_first,
+            range(12),
+            n_workers=2,
+            chunksize=chunksize,
+            directory=str(again),
+            target=5,
+        )
 
 
 @pytest.mark.timeout(60)
@@ -107,8 +162,16 @@ def test_a_timed_out_item_runs_again(pool: str, tmp_path: Path) -> None:
     release = threading.Event()
     kwargs = {"threadpool": True, "event": release} if pool == "threads" else {}
     try:
-        out = parallel(r.stuck_first, range(6), n_workers=2, item_timeout=1.0, retries=1, directory=str(tmp_path),
-                       target=2, **kwargs)
+        out = parallel(
+            r.stuck_first,
+            range(6),
+            n_workers=2,
+            item_timeout=1.0,
+            retries=1,
+            directory=str(tmp_path),
+            target=2,
+            **kwargs,
+        )
     finally:
         release.set()
     assert out == SQUARES[:6]
@@ -117,17 +180,36 @@ def test_a_timed_out_item_runs_again(pool: str, tmp_path: Path) -> None:
 
 def test_retry_on_can_leave_timeouts_final(tmp_path: Path) -> None:
     with pytest.raises(ItemTimeoutError):
-        parallel(r.stuck_first, range(4), n_workers=2, item_timeout=0.5, retries=2, retry_on=ValueError,
-                 directory=str(tmp_path), target=1)
+        parallel(
+            r.stuck_first,
+            range(4),
+            n_workers=2,
+            item_timeout=0.5,
+            retries=2,
+            retry_on=ValueError,
+            directory=str(tmp_path),
+            target=1,
+        )
     assert len(r.attempts(tmp_path, 1)) == 1
 
 
 @pytest.mark.timeout(60)
 def test_backoff_doubles_and_holds_no_worker(backend: dict[str, Any], tmp_path: Path) -> None:
     delay = 0.3
-    backend = {**backend, "n_workers": min(backend["n_workers"], 1)}  # one worker: the others must use it meanwhile
-    out = parallel(r.flaky, range(8), chunksize=1, retries=3, retry_delay=delay, directory=str(tmp_path),
-                   fail={0: 3}, **backend)
+    backend = {
+        **backend,
+        "n_workers": min(backend["n_workers"], 1),
+    }  # one worker: the others must use it meanwhile
+    out = parallel(
+        r.flaky,
+        range(8),
+        chunksize=1,
+        retries=3,
+        retry_delay=delay,
+        directory=str(tmp_path),
+        fail={0: 3},
+        **backend,
+    )
     assert out == SQUARES[:8]
     times = [a["time"] for a in r.attempts(tmp_path, 0)]
     assert len(times) == 4
@@ -139,15 +221,26 @@ def test_backoff_doubles_and_holds_no_worker(backend: dict[str, Any], tmp_path: 
     assert max(others) < times[2], (others, times)
 
 
-def test_retries_and_timeouts_are_logged_and_shown(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_retries_and_timeouts_are_logged_and_shown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     with caplog.at_level(logging.INFO, logger="fastparallel"):
-        out = parallel(r.stuck_first, range(4), n_workers=2, item_timeout=0.5, retries=1, directory=str(tmp_path),
-                       target=1, progress=True)
+        out = parallel(
+            r.stuck_first,
+            range(4),
+            n_workers=2,
+            item_timeout=0.5,
+            retries=1,
+            directory=str(tmp_path),
+            target=1,
+            progress=True,
+        )
     assert out == SQUARES[:4]
     messages = [rec.getMessage() for rec in caplog.records if rec.name == "fastparallel"]
     assert any("item 1 (1) ran longer than item_timeout=0.5s" in m for m in messages), messages
-    assert any("item 1 (1) raised ItemTimeoutError" in m and "retry 1 of 1" in m for m in messages), messages
+    assert any(
+        "item 1 (1) raised ItemTimeoutError" in m and "retry 1 of 1" in m for m in messages
+    ), messages
     assert all(rec.levelno == logging.INFO for rec in caplog.records if rec.name == "fastparallel")
     # Under pytest stdout is no terminal: the progress comes as plain lines on stderr.
     last = capsys.readouterr().err.strip().splitlines()[-1]
@@ -166,11 +259,22 @@ def test_the_bar_shows_the_comment() -> None:
 
 
 @pytest.mark.parametrize("return_as", ["generator", "generator_unordered"])
-def test_streams_keep_their_order_while_items_are_retried(backend: dict[str, Any], tmp_path: Path,
-                                                          return_as: str) -> None:
+def test_streams_keep_their_order_while_items_are_retried(
+    backend: dict[str, Any], tmp_path: Path, return_as: str
+) -> None:
     fail = {0: 2, 13: 1, 29: 1}
-    out = list(parallel(r.flaky, range(40), retries=2, retry_delay=0.05, return_as=return_as,
-                        directory=str(tmp_path), fail=fail, **backend))
+    out = list(
+        parallel(
+            r.flaky,
+            range(40),
+            retries=2,
+            retry_delay=0.05,
+            return_as=return_as,
+            directory=str(tmp_path),
+            fail=fail,
+            **backend,
+        )
+    )
     expected = [x * x for x in range(40)]
     assert out == expected if return_as == "generator" else sorted(out) == expected
 
@@ -179,8 +283,15 @@ def test_retries_work_on_an_external_executor(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as executor:
-        out = parallel(r.flaky, range(10), executor=executor, retries=2, chunksize=3, directory=str(tmp_path),
-                       fail={4: 2})
+        out = parallel(
+            r.flaky,
+            range(10),
+            executor=executor,
+            retries=2,
+            chunksize=3,
+            directory=str(tmp_path),
+            fail={4: 2},
+        )
     assert out == SQUARES
     assert _counts(tmp_path, range(10)) == [1, 1, 1, 1, 3, 1, 1, 1, 1, 1]
 
@@ -190,6 +301,8 @@ async def _flaky_coroutine(x: int, *, directory: str, fail: dict[int, int]) -> i
 
 
 def test_coroutine_functions_are_retried(tmp_path: Path) -> None:
-    out = parallel(_flaky_coroutine, range(10), n_workers=3, retries=2, directory=str(tmp_path), fail={6: 2})
+    out = parallel(
+        _flaky_coroutine, range(10), n_workers=3, retries=2, directory=str(tmp_path), fail={6: 2}
+    )
     assert out == SQUARES
     assert len(r.attempts(tmp_path, 6)) == 3

@@ -15,8 +15,8 @@ import pytest
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from faults_helpers import record_timing  # noqa: E402
-from test_faults import (  # noqa: E402
+from faults_helpers import record_timing
+from test_faults import (
     BACKENDS,
     CRASHES,
     scenario_crash,
@@ -55,7 +55,9 @@ def test_ctrl_c_repeatedly(backend: str, rep: int, tmp_path: Path) -> None:
 def test_timeout_repeatedly(backend: str, rep: int, tmp_path: Path) -> None:
     release = threading.Event()
     try:
-        record_timing(f"stress:timeout:{backend}", scenario_timeout(backend, _marks(tmp_path), release))
+        record_timing(
+            f"stress:timeout:{backend}", scenario_timeout(backend, _marks(tmp_path), release)
+        )
     finally:
         release.set()
 
@@ -65,6 +67,8 @@ def test_timeout_repeatedly(backend: str, rep: int, tmp_path: Path) -> None:
 def test_fail_fast_repeatedly(backend: str, rep: int, tmp_path: Path) -> None:
     release = threading.Event()
     try:
-        record_timing(f"stress:fail-fast:{backend}", scenario_fail_fast(backend, _marks(tmp_path), release))
+        record_timing(
+            f"stress:fail-fast:{backend}", scenario_fail_fast(backend, _marks(tmp_path), release)
+        )
     finally:
         release.set()

@@ -16,9 +16,25 @@ from .transfer import BIG_ARG, BIG_ITEM, BIG_RESULT, RESULT_SIZES
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
-        TINY_COLD, TINY_WARM, SCRIPT, END_TO_END, BATCHES, CPU, SLEEP, HTTP, COROUTINES, TREES, IMAGES,
-        BIG_ARG, BIG_ITEM, BIG_RESULT, RESULT_SIZES, SCALING, IMPORT, PROGRESS,
+        TINY_COLD,
+        TINY_WARM,
+        SCRIPT,
+        END_TO_END,
+        BATCHES,
+        CPU,
+        SLEEP,
+        HTTP,
+        COROUTINES,
+        TREES,
+        IMAGES,
+        BIG_ARG,
+        BIG_ITEM,
+        BIG_RESULT,
+        RESULT_SIZES,
+        SCALING,
+        IMPORT,
+        PROGRESS,
     ]
-}  # fmt: skip
+}
 
 __all__ = ["WORKLOADS", "MapWorkload", "Prepared", "Workload"]

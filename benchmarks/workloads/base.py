@@ -95,7 +95,9 @@ class MapWorkload(Workload):
             if session is not None:
                 session.close()
             prepared.cleanup()
-        return Measurement(seconds=seconds, correct=bool(prepared.check(results)), extra=prepared.extra)
+        return Measurement(
+            seconds=seconds, correct=bool(prepared.check(results)), extra=prepared.extra
+        )
 
 
 def single(job: Job, expected: list[Any]) -> Prepared:

@@ -35,9 +35,11 @@ CALLS: dict[str, tuple[str, str]] = {
     ),
     "futures_forkserver": (
         "import os\nfrom concurrent.futures import ProcessPoolExecutor\nfrom multiprocessing import get_context",
-        "chunksize = max(1, len(items) // (4 * os.cpu_count()))\n"
-        "    with ProcessPoolExecutor(mp_context=get_context('forkserver')) as executor:\n"
-        "        results = list(executor.map(double, items, chunksize=chunksize))",
+        (
+            "chunksize = max(1, len(items) // (4 * os.cpu_count()))\n"
+            "    with ProcessPoolExecutor(mp_context=get_context('forkserver')) as executor:\n"
+            "        results = list(executor.map(double, items, chunksize=chunksize))"
+        ),
     ),
 }
 
@@ -67,12 +69,16 @@ def script_source(contender: str, n: int, top: float) -> str:
     return _SCRIPT.format(imports=imports, call=call, n=n, top=top)
 
 
-def run_script(path: Path, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
+def run_script(
+    path: Path, env: dict[str, str] | None = None
+) -> tuple[float, subprocess.CompletedProcess[str]]:
     """Runs ``python path`` as a shell does (waiting for the process, not for its output's
     end of file); returns the wall time and what it printed."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        process = subprocess.Popen([sys.executable, str(path)], cwd=path.parent, stdout=out, stderr=err, env=env)
+        process = subprocess.Popen(
+            [sys.executable, str(path)], cwd=path.parent, stdout=out, stderr=err, env=env
+        )
         # wait() without a timeout blocks in waitpid and returns at the exit; with one, it
         # polls with sleeps of up to 50 ms, which would round the times up to those steps.
         watchdog = threading.Timer(300, process.kill)
@@ -99,7 +105,11 @@ class EndToEndWorkload(Workload):
             script.write_text(script_source(ctx.contender.name, n, top))
             seconds, done = run_script(script)
         correct = done.returncode == 0 and done.stdout == expected_output(n) and not done.stderr
-        error = None if correct else f"exit {done.returncode}: {(done.stderr or done.stdout).strip()[-300:]}"
+        error = (
+            None
+            if correct
+            else f"exit {done.returncode}: {(done.stderr or done.stdout).strip()[-300:]}"
+        )
         return Measurement(seconds, correct, error)
 
 

@@ -17,8 +17,11 @@ def time_import(stmt: str) -> float:
     """Seconds ``stmt`` takes in a brand-new interpreter (interpreter start not included)."""
     done = subprocess.run(
         [sys.executable, "-c", _SNIPPET.format(stmt=stmt)],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     return float(done.stdout.strip().splitlines()[-1])
 
 
@@ -29,7 +32,9 @@ class ImportWorkload(Workload):
     def measure(self, ctx: ChildContext) -> Measurement:
         stmt = ctx.contender.import_stmt
         samples = [time_import(stmt) for _ in range(int(ctx.params["repeat"]))]
-        return Measurement(seconds=statistics.median(samples), correct=True, extra={"samples": samples})
+        return Measurement(
+            seconds=statistics.median(samples), correct=True, extra={"samples": samples}
+        )
 
 
 IMPORT = ImportWorkload(

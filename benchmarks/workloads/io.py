@@ -23,7 +23,9 @@ def _sleep(ctx: ChildContext) -> Prepared:
 SLEEP = MapWorkload(
     name="sleep",
     title="Waits on threads",
-    description=("256 calls to `time.sleep(0.02)` on 32 threads. The ideal is 256 / 32 * 20 ms = 0.16 s."),
+    description=(
+        "256 calls to `time.sleep(0.02)` on 32 threads. The ideal is 256 / 32 * 20 ms = 0.16 s."
+    ),
     modes=("thread",),
     variants={"256x20ms": {"n": 256, "ms": 20, "workers": 32}},
     quick={"32x5ms": {"n": 32, "ms": 5, "workers": 8}},

@@ -14,7 +14,7 @@ from .base import MapWorkload, Prepared, Workload, batched
 
 # The script: its top level takes ``top`` seconds (as when a script loads its data), then a
 # guarded main() times the first call on ``n`` tiny items, from creating the pool on.
-_SCRIPT = '''\
+_SCRIPT = """\
 import sys, time
 
 began = time.perf_counter()
@@ -42,23 +42,31 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
 
 class ScriptWorkload(Workload):
     def measure(self, ctx: ChildContext) -> Measurement:
-        source = _SCRIPT.format(top=float(ctx.params["top"]), n=int(ctx.params["n"]), workers=default_workers())
+        source = _SCRIPT.format(
+            top=float(ctx.params["top"]), n=int(ctx.params["n"]), workers=default_workers()
+        )
         with tempfile.TemporaryDirectory(prefix="fastparallel-bench-") as folder:
             script = Path(folder) / "slow_top_level.py"
             script.write_text(source)
             done = subprocess.run(
-                [sys.executable, str(script), ctx.contender.name], cwd=folder,
-                capture_output=True, text=True, timeout=300,
-            )  # fmt: skip
+                [sys.executable, str(script), ctx.contender.name],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
         found = Measurement.from_output(done.stdout)
         if found is None:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            found = Measurement(None, False, f"exit {done.returncode}, no result: {' | '.join(tail)}")
+            found = Measurement(
+                None, False, f"exit {done.returncode}, no result: {' | '.join(tail)}"
+            )
         return found
 
 
@@ -75,7 +83,13 @@ SCRIPT = ScriptWorkload(
     variants={"20k": {"n": 20_000, "top": 0.3}},
     quick={"2k": {"n": 2_000, "top": 0.05}},
     serial="the top level runs once in every script; only worker start-up differs",
-    contenders=("fastparallel", "mp_pool_fork", "mp_pool_forkserver", "futures_forkserver", "joblib"),
+    contenders=(
+        "fastparallel",
+        "mp_pool_fork",
+        "mp_pool_forkserver",
+        "futures_forkserver",
+        "joblib",
+    ),
 )
 
 
@@ -83,7 +97,10 @@ def _batches(ctx: ChildContext) -> Prepared:
     loops = ctx.loops(float(ctx.params["ms"]))
     items = list(range(int(ctx.params["batches"]) * int(ctx.params["batch"])))
     tail = tasks.spin(loops)
-    jobs = [Job(tasks.burn, batch, {"loops": loops}) for batch in batched(items, int(ctx.params["batch"]))]
+    jobs = [
+        Job(tasks.burn, batch, {"loops": loops})
+        for batch in batched(items, int(ctx.params["batch"]))
+    ]
     expected = [seed * 1_000_003 + tail for seed in items]
     return Prepared(jobs, check=lambda results: results == expected)
 

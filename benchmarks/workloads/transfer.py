@@ -75,7 +75,8 @@ def _arrays(ctx: ChildContext) -> Prepared:
 
     def check(arrays: list[Any]) -> bool:
         return len(arrays) == len(items) and all(
-            a.shape == (length,) and a[0] == seed and a[-1] == seed for seed, a in zip(items, arrays, strict=True)
+            a.shape == (length,) and a[0] == seed and a[-1] == seed
+            for seed, a in zip(items, arrays, strict=True)
         )
 
     return Prepared([Job(tasks.make_array, items, {"mb": mb})], check)
@@ -124,7 +125,10 @@ RESULT_SIZES = MapWorkload(
         "plotted as time per result, with the time one memcpy of a result takes on this machine."
     ),
     modes=("process",),
-    variants={(f"{kb}KB" if kb < 1024 else f"{kb // 1024}MB"): {"n": 16, "mb": kb / 1024} for kb in _SWEEP_KB},
+    variants={
+        (f"{kb}KB" if kb < 1024 else f"{kb // 1024}MB"): {"n": 16, "mb": kb / 1024}
+        for kb in _SWEEP_KB
+    },
     quick={"1KB": {"n": 4, "mb": 1 / 1024}, "1MB": {"n": 4, "mb": 1}},
     contenders=("serial", "fastparallel", "mp_pool_fork", "mpire", "joblib"),
     warm=True,

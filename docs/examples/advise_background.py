@@ -28,7 +28,11 @@ from threads_or_processes import wait_until_quiet
 
 from fastparallel import advise, num_cpus, parallel
 
-MODES = {"serial": {"n_workers": 0}, "threads": {"threadpool": True}, "processes": {"threadpool": False}}
+MODES = {
+    "serial": {"n_workers": 0},
+    "threads": {"threadpool": True},
+    "processes": {"threadpool": False},
+}
 
 
 def iris_rows(rows):
@@ -56,7 +60,9 @@ def write_jpegs(folder, count, width=320, height=240):
     paths = []
     for i in range(count):
         ramp = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3))
-        pixels = np.clip(ramp * (0.5 + (i % 5) / 10) + rng.integers(0, 64, (height, width, 3)), 0, 255)
+        pixels = np.clip(
+            ramp * (0.5 + (i % 5) / 10) + rng.integers(0, 64, (height, width, 3)), 0, 255
+        )
         path = Path(folder) / f"img{i:05d}.jpg"
         Image.fromarray(pixels.astype(np.uint8)).save(path, quality=90)
         paths.append(str(path))
@@ -72,7 +78,7 @@ def decode(path):
 
 
 def batched(items, size):
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def compare(title, advice, run):
@@ -87,20 +93,25 @@ def compare(title, advice, run):
             run(options)
             times[mode].append(time.perf_counter() - began)
     print(f"\n{title}\n{advice}\n")
-    print(f"| mode | workers | predicted | measured (median of 3) |")
+    print("| mode | workers | predicted | measured (median of 3) |")
     print("| --- | --- | --- | --- |")
     for mode in MODES:
         mark = " (recommended)" if mode == advice.recommended else ""
-        print(f"| {mode}{mark} | {advice.n_workers[mode]} | {advice.predicted[mode]:.2f} s | "
-              f"{statistics.median(times[mode]):.2f} s |")
+        print(
+            f"| {mode}{mark} | {advice.n_workers[mode]} | {advice.predicted[mode]:.2f} s | "
+            f"{statistics.median(times[mode]):.2f} s |"
+        )
 
 
 def trees(n_trees=48, rows=200_000):
     X, y = iris_rows(rows)
     wait_until_quiet()
     advice = advise(fit_tree, range(n_trees), X=X, y=y)
-    compare(f"{n_trees} decision trees on {rows:,} rows", advice,
-            lambda options: parallel(fit_tree, range(n_trees), X=X, y=y, **options))
+    compare(
+        f"{n_trees} decision trees on {rows:,} rows",
+        advice,
+        lambda options: parallel(fit_tree, range(n_trees), X=X, y=y, **options),
+    )
 
 
 def images(n_files=2048, batch=128):
@@ -115,7 +126,9 @@ def images(n_files=2048, batch=128):
             for part in batches:
                 parallel(decode, part, **options)
 
-        compare(f"{n_files} JPEG files (320x240) decoded, {len(batches)} calls of {batch}", advice, loop)
+        compare(
+            f"{n_files} JPEG files (320x240) decoded, {len(batches)} calls of {batch}", advice, loop
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -27,10 +27,12 @@ from fastparallel import num_cpus, parallel, shutdown
 
 def _cpu_idle_fraction(seconds=0.5):
     """Share of the machine's CPU time that was idle during the next ``seconds``."""
+
     def sample():
         with open("/proc/stat") as f:
             fields = [int(v) for v in f.readline().split()[1:]]
         return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+
     idle0, total0 = sample()
     time.sleep(seconds)
     idle1, total1 = sample()
@@ -102,7 +104,9 @@ def read_and_inflate(path):
 
 def make_compressed_files(directory, n=32, size=8 * 2**20):
     rng = random.Random(0)
-    words = [bytes(rng.choices(b"abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(5000)]
+    words = [
+        bytes(rng.choices(b"abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(5000)
+    ]
     paths = []
     for i in range(n):
         data = b" ".join(rng.choices(words, k=size // 6))[:size]
@@ -132,7 +136,11 @@ def section_1():
     items = [3_000_000] * 16
     base = best_of(lambda: [busy(n) for n in items], 2)
     row("serial (list comprehension)", base)
-    row("threads, n_workers=2", best_of(lambda: parallel(busy, items, threadpool=True, n_workers=2), 2), base)
+    row(
+        "threads, n_workers=2",
+        best_of(lambda: parallel(busy, items, threadpool=True, n_workers=2), 2),
+        base,
+    )
     row("processes, n_workers=2 (default)", best_of(lambda: parallel(busy, items), 2), base)
 
 
@@ -141,8 +149,16 @@ def section_2():
     items = [0.1] * 32
     base = best_of(lambda: [wait(s) for s in items], 1)
     row("serial", base)
-    row("threads, n_workers=2", best_of(lambda: parallel(wait, items, threadpool=True, n_workers=2)), base)
-    row("threads, n_workers=16", best_of(lambda: parallel(wait, items, threadpool=True, n_workers=16)), base)
+    row(
+        "threads, n_workers=2",
+        best_of(lambda: parallel(wait, items, threadpool=True, n_workers=2)),
+        base,
+    )
+    row(
+        "threads, n_workers=16",
+        best_of(lambda: parallel(wait, items, threadpool=True, n_workers=16)),
+        base,
+    )
     row("processes, n_workers=2 (default)", best_of(lambda: parallel(wait, items)), base)
 
 
@@ -151,10 +167,18 @@ def section_3():
     blobs = [bytes([i]) * (16 * 2**20) for i in range(16)]
     base = best_of(lambda: [digest(b) for b in blobs])
     row("serial", base)
-    row("threads, n_workers=2", best_of(lambda: parallel(digest, blobs, threadpool=True, n_workers=2)), base)
+    row(
+        "threads, n_workers=2",
+        best_of(lambda: parallel(digest, blobs, threadpool=True, n_workers=2)),
+        base,
+    )
     row("processes, buffers pickled to workers", best_of(lambda: parallel(digest, blobs)), base)
     seeds = list(range(16))
-    row("processes, buffers built in the worker", best_of(lambda: parallel(make_and_digest, seeds)), base)
+    row(
+        "processes, buffers built in the worker",
+        best_of(lambda: parallel(make_and_digest, seeds)),
+        base,
+    )
 
 
 def section_4():
@@ -163,9 +187,16 @@ def section_4():
         paths = make_compressed_files(tmp)
         base = best_of(lambda: [read_and_inflate(p) for p in paths])
         row("serial", base)
-        row("threads, n_workers=2",
-            best_of(lambda: parallel(read_and_inflate, paths, threadpool=True, n_workers=2)), base)
-        row("processes, 8 MB results pickled back", best_of(lambda: parallel(read_and_inflate, paths)), base)
+        row(
+            "threads, n_workers=2",
+            best_of(lambda: parallel(read_and_inflate, paths, threadpool=True, n_workers=2)),
+            base,
+        )
+        row(
+            "processes, 8 MB results pickled back",
+            best_of(lambda: parallel(read_and_inflate, paths)),
+            base,
+        )
 
 
 def section_5():
@@ -176,7 +207,9 @@ def section_5():
     )
 
     def in_new_interpreter():
-        out = subprocess.run([sys.executable, "-c", first_call], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", first_call], capture_output=True, text=True, check=True
+        )
         return float(out.stdout.split()[-1])
 
     times = []
@@ -197,8 +230,10 @@ def section_5():
         times.append(after_shutdown())
     row("processes, first call after shutdown()", min(times))
     row("processes, later calls (warm pool)", best_of(lambda: parallel(tiny, range(10)), 5))
-    row("processes, method='fork' (new pool per call)",
-        best_of(lambda: parallel(tiny, range(10), method="fork"), 5))
+    row(
+        "processes, method='fork' (new pool per call)",
+        best_of(lambda: parallel(tiny, range(10), method="fork"), 5),
+    )
     row("threads", best_of(lambda: parallel(tiny, range(10), threadpool=True), 5))
     row("serial", best_of(lambda: [tiny(x) for x in range(10)], 5))
 
@@ -224,29 +259,48 @@ def section_7():
     base = best_of(lambda: [[busy(x) for x in b] for b in batches])
     row("serial", base)
     row("threads", best_of(lambda: [parallel(busy, b, threadpool=True) for b in batches]), base)
-    row("processes, warm pool (default)", best_of(lambda: [parallel(busy, b) for b in batches]), base)
-    row("processes, method='fork' (pool per call)",
-        best_of(lambda: [parallel(busy, b, method="fork") for b in batches], 2), base)
+    row(
+        "processes, warm pool (default)",
+        best_of(lambda: [parallel(busy, b) for b in batches]),
+        base,
+    )
+    row(
+        "processes, method='fork' (pool per call)",
+        best_of(lambda: [parallel(busy, b, method="fork") for b in batches], 2),
+        base,
+    )
     row("processes, new forkserver pool per call", best_of(pool_per_call, 1), base)
 
 
 def section_8():
     print("\n8. Pickling: a 20 MB table, 64 lookups")
     table = list(range(2_500_000))  # about 20 MB pickled
-    row("table as a keyword argument (sent once per worker)",
-        best_of(lambda: parallel(lookup, range(64), table=table)))
-    row("table inside every item (pickled 64 times)",
-        best_of(lambda: parallel(lambda t: lookup(t[0], t[1]), [(i, table) for i in range(64)]), 1))
-    row("threads (nothing is pickled)",
-        best_of(lambda: parallel(lookup, range(64), table=table, threadpool=True)))
+    row(
+        "table as a keyword argument (sent once per worker)",
+        best_of(lambda: parallel(lookup, range(64), table=table)),
+    )
+    row(
+        "table inside every item (pickled 64 times)",
+        best_of(lambda: parallel(lambda t: lookup(t[0], t[1]), [(i, table) for i in range(64)]), 1),
+    )
+    row(
+        "threads (nothing is pickled)",
+        best_of(lambda: parallel(lookup, range(64), table=table, threadpool=True)),
+    )
 
 
 def section_9():
     print("\n9. Amdahl's law: serial busy(12_000_000) + 8 parallel items of busy(3_000_000)")
     base = best_of(lambda: job_with_serial_part(8, 3_000_000, 12_000_000, n_workers=0), 2)
     row("everything serial (n_workers=0)", base)
-    row("map part on 2 processes", best_of(lambda: job_with_serial_part(8, 3_000_000, 12_000_000), 2), base)
-    print("  (p = 2/3 of the serial time is parallel: Amdahl predicts 1 / (1/3 + 1/3) = 1.5x on 2 cores)")
+    row(
+        "map part on 2 processes",
+        best_of(lambda: job_with_serial_part(8, 3_000_000, 12_000_000), 2),
+        base,
+    )
+    print(
+        "  (p = 2/3 of the serial time is parallel: Amdahl predicts 1 / (1/3 + 1/3) = 1.5x on 2 cores)"
+    )
 
 
 SECTIONS = {n: globals()[f"section_{n}"] for n in range(1, 10)}
@@ -255,9 +309,11 @@ SECTIONS = {n: globals()[f"section_{n}"] for n in range(1, 10)}
 def main(argv=None):
     """Run all sections, or only those named on the command line (e.g. ``4 5``)."""
     wanted = [int(a) for a in (sys.argv[1:] if argv is None else argv)] or sorted(SECTIONS)
-    print(f"machine: {platform.processor() or platform.machine()}, "
-          f"os.cpu_count()={os.cpu_count()}, num_cpus()={num_cpus()}, "
-          f"Python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, "
+        f"os.cpu_count()={os.cpu_count()}, num_cpus()={num_cpus()}, "
+        f"Python {platform.python_version()}"
+    )
     # warm the process pool once so that later rows measure the work, not start-up
     parallel(tiny, range(4))
     for n in wanted:

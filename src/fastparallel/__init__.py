@@ -48,7 +48,24 @@ _WHERE = {
     "RemoteError": "fastparallel.errors",
 }
 
-__all__ = [*_WHERE, "__version__"]
+__all__ = [
+    "Advice",
+    "FastParallelError",
+    "ItemTimeoutError",
+    "ParallelTimeoutError",
+    "RemoteError",
+    "TaskExitError",
+    "WorkerDiedError",
+    "__version__",
+    "advise",
+    "num_cpus",
+    "parallel",
+    "parallel_async",
+    "parallel_async_dict",
+    "parallel_async_gen",
+    "per_worker",
+    "shutdown",
+]
 
 
 def __getattr__(name: str) -> object:

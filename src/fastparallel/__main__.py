@@ -21,7 +21,7 @@ from typing import Any
 from fastparallel.api import advise, parallel
 from fastparallel.cpus import num_cpus
 
-__all__ = ["main", "cpu_task", "io_task"]
+__all__ = ["cpu_task", "io_task", "main"]
 
 
 def cpu_task(loops: int) -> int:
@@ -101,10 +101,19 @@ def run(scale: float = 1.0) -> list[Row]:
         workers = advice.n_workers
         measured = {
             "serial": _time(fn, items, "serial (n_workers=0)", n_workers=0),
-            "threads": _time(fn, items, f"threads (threadpool=True, n_workers={workers['threads']})",
-                             threadpool=True, n_workers=workers["threads"]),
-            "processes": _time(fn, items, f"processes (n_workers={workers['processes']})",
-                               n_workers=workers["processes"]),
+            "threads": _time(
+                fn,
+                items,
+                f"threads (threadpool=True, n_workers={workers['threads']})",
+                threadpool=True,
+                n_workers=workers["threads"],
+            ),
+            "processes": _time(
+                fn,
+                items,
+                f"processes (n_workers={workers['processes']})",
+                n_workers=workers["processes"],
+            ),
         }
         for mode in ("serial", "threads", "processes"):
             mark = "<- advised" if mode == advice.recommended else ""
@@ -117,14 +126,17 @@ def run(scale: float = 1.0) -> list[Row]:
 
 def _table(rows: list[Row]) -> str:
     width = max(len(r[0]) for r in rows)
-    lines = [f"{'workload':<{width}}  {'mode':<9}  {'workers':>7}  {'predicted':>9}  {'measured':>8}  {'speedup':>7}",
-             "-" * (width + 53)]
+    lines = [
+        f"{'workload':<{width}}  {'mode':<9}  {'workers':>7}  {'predicted':>9}  {'measured':>8}  {'speedup':>7}",
+        "-" * (width + 53),
+    ]
     serial = {name: measured for name, mode, _, _, measured, _ in rows if mode == "serial"}
     for name, mode, workers, predicted, measured, mark in rows:
         guess = "" if math.isnan(predicted) else f"{predicted:8.2f}s"
         speedup = f"{serial[name] / measured:6.1f}x"
-        lines.append(f"{name:<{width}}  {mode:<9}  {workers:>7}  {guess:>9}  {measured:7.2f}s  {speedup:>7}  {mark}"
-                     .rstrip())
+        lines.append(
+            f"{name:<{width}}  {mode:<9}  {workers:>7}  {guess:>9}  {measured:7.2f}s  {speedup:>7}  {mark}".rstrip()
+        )
     return "\n".join(lines)
 
 
@@ -144,7 +156,9 @@ What this shows (predicted: advise(), before anything ran; measured: each mode r
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastparallel")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="advise() and measure serial, threads and processes on CPU- and I/O-bound work")
+    demo = sub.add_parser(
+        "demo", help="advise() and measure serial, threads and processes on CPU- and I/O-bound work"
+    )
     demo.add_argument("--scale", type=float, default=1.0, help="multiply every task's duration")
     args = parser.parse_args(argv)
     if args.command == "demo":

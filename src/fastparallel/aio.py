@@ -25,7 +25,7 @@ from fastparallel.errors import add_note, describe_item
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["parallel_async", "parallel_async_gen", "parallel_async_dict"]
+__all__ = ["parallel_async", "parallel_async_dict", "parallel_async_gen"]
 
 Pair = tuple[int, Any]
 Run = Callable[[int, Any], Coroutine[Any, Any, Pair]]
@@ -37,18 +37,29 @@ _detached: set[asyncio.Future[Any]] = set()
 
 def _check(n_workers: Any, pause: Any, timeout: Any) -> None:
     def number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and not math.isnan(value)
+        )
 
     if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
-        raise ValueError(f"n_workers must be an int >= 1 (items awaited at once), got {n_workers!r:.60}")
+        raise ValueError(
+            f"n_workers must be an int >= 1 (items awaited at once), got {n_workers!r:.60}"
+        )
     if pause is not None and (not number(pause) or pause < 0):
         raise ValueError(f"pause must be a number of seconds >= 0 or None, got {pause!r:.60}")
     if timeout is not None and (not number(timeout) or timeout < 0):
         raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r:.60}")
 
 
-def _runner(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None,
-            return_exceptions: bool) -> Run:
+def _runner(
+    f: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float | None,
+    return_exceptions: bool,
+) -> Run:
     """``run(i, item)``: ``(i, result)`` of ``f`` on one item, as fastcore computes it."""
     import asyncio
 
@@ -193,8 +204,9 @@ async def parallel_async_gen(
             stream.detach()
 
 
-async def parallel_async_dict(f: Callable[..., Any], items: Iterable[Any], /, *args: Any,
-                              **kwargs: Any) -> dict[int, Any]:
+async def parallel_async_dict(
+    f: Callable[..., Any], items: Iterable[Any], /, *args: Any, **kwargs: Any
+) -> dict[int, Any]:
     """``{index: result}`` in completion order; the options of :func:`parallel_async_gen`.
 
     Example:
@@ -235,7 +247,15 @@ async def parallel_async(
         >>> asyncio.run(parallel_async(double, range(5), n_workers=2))
         [0, 2, 4, 6, 8]
     """
-    done = await parallel_async_dict(f, items, *args, n_workers=n_workers, pause=pause, timeout=timeout,
-                                     return_exceptions=return_exceptions, cancel_on_exit=cancel_on_error,
-                                     **kwargs)
+    done = await parallel_async_dict(
+        f,
+        items,
+        *args,
+        n_workers=n_workers,
+        pause=pause,
+        timeout=timeout,
+        return_exceptions=return_exceptions,
+        cancel_on_exit=cancel_on_error,
+        **kwargs,
+    )
     return [done[i] for i in range(len(done))]

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from fastparallel.auto.advice import Advice
 
-__all__ = ["parallel", "advise"]
+__all__ = ["advise", "parallel"]
 
 R = TypeVar("R")
 
@@ -255,26 +255,54 @@ def parallel(
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}: {fn!r:.60}")
     options = Options(
-        n_workers=n_workers, threadpool=threadpool, progress=progress,
-        total=_length(items) if total is None else total, chunksize=chunksize, timeout=timeout, pause=pause,
-        method=method, return_exceptions=return_exceptions, max_tasks_per_child=max_tasks_per_child,
-        initializer=initializer, initargs=initargs, return_as=return_as, executor=executor,
-        item_timeout=item_timeout, retries=retries, retry_on=retry_on, retry_delay=retry_delay,
+        n_workers=n_workers,
+        threadpool=threadpool,
+        progress=progress,
+        total=_length(items) if total is None else total,
+        chunksize=chunksize,
+        timeout=timeout,
+        pause=pause,
+        method=method,
+        return_exceptions=return_exceptions,
+        max_tasks_per_child=max_tasks_per_child,
+        initializer=initializer,
+        initargs=initargs,
+        return_as=return_as,
+        executor=executor,
+        item_timeout=item_timeout,
+        retries=retries,
+        retry_on=retry_on,
+        retry_delay=retry_delay,
         coroutine=is_coroutine_function(fn),
-    )  # fmt: skip
+    )
     try:
         iterator = iter(items)
     except TypeError:
-        raise TypeError(f"items must be iterable, got {type(items).__name__}: {items!r:.60}") from None
-    pieces = run(Call(fn, args, kwargs), iterator, options, ordered=return_as == "generator",
-                 streaming=return_as != "list")
+        raise TypeError(
+            f"items must be iterable, got {type(items).__name__}: {items!r:.60}"
+        ) from None
+    pieces = run(
+        Call(fn, args, kwargs),
+        iterator,
+        options,
+        ordered=return_as == "generator",
+        streaming=return_as != "list",
+    )
     if return_as == "list":
         return _collect(pieces)
     return _stream(pieces)
 
 
-def advise(fn: Callable[..., Any], items: Iterable[Any], /, *args: Any, n_workers: int | None = None,
-           total: int | None = None, max_seconds: float = 2.0, **kwargs: Any) -> Advice:
+def advise(
+    fn: Callable[..., Any],
+    items: Iterable[Any],
+    /,
+    *args: Any,
+    n_workers: int | None = None,
+    total: int | None = None,
+    max_seconds: float = 2.0,
+    **kwargs: Any,
+) -> Advice:
     """Run ``fn`` on a sample of ``items`` and predict the whole run serially, on threads
     and on processes; recommend one.
 
@@ -313,8 +341,15 @@ def advise(fn: Callable[..., Any], items: Iterable[Any], /, *args: Any, n_worker
     from fastparallel.core import pools
 
     check_advise_arguments(fn, n_workers, total, max_seconds)
-    return measure_advice(Call(fn, args, kwargs), items, n_workers=n_workers, total=total, max_seconds=max_seconds,
-                          run=parallel, idle_pool=pools.has_idle("processes"))
+    return measure_advice(
+        Call(fn, args, kwargs),
+        items,
+        n_workers=n_workers,
+        total=total,
+        max_seconds=max_seconds,
+        run=parallel,
+        idle_pool=pools.has_idle("processes"),
+    )
 
 
 def _length(items: Iterable[Any]) -> int | None:

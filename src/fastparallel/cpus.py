@@ -6,7 +6,7 @@ import math
 import os
 from functools import lru_cache
 
-__all__ = ["num_cpus", "default_workers", "set_enclosing_pool_size"]
+__all__ = ["default_workers", "num_cpus", "set_enclosing_pool_size"]
 
 _enclosing_pool_size = 0
 
@@ -57,7 +57,7 @@ def num_cpus() -> int:
     """
     count = os.cpu_count() or 1
     if hasattr(os, "sched_getaffinity"):
-        try:
+        try:  # noqa: SIM105 - no contextlib in worker processes (its import costs every start)
             count = min(count, len(os.sched_getaffinity(0)))
         except OSError:  # pragma: no cover
             pass

@@ -18,20 +18,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FastParallelError",
-    "WorkerDiedError",
-    "TaskExitError",
-    "ParallelTimeoutError",
     "ItemTimeoutError",
+    "ParallelTimeoutError",
     "RemoteError",
-    "describe_item",
+    "TaskExitError",
+    "WorkerDiedError",
     "add_note",
-    "item_error",
-    "initializer_error",
-    "worker_start_error",
-    "start_crash_error",
-    "describe_exit",
-    "item_timeout_error",
     "attempts_note",
+    "describe_exit",
+    "describe_item",
+    "initializer_error",
+    "item_error",
+    "item_timeout_error",
+    "start_crash_error",
+    "worker_start_error",
 ]
 
 if sys.version_info < (3, 11):  # concurrent.futures.TimeoutError is the builtin one from 3.11 on
@@ -57,7 +57,9 @@ def _define_worker_died_error(base: type) -> type:
             exitcode: the process exit code; negative for a signal (``-9`` is SIGKILL).
         """
 
-        def __init__(self, message: str, indices: tuple[int, ...] = (), exitcode: int | None = None):
+        def __init__(
+            self, message: str, indices: tuple[int, ...] = (), exitcode: int | None = None
+        ):
             super().__init__(message)
             self.indices = indices
             self.exitcode = exitcode
@@ -77,7 +79,9 @@ if TYPE_CHECKING:
         indices: tuple[int, ...]
         exitcode: int | None
 
-        def __init__(self, message: str, indices: tuple[int, ...] = (), exitcode: int | None = None): ...
+        def __init__(
+            self, message: str, indices: tuple[int, ...] = (), exitcode: int | None = None
+        ): ...
 
 
 @lru_cache(maxsize=1)
@@ -225,8 +229,12 @@ def worker_start_error(exc: BaseException, stage: str) -> BaseException:
 
 def start_crash_error(pid: int, exitcode: int | None) -> WorkerDiedError:
     """The error for a worker process that died while starting, before running any item."""
-    return worker_died_error()(f"a worker process (pid {pid}) could not start: it {describe_exit(exitcode)} "
-                               "before running any item; its output, if any, is on stderr", (), exitcode)
+    return worker_died_error()(
+        f"a worker process (pid {pid}) could not start: it {describe_exit(exitcode)} "
+        "before running any item; its output, if any, is on stderr",
+        (),
+        exitcode,
+    )
 
 
 def signal_name(signum: int) -> str:
@@ -258,8 +266,11 @@ def describe_exit(exitcode: int | None) -> str:
 def item_timeout_error(index: int, item: Any, seconds: float, consequence: str) -> ItemTimeoutError:
     """The error for an item that ran past ``item_timeout=seconds``; ``consequence`` says
     what became of the worker that ran it."""
-    return ItemTimeoutError(f"{describe_item(index, item)} ran longer than item_timeout={seconds:g}s; "
-                            f"{consequence}", index, seconds)
+    return ItemTimeoutError(
+        f"{describe_item(index, item)} ran longer than item_timeout={seconds:g}s; {consequence}",
+        index,
+        seconds,
+    )
 
 
 def attempts_note(attempts: int, earlier: list[str]) -> str:

@@ -17,7 +17,7 @@ from fastparallel.cpus import default_workers
 if TYPE_CHECKING:
     import multiprocessing.context
 
-__all__ = ["Options", "BackendName", "ReturnAs", "Mode", "Threadpool", "Flag", "ProgressCallback"]
+__all__ = ["BackendName", "Flag", "Mode", "Options", "ProgressCallback", "ReturnAs", "Threadpool"]
 
 BackendName = Literal["serial", "threads", "processes", "external", "coroutines"]
 Mode = Literal["serial", "threads", "processes"]
@@ -103,13 +103,17 @@ class Options:
     retries: int = 0
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception
     retry_delay: float = 0.0
-    coroutine: bool = False  # fn is a coroutine function (api.py tells): its items run on an event loop
+    coroutine: bool = (
+        False  # fn is a coroutine function (api.py tells): its items run on an event loop
+    )
     backend: BackendName = "serial"  # derived, not given
 
     def __init__(self, **given: Any) -> None:
         unknown = given.keys() - _FIELDS
         if unknown:
-            raise TypeError(f"Options() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+            raise TypeError(
+                f"Options() got unexpected keyword arguments: {', '.join(sorted(unknown))}"
+            )
         for name in _FIELDS:
             self._set(name, given.get(name, getattr(Options, name)))
         self._normalise_loose_values()
@@ -131,7 +135,9 @@ class Options:
         else:
             backend = "threads" if self.threadpool else "processes"
         self._set("backend", backend)
-        if self.n_workers is None and self.executor is None:  # an executor's: the dispatcher asks it
+        if (
+            self.n_workers is None and self.executor is None
+        ):  # an executor's: the dispatcher asks it
             self._set("n_workers", self._default_workers())
         elif self.coroutine and self.n_workers == 0:
             self._set("n_workers", 1)  # one item at a time, on the event loop
@@ -143,8 +149,11 @@ class Options:
         raise AttributeError(f"Options are frozen: cannot set {name!r}")
 
     def __repr__(self) -> str:
-        changed = ", ".join(f"{name}={getattr(self, name)!r}" for name in (*_FIELDS, "backend")
-                            if getattr(self, name) is not getattr(Options, name))
+        changed = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in (*_FIELDS, "backend")
+            if getattr(self, name) is not getattr(Options, name)
+        )
         return f"Options({changed})"
 
     def replace(self, **changes: Any) -> Options:
@@ -163,10 +172,11 @@ class Options:
         options that only concern worker processes are dropped unless processes run.
         """
         return self.replace(
-            threadpool=mode == "threads", n_workers=0 if mode == "serial" else self.n_workers,
+            threadpool=mode == "threads",
+            n_workers=0 if mode == "serial" else self.n_workers,
             method=self.method if mode == "processes" else None,
             max_tasks_per_child=self.max_tasks_per_child if mode == "processes" else None,
-        )  # fmt: skip
+        )
 
     def _normalise_loose_values(self) -> None:
         """fastcore's loose values: flags given as 1/0/None, ``pause=None``."""
@@ -197,7 +207,9 @@ class Options:
             if n_workers < 0:
                 raise ValueError(f"n_workers must be >= 0 (0 runs serially), got {n_workers}")
         if not isinstance(self.return_exceptions, bool):
-            raise TypeError(f"return_exceptions must be True or False, got {self.return_exceptions!r:.60}")
+            raise TypeError(
+                f"return_exceptions must be True or False, got {self.return_exceptions!r:.60}"
+            )
         if self.return_as not in RETURN_AS:
             raise ValueError(f"return_as must be one of {RETURN_AS}, got {self.return_as!r:.60}")
 
@@ -219,7 +231,9 @@ class Options:
             raise ValueError(f"pause must be a number of seconds >= 0, got {pause!r:.60}")
         max_tasks = self.max_tasks_per_child
         if max_tasks is not None and (not _is_int(max_tasks) or max_tasks < 1):
-            raise ValueError(f"max_tasks_per_child must be an int >= 1 or None, got {max_tasks!r:.60}")
+            raise ValueError(
+                f"max_tasks_per_child must be an int >= 1 or None, got {max_tasks!r:.60}"
+            )
 
     @property
     def stop_chunk_on_error(self) -> bool:
@@ -231,11 +245,17 @@ class Options:
         item_timeout, retries, retry_delay = self.item_timeout, self.retries, self.retry_delay
         if item_timeout is not None:
             if not _is_number(item_timeout):
-                raise TypeError(f"item_timeout must be a number of seconds or None, got {item_timeout!r:.60}")
+                raise TypeError(
+                    f"item_timeout must be a number of seconds or None, got {item_timeout!r:.60}"
+                )
             if item_timeout <= 0:
-                raise ValueError(f"item_timeout must be > 0 (seconds one item may run), got {item_timeout}")
+                raise ValueError(
+                    f"item_timeout must be > 0 (seconds one item may run), got {item_timeout}"
+                )
         if not _is_int(retries):
-            raise TypeError(f"retries must be an int (extra attempts per item), got {retries!r:.60}")
+            raise TypeError(
+                f"retries must be an int (extra attempts per item), got {retries!r:.60}"
+            )
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         if not _is_number(retry_delay):
@@ -243,16 +263,22 @@ class Options:
         if not 0 <= retry_delay < math.inf:
             raise ValueError(f"retry_delay must be >= 0 and finite, got {retry_delay}")
         classes = self.retry_on if isinstance(self.retry_on, tuple) else (self.retry_on,)
-        if not classes or not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
-            raise TypeError("retry_on must be an exception class or a tuple of them (as in an except clause), "
-                            f"got {self.retry_on!r:.60}")
+        if not classes or not all(
+            isinstance(c, type) and issubclass(c, BaseException) for c in classes
+        ):
+            raise TypeError(
+                "retry_on must be an exception class or a tuple of them (as in an except clause), "
+                f"got {self.retry_on!r:.60}"
+            )
 
     def _check_method_and_initializer(self) -> None:
         method = self.method
         if method is not None and not _is_context(method):
             if not isinstance(method, str):
-                raise TypeError(f"method must be a start method name, a multiprocessing context or None, "
-                                f"got {method!r:.60}")
+                raise TypeError(
+                    f"method must be a start method name, a multiprocessing context or None, "
+                    f"got {method!r:.60}"
+                )
             import multiprocessing
 
             methods = multiprocessing.get_all_start_methods()
@@ -263,21 +289,33 @@ class Options:
         try:
             iter(self.initargs)
         except TypeError:
-            raise TypeError(f"initargs must be a tuple of arguments, got {self.initargs!r:.60}") from None
+            raise TypeError(
+                f"initargs must be a tuple of arguments, got {self.initargs!r:.60}"
+            ) from None
 
     def _check_auto(self) -> None:
         """``threadpool="auto"`` runs the first items on threads of this process to choose
         serial, threads or processes; refuse what cannot take part in that."""
-        refused = [name for name, given in (("executor", self.executor is not None), ("pause", bool(self.pause)))
-                   if given]
+        refused = [
+            name
+            for name, given in (
+                ("executor", self.executor is not None),
+                ("pause", bool(self.pause)),
+            )
+            if given
+        ]
         if self.coroutine:
-            raise ValueError('threadpool="auto" cannot be used with a coroutine function: its items always run '
-                             "as tasks on an event loop; leave threadpool out")
+            raise ValueError(
+                'threadpool="auto" cannot be used with a coroutine function: its items always run '
+                "as tasks on an event loop; leave threadpool out"
+            )
         if refused:
-            raise ValueError(f'{", ".join(refused)} cannot be used with threadpool="auto", which measures the '
-                             "first items on two threads of this process and then chooses serial, threads or "
-                             "processes; choose the mode yourself (threadpool=True for rate-limited calls with "
-                             "pause) or leave these out")
+            raise ValueError(
+                f'{", ".join(refused)} cannot be used with threadpool="auto", which measures the '
+                "first items on two threads of this process and then chooses serial, threads or "
+                "processes; choose the mode yourself (threadpool=True for rate-limited calls with "
+                "pause) or leave these out"
+            )
 
     def _check_backend_fit(self) -> None:
         """Refuse options that the chosen backend would otherwise silently ignore."""
@@ -291,24 +329,32 @@ class Options:
             if self.executor is not None:
                 given.append("executor")
             if given:
-                raise ValueError(f"{', '.join(given)} cannot be used with a coroutine function: its items run as "
-                                 "tasks on an event loop in this process; leave it out (set up state inside the "
-                                 "coroutine, or pass it as an argument)")
+                raise ValueError(
+                    f"{', '.join(given)} cannot be used with a coroutine function: its items run as "
+                    "tasks on an event loop in this process; leave it out (set up state inside the "
+                    "coroutine, or pass it as an argument)"
+                )
         elif self.executor is not None:
             if not hasattr(self.executor, "submit"):
-                raise TypeError("executor must be a concurrent.futures.Executor or a dask Client, "
-                                f"got {self.executor!r:.60}")
+                raise TypeError(
+                    "executor must be a concurrent.futures.Executor or a dask Client, "
+                    f"got {self.executor!r:.60}"
+                )
             if self.initializer is not None:
                 given.append("initializer")
             if self.item_timeout is not None:
                 given.append("item_timeout")
             if given:
-                raise ValueError(f"{', '.join(given)} cannot be used with executor=: the executor starts and "
-                                 "manages its own workers, so fastparallel can neither set them up, nor tell "
-                                 "when an item starts there, nor stop it; configure the workers there (put a "
-                                 "timeout inside fn), or leave executor=None")
+                raise ValueError(
+                    f"{', '.join(given)} cannot be used with executor=: the executor starts and "
+                    "manages its own workers, so fastparallel can neither set them up, nor tell "
+                    "when an item starts there, nor stop it; configure the workers there (put a "
+                    "timeout inside fn), or leave executor=None"
+                )
         elif self.threadpool and given and self.n_workers != 0:
-            raise ValueError(f"{', '.join(given)} applies to worker processes, not to threadpool=True")
+            raise ValueError(
+                f"{', '.join(given)} applies to worker processes, not to threadpool=True"
+            )
 
 
 _FIELDS = tuple(name for name in Options.__annotations__ if name != "backend")

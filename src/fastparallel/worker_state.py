@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-__all__ = ["per_worker", "PerWorker", "at_fork_in_child"]
+__all__ = ["PerWorker", "at_fork_in_child", "per_worker"]
 
 # One registry per thread: objects per thread need no lock, and no two first calls of
 # the same get() can race. Replaced in a forked child (see _forget_objects).
@@ -40,9 +40,11 @@ class PerWorker:
     Made by :func:`per_worker`; see there.
     """
 
-    __slots__ = ("_factory", "_args", "_kwargs", "_token")
+    __slots__ = ("_args", "_factory", "_kwargs", "_token")
 
-    def __init__(self, factory: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], token: str):
+    def __init__(
+        self, factory: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], token: str
+    ):
         self._factory = factory
         self._args = args
         self._kwargs = kwargs
@@ -106,7 +108,9 @@ def per_worker(factory: Callable[..., T], /, *args: Any, **kwargs: Any) -> Calla
         [6, 12, 18]
     """
     if not callable(factory):
-        raise TypeError(f"per_worker() needs a callable that builds the object, got {factory!r:.60}")
+        raise TypeError(
+            f"per_worker() needs a callable that builds the object, got {factory!r:.60}"
+        )
     return PerWorker(factory, args, kwargs, os.urandom(16).hex())
 
 

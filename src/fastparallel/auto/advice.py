@@ -24,7 +24,7 @@ from fastparallel.backends.runner import Call, is_coroutine_function
 from fastparallel.cpus import num_cpus
 from fastparallel.options import Mode
 
-__all__ = ["Advice", "measure_advice", "check_advise_arguments"]
+__all__ = ["Advice", "check_advise_arguments", "measure_advice"]
 
 PROBE_SHARE = 0.6  # of max_seconds, spent running items; the rest times processes
 _ROUND_TRIPS = 16  # chunks per worker sent to time a round trip
@@ -69,29 +69,49 @@ class Advice:
             seconds = self.predicted[mode]
             speedup = "-" if math.isinf(seconds) or seconds <= 0 else f"{serial / seconds:.1f}x"
             mark = "<- recommended" if mode == self.recommended else ""
-            rows.append((mode, str(self.n_workers[mode]), seconds_text(seconds), f"{speedup:>7}  {mark}".rstrip()))
+            rows.append(
+                (
+                    mode,
+                    str(self.n_workers[mode]),
+                    seconds_text(seconds),
+                    f"{speedup:>7}  {mark}".rstrip(),
+                )
+            )
         return rows
 
     def _title(self) -> str:
         m = self.measured
-        count = f"{self.n_items:,} items" if self.n_items is not None else "items of unknown number (per 1,000)"
+        count = (
+            f"{self.n_items:,} items"
+            if self.n_items is not None
+            else "items of unknown number (per 1,000)"
+        )
         return f"fastparallel.advise: {count}; {m.sampled:,} run in {self.seconds:.2f} s to measure"
 
     def _facts(self) -> str:
         m = self.measured
-        facts = [f"{seconds_text(m.seconds_per_item)} per item", f"GIL held {m.gil:.0%}",
-                 f"{m.cores:.2f} cores busy per item"]
+        facts = [
+            f"{seconds_text(m.seconds_per_item)} per item",
+            f"GIL held {m.gil:.0%}",
+            f"{m.cores:.2f} cores busy per item",
+        ]
         if m.overlap is not None:
             facts.append(f"2 threads {m.overlap:.1f}x one")
         if m.item is not None and m.result is not None:
-            facts.append(f"item {bytes_text(m.item.nbytes)}, result {bytes_text(m.result.nbytes)} pickled")
-        facts.append(f"process start {seconds_text(m.start_seconds)}, round trip {seconds_text(m.round_trip)}")
+            facts.append(
+                f"item {bytes_text(m.item.nbytes)}, result {bytes_text(m.result.nbytes)} pickled"
+            )
+        facts.append(
+            f"process start {seconds_text(m.start_seconds)}, round trip {seconds_text(m.round_trip)}"
+        )
         return "; ".join(facts)
 
     def __str__(self) -> str:
         lines = [self._title(), f"{'mode':<10} {'workers':>7} {'predicted':>10}  speedup"]
-        lines += [f"{mode:<10} {workers:>7} {seconds:>10}  {speedup}"
-                  for mode, workers, seconds, speedup in self._rows()]
+        lines += [
+            f"{mode:<10} {workers:>7} {seconds:>10}  {speedup}"
+            for mode, workers, seconds, speedup in self._rows()
+        ]
         lines.append(f"measured: {self._facts()}")
         lines += [f"- {reason}" for reason in self.reasons]
         return "\n".join(lines)
@@ -104,13 +124,23 @@ class Advice:
             for mode, workers, seconds, speedup in self._rows()
         )
         items = "".join(f"<li>{html.escape(reason)}</li>" for reason in self.reasons)
-        return (f"<div><p>{html.escape(self._title())}</p><table><thead><tr><th>mode</th><th>workers</th>"
-                f"<th>predicted</th><th>speedup</th></tr></thead><tbody>{rows}</tbody></table>"
-                f"<p><small>measured: {html.escape(self._facts())}</small></p><ul>{items}</ul></div>")
+        return (
+            f"<div><p>{html.escape(self._title())}</p><table><thead><tr><th>mode</th><th>workers</th>"
+            f"<th>predicted</th><th>speedup</th></tr></thead><tbody>{rows}</tbody></table>"
+            f"<p><small>measured: {html.escape(self._facts())}</small></p><ul>{items}</ul></div>"
+        )
 
 
-def measure_advice(call: Call, items: Iterable[Any], *, n_workers: int | None, total: int | None,
-                   max_seconds: float, run: Callable[..., list[Any]], idle_pool: bool) -> Advice:
+def measure_advice(
+    call: Call,
+    items: Iterable[Any],
+    *,
+    n_workers: int | None,
+    total: int | None,
+    max_seconds: float,
+    run: Callable[..., list[Any]],
+    idle_pool: bool,
+) -> Advice:
     """What :func:`fastparallel.advise` does, once its arguments are checked: probe ``call``
     on ``items``, time a real start of worker processes with ``run`` (``parallel``
     itself, handed down by the entry point) when ``idle_pool`` is false or anyway, and
@@ -130,8 +160,15 @@ def measure_advice(call: Call, items: Iterable[Any], *, n_workers: int | None, t
     m = _time_processes(m, call, workers["processes"], began + max_seconds, run, idle_pool)
     n_items = total if total is not None else (sample.read if probe.exhausted else None)
     mode, predicted = recommend(m, n_items if n_items is not None else UNKNOWN_ITEMS, workers)
-    return Advice(mode, predicted, tuple(reasons(m, mode, predicted, n_items, workers)), m, n_items, workers,
-                  time.monotonic() - began)
+    return Advice(
+        mode,
+        predicted,
+        tuple(reasons(m, mode, predicted, n_items, workers)),
+        m,
+        n_items,
+        workers,
+        time.monotonic() - began,
+    )
 
 
 def check_advise_arguments(fn: Any, n_workers: Any, total: Any, max_seconds: Any) -> None:
@@ -139,18 +176,34 @@ def check_advise_arguments(fn: Any, n_workers: Any, total: Any, max_seconds: Any
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}: {fn!r:.60}")
     if is_coroutine_function(fn):
-        raise TypeError("advise() measures plain functions; a coroutine function always runs on an event loop "
-                        "(see parallel()), so there is nothing to choose")
-    if n_workers is not None and (not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1):
-        raise ValueError(f"n_workers must be an int >= 1 or None (each mode's default), got {n_workers!r:.60}")
+        raise TypeError(
+            "advise() measures plain functions; a coroutine function always runs on an event loop "
+            "(see parallel()), so there is nothing to choose"
+        )
+    if n_workers is not None and (
+        not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1
+    ):
+        raise ValueError(
+            f"n_workers must be an int >= 1 or None (each mode's default), got {n_workers!r:.60}"
+        )
     if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
         raise ValueError(f"total must be a non-negative int or None, got {total!r:.60}")
-    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or not max_seconds > 0:
+    if (
+        isinstance(max_seconds, bool)
+        or not isinstance(max_seconds, (int, float))
+        or not max_seconds > 0
+    ):
         raise ValueError(f"max_seconds must be a number of seconds > 0, got {max_seconds!r:.60}")
 
 
-def _time_processes(m: Measurements, call: Call, workers: int, deadline: float, run: Callable[..., list[Any]],
-                    idle_pool: bool) -> Measurements:
+def _time_processes(
+    m: Measurements,
+    call: Call,
+    workers: int,
+    deadline: float,
+    run: Callable[..., list[Any]],
+    idle_pool: bool,
+) -> Measurements:
     """``m`` with the start of ``workers`` worker processes (each unpickling the call) and
     a round trip measured, if the call can be pickled and there is time for it; else the
     estimates stay."""
@@ -166,13 +219,24 @@ def _time_processes(m: Measurements, call: Call, workers: int, deadline: float, 
     warm = idle_pool
     try:
         began = time.perf_counter()
-        run(load_call, [pickling.dumps(tuple(call))] * workers, n_workers=workers, chunksize=1, timeout=left)
+        run(
+            load_call,
+            [pickling.dumps(tuple(call))] * workers,
+            n_workers=workers,
+            chunksize=1,
+            timeout=left,
+        )
         start = time.perf_counter() - began
     except ParallelTimeoutError:
-        return replace(m, start_source=f"{m.start_source}: starting them took longer than the time left")
+        return replace(
+            m, start_source=f"{m.start_source}: starting them took longer than the time left"
+        )
     except Exception as exc:  # a worker could not unpickle the call: processes cannot run it
-        return replace(m, pickle_error=f"a worker process could not unpickle fn ({type(exc).__name__}: "
-                                       f"{str(exc)[:120]})")
+        return replace(
+            m,
+            pickle_error=f"a worker process could not unpickle fn ({type(exc).__name__}: "
+            f"{str(exc)[:120]})",
+        )
     source = "measured: an idle pool was ready" if warm else f"measured: started {workers} workers"
     m = replace(m, start_seconds=start, start_source=source + ", each unpickling fn")
     left = deadline - time.monotonic()

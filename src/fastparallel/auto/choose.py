@@ -23,7 +23,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fastparallel import logs
-from fastparallel.auto.costs import ROUND_TRIP, THREAD_ROUND_TRIP, WARM_START, estimate_start, measure_pickling
+from fastparallel.auto.costs import (
+    ROUND_TRIP,
+    THREAD_ROUND_TRIP,
+    WARM_START,
+    estimate_start,
+    measure_pickling,
+)
 from fastparallel.auto.explain import behaviour, headline
 from fastparallel.auto.gil import gil_enabled
 from fastparallel.auto.model import UNKNOWN_ITEMS, Measurements, recommend
@@ -61,27 +67,51 @@ def workers_for(n_workers: int | None) -> dict[Mode, int]:
     }
 
 
-def measure(call: Call, probe: Probe, sample: Sample, processes: int, idle_pool: bool) -> Measurements:
+def measure(
+    call: Call, probe: Probe, sample: Sample, processes: int, idle_pool: bool
+) -> Measurements:
     """The model's measurements from a probe's ``sample``; starting ``processes`` worker
     processes (``idle_pool``: an idle pool is ready) and round trips are estimated
     (advise() replaces them with measured ones)."""
     seconds = sample.seconds
     finished = bool(seconds)
     per_item = statistics.median(seconds) if finished else sample.running
-    spread = statistics.pstdev(seconds) / statistics.fmean(seconds) if len(seconds) > 1 and per_item > 0 else 0.0
-    warm_up = sample.first - per_item if finished and sample.first > 2 * per_item + WARM_UP_NOTED else 0.0
+    spread = (
+        statistics.pstdev(seconds) / statistics.fmean(seconds)
+        if len(seconds) > 1 and per_item > 0
+        else 0.0
+    )
+    warm_up = (
+        sample.first - per_item if finished and sample.first > 2 * per_item + WARM_UP_NOTED else 0.0
+    )
     call_cost, item_cost, result_cost, pickle_error = measure_pickling(call, probe.kept)
     cpus = num_cpus()
     start, source = estimate_start(processes, cpus, idle_pool)
     cpu_tiny = finished and per_item < HOLDS_GIL_BELOW and sample.thread_cpu > 0.5 and gil_enabled()
     return Measurements(
-        seconds_per_item=per_item, spread=spread, sampled=sample.finished, read=sample.read, finished=finished,
-        thread_cpu=sample.thread_cpu, cores=sample.cores, gil=1.0 if cpu_tiny else sample.gil,
-        overlap=min(1.0, sample.overlap) if cpu_tiny and sample.overlap is not None else sample.overlap,
-        call=call_cost, item=item_cost, result=result_cost, pickle_error=pickle_error, warm_up=warm_up,
-        start_seconds=start, start_source=source, round_trip=ROUND_TRIP, thread_round_trip=THREAD_ROUND_TRIP,
-        cpus=cpus, free_threaded=not gil_enabled(),
-    )  # fmt: skip
+        seconds_per_item=per_item,
+        spread=spread,
+        sampled=sample.finished,
+        read=sample.read,
+        finished=finished,
+        thread_cpu=sample.thread_cpu,
+        cores=sample.cores,
+        gil=1.0 if cpu_tiny else sample.gil,
+        overlap=min(1.0, sample.overlap)
+        if cpu_tiny and sample.overlap is not None
+        else sample.overlap,
+        call=call_cost,
+        item=item_cost,
+        result=result_cost,
+        pickle_error=pickle_error,
+        warm_up=warm_up,
+        start_seconds=start,
+        start_source=source,
+        round_trip=ROUND_TRIP,
+        thread_round_trip=THREAD_ROUND_TRIP,
+        cpus=cpus,
+        free_threaded=not gil_enabled(),
+    )
 
 
 @dataclass
@@ -105,13 +135,16 @@ class Handoff:
         return WithProbe(backend, self.probe)  # type: ignore[return-value]
 
 
-def choose(call: Call, items: Iterator[Any], options: Options, deadline: float | None,
-           idle_pool: bool) -> Handoff:
+def choose(
+    call: Call, items: Iterator[Any], options: Options, deadline: float | None, idle_pool: bool
+) -> Handoff:
     """Probe the first items, choose a mode for the rest, log it: the :class:`Handoff`.
     ``idle_pool``: an idle process pool is ready (starting one costs nothing)."""
     if options.n_workers == 0:
         logs.info("auto: serial — n_workers=0")
-        return Handoff(options.decided("serial"), [], [], 0, 0, items, "auto: serial — n_workers=0", None)
+        return Handoff(
+            options.decided("serial"), [], [], 0, 0, items, "auto: serial — n_workers=0", None
+        )
     key = _call_key(call, options)
     remembered = _recall(key)
     if remembered is not None:
@@ -120,9 +153,16 @@ def choose(call: Call, items: Iterator[Any], options: Options, deadline: float |
         logs.info("%s", summary)
         return Handoff(options.decided(mode), [], [], 0, 0, items, summary, None)
     threads = 1 if num_cpus() == 1 or options.n_workers == 1 else 2
-    probe = Probe(call, items, threads=threads, stop_on_error=options.stop_chunk_on_error,
-                  item_timeout=options.item_timeout, initializer=options.initializer, initargs=tuple(options.initargs),
-                  settle=True)
+    probe = Probe(
+        call,
+        items,
+        threads=threads,
+        stop_on_error=options.stop_chunk_on_error,
+        item_timeout=options.item_timeout,
+        initializer=options.initializer,
+        initargs=tuple(options.initargs),
+        settle=True,
+    )
     sample = probe.run(AUTO_SECONDS, deadline)
     if probe.init_error is not None:
         probe.abandon()
@@ -144,12 +184,22 @@ def choose(call: Call, items: Iterator[Any], options: Options, deadline: float |
     else:  # nothing left to choose for; a later call like this one gets the mode it would win in
         summary = f"auto: all {probe.read} items ran while measuring them; {behaviour(m)}"
         # ...with the workers a first call would have left warm
-        again, predicted = recommend(replace(m, start_seconds=WARM_START), max(probe.read, 1), workers)
+        again, predicted = recommend(
+            replace(m, start_seconds=WARM_START), max(probe.read, 1), workers
+        )
         _remember(key, again, headline(m, again, predicted).split(" — ", 1)[-1])
     logs.info("%s", summary)
     rest = items if probe.input_error is None else _raising(probe.input_error)
-    return Handoff(options.decided(mode), probe.finished, probe.running, probe.read, probe.next_id, rest,
-                   summary, probe)
+    return Handoff(
+        options.decided(mode),
+        probe.finished,
+        probe.running,
+        probe.read,
+        probe.next_id,
+        rest,
+        summary,
+        probe,
+    )
 
 
 def _call_key(call: Call, options: Options) -> Hashable:
@@ -274,4 +324,3 @@ class WithProbe:
 
     def end(self) -> None:
         self.inner.end()
-

@@ -24,12 +24,14 @@ if TYPE_CHECKING:
     from fastparallel.auto.model import Pickled
     from fastparallel.backends.runner import Call
 
-__all__ = ["ROUND_TRIP", "THREAD_ROUND_TRIP", "load_call", "measure_pickling", "estimate_start"]
+__all__ = ["ROUND_TRIP", "THREAD_ROUND_TRIP", "estimate_start", "load_call", "measure_pickling"]
 
 ROUND_TRIP = 6e-5  # processes: one chunk to a warm worker and back, as the caller sees it
 THREAD_ROUND_TRIP = 2e-5  # threads: the same
 TEMPLATE_START = 0.04  # starting the template process that forks the workers
-WORKER_START = 0.022  # a forked worker ready for its first chunk; as many start at once as there are CPUs
+WORKER_START = (
+    0.022  # a forked worker ready for its first chunk; as many start at once as there are CPUs
+)
 WARM_START = 0.001  # taking an idle pool left by an earlier call
 _TIMED_AT_LEAST = 1e-4  # pickling that fast is timed again, and the best time kept
 
@@ -60,8 +62,9 @@ def _why(what: str, exc: BaseException) -> str:
     return f"{what} cannot be pickled ({type(exc).__name__}: {str(exc)[:120]})"
 
 
-def measure_pickling(call: Call, pairs: list[tuple[Any, Any]]
-                     ) -> tuple[Pickled | None, Pickled | None, Pickled | None, str | None]:
+def measure_pickling(
+    call: Call, pairs: list[tuple[Any, Any]]
+) -> tuple[Pickled | None, Pickled | None, Pickled | None, str | None]:
     """Pickling the call, an item and a result (averaged over ``pairs``, the first items
     and their results), and why processes cannot run the call (None: they can)."""
     try:

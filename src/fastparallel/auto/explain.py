@@ -10,7 +10,7 @@ from dataclasses import replace
 from fastparallel.auto.model import MARGIN, UNKNOWN_ITEMS, Measurements, effective_cores, predict
 from fastparallel.options import Mode
 
-__all__ = ["behaviour", "headline", "reasons", "seconds_text", "bytes_text"]
+__all__ = ["behaviour", "bytes_text", "headline", "reasons", "seconds_text"]
 
 _WAITING = 0.3  # an item whose process keeps less of a core busy than this mostly waits
 _HOLDS_GIL = 0.5
@@ -74,13 +74,21 @@ def headline(m: Measurements, mode: Mode, predicted: dict[Mode, float]) -> str:
     text = f"{mode} — {behaviour(m)}"
     if m.pickle_error is not None and mode == "threads" and _kind(m) == "gil":
         return f"{text}; processes are out: {m.pickle_error}"
-    if mode == "serial" and min(predicted["threads"], predicted["processes"]) >= predicted["serial"]:
+    if (
+        mode == "serial"
+        and min(predicted["threads"], predicted["processes"]) >= predicted["serial"]
+    ):
         return f"{text}: no pool is predicted to finish sooner"
     return text
 
 
-def reasons(m: Measurements, mode: Mode, predicted: dict[Mode, float], n_items: int | None,
-            workers: dict[Mode, int]) -> list[str]:
+def reasons(
+    m: Measurements,
+    mode: Mode,
+    predicted: dict[Mode, float],
+    n_items: int | None,
+    workers: dict[Mode, int],
+) -> list[str]:
     """A few sentences: how long items take, what they spend it on, the overheads that
     matter, and the verdict."""
     out = [_timing(m), _behaviour(m, workers)]
@@ -93,13 +101,17 @@ def reasons(m: Measurements, mode: Mode, predicted: dict[Mode, float], n_items: 
 
 def _timing(m: Measurements) -> str:
     if not m.finished:
-        return (f"The first item had run {seconds_text(m.seconds_per_item)} without finishing; "
-                "items take at least that long.")
+        return (
+            f"The first item had run {seconds_text(m.seconds_per_item)} without finishing; "
+            "items take at least that long."
+        )
     spread = f" (± {m.spread:.0%})" if m.sampled > 1 else ""
     text = f"Items take {seconds_text(m.seconds_per_item)} each{spread}, measured on {m.sampled:,} items."
     if m.warm_up:
-        text += (f" The first took {seconds_text(m.warm_up + m.seconds_per_item)}: one-time costs (imports, "
-                 "caches) that each new worker process pays again.")
+        text += (
+            f" The first took {seconds_text(m.warm_up + m.seconds_per_item)}: one-time costs (imports, "
+            "caches) that each new worker process pays again."
+        )
     return text
 
 
@@ -108,47 +120,73 @@ def _behaviour(m: Measurements, workers: dict[Mode, int]) -> str:
     cpu_word = "CPU" if cpus == 1 else "CPUs"
     text = {
         "no-gil": "This Python runs without a GIL, so threads run Python code in parallel, with nothing to pickle.",
-        "waits": (f"They wait most of the time (their thread is on a CPU {m.thread_cpu:.0%} of it): threads "
-                  "overlap the waits, and more threads than CPUs help."),
-        "gil": (f"They hold the GIL {m.gil:.0%} of the time: threads run them one at a time; processes run "
-                f"up to {min(workers['processes'], cpus)} at once on {cpus} {cpu_word}."),
-        "library": (f"Each keeps {m.cores:.1f} cores busy (a library's own threads): on {cpus} "
-                    f"{cpu_word}, running several at once gains little."),
-        "shared": (f"They release the GIL (held {m.gil:.0%} of the time), yet two threads ran only "
-                   f"{m.overlap or 0:.1f}x as many items per second as one: something they share limits them "
-                   "(memory, a lock, a library's own threads, or other programs on the CPUs)."),
-        "c": (f"They run code that releases the GIL (held {m.gil:.0%} of the time): threads run them on "
-              f"{cpus} {cpu_word} at once, with nothing to pickle."),
+        "waits": (
+            f"They wait most of the time (their thread is on a CPU {m.thread_cpu:.0%} of it): threads "
+            "overlap the waits, and more threads than CPUs help."
+        ),
+        "gil": (
+            f"They hold the GIL {m.gil:.0%} of the time: threads run them one at a time; processes run "
+            f"up to {min(workers['processes'], cpus)} at once on {cpus} {cpu_word}."
+        ),
+        "library": (
+            f"Each keeps {m.cores:.1f} cores busy (a library's own threads): on {cpus} "
+            f"{cpu_word}, running several at once gains little."
+        ),
+        "shared": (
+            f"They release the GIL (held {m.gil:.0%} of the time), yet two threads ran only "
+            f"{m.overlap or 0:.1f}x as many items per second as one: something they share limits them "
+            "(memory, a lock, a library's own threads, or other programs on the CPUs)."
+        ),
+        "c": (
+            f"They run code that releases the GIL (held {m.gil:.0%} of the time): threads run them on "
+            f"{cpus} {cpu_word} at once, with nothing to pickle."
+        ),
     }[kind]
     if m.overlap is not None and kind != "shared":
         text += f" Two threads ran {m.overlap:.1f}x as many items per second as one."
     return text
 
 
-def _overheads(m: Measurements, predicted: dict[Mode, float], n_items: int | None, workers: dict[Mode, int]) -> str:
+def _overheads(
+    m: Measurements, predicted: dict[Mode, float], n_items: int | None, workers: dict[Mode, int]
+) -> str:
     if m.pickle_error is not None:
-        could = predict(replace(m, pickle_error=None), UNKNOWN_ITEMS if n_items is None else n_items, workers)
-        return (f"Processes cannot run this call: {m.pickle_error}. They would take about "
-                f"{seconds_text(could['processes'])}: define fn at module level, with nothing in it or its "
-                "arguments that cannot be pickled (locks, open files, generators), to use them.")
+        could = predict(
+            replace(m, pickle_error=None), UNKNOWN_ITEMS if n_items is None else n_items, workers
+        )
+        return (
+            f"Processes cannot run this call: {m.pickle_error}. They would take about "
+            f"{seconds_text(could['processes'])}: define fn at module level, with nothing in it or its "
+            "arguments that cannot be pickled (locks, open files, generators), to use them."
+        )
     if m.item is None or m.result is None or math.isinf(predicted["processes"]):
         return ""
     per_item = m.item.dump_seconds + m.result.load_seconds + (m.item.nbytes + m.result.nbytes) / 1e9
-    text = (f"Processes start {workers['processes']} workers in {seconds_text(m.start_seconds)} "
-            f"({m.start_source}), and pickle each item ({bytes_text(m.item.nbytes)}) and result "
-            f"({bytes_text(m.result.nbytes)}), {seconds_text(per_item)} per item in this process")
+    text = (
+        f"Processes start {workers['processes']} workers in {seconds_text(m.start_seconds)} "
+        f"({m.start_source}), and pickle each item ({bytes_text(m.item.nbytes)}) and result "
+        f"({bytes_text(m.result.nbytes)}), {seconds_text(per_item)} per item in this process"
+    )
     if per_item > m.seconds_per_item:
         text += ": more than the item's own work"
     return text + "."
 
 
 def _verdict(mode: Mode, predicted: dict[Mode, float], n_items: int | None) -> str:
-    count = f"{n_items:,} items" if n_items is not None else "every 1,000 items (pass total= for the whole input)"
+    count = (
+        f"{n_items:,} items"
+        if n_items is not None
+        else "every 1,000 items (pass total= for the whole input)"
+    )
     serial = predicted["serial"]
     if mode == "serial":
-        return (f"Recommended: serial, {seconds_text(serial)} for {count}: neither threads "
-                f"({seconds_text(predicted['threads'])}) nor processes ({seconds_text(predicted['processes'])}) "
-                f"is predicted to take less than {1 - MARGIN:.0%} of that.")
+        return (
+            f"Recommended: serial, {seconds_text(serial)} for {count}: neither threads "
+            f"({seconds_text(predicted['threads'])}) nor processes ({seconds_text(predicted['processes'])}) "
+            f"is predicted to take less than {1 - MARGIN:.0%} of that."
+        )
     speedup = serial / predicted[mode] if predicted[mode] > 0 else math.inf
-    return (f"Recommended: {mode}, predicted {seconds_text(predicted[mode])} for {count}, against "
-            f"{seconds_text(serial)} serially ({speedup:.1f}x).")
+    return (
+        f"Recommended: {mode}, predicted {seconds_text(predicted[mode])} for {count}, against "
+        f"{seconds_text(serial)} serially ({speedup:.1f}x)."
+    )

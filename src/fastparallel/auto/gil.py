@@ -19,10 +19,12 @@ import sys
 import time
 from collections.abc import Callable
 
-__all__ = ["GilSampler", "StarvedClock", "gil_enabled", "NAP"]
+__all__ = ["NAP", "GilSampler", "StarvedClock", "gil_enabled"]
 
 NAP = 0.0005  # short beside the switch interval a thread waits for a held GIL
-LATE_AT_LEAST = 0.0003  # a wake later than this (and than twice the usual overshoot) found the GIL held
+LATE_AT_LEAST = (
+    0.0003  # a wake later than this (and than twice the usual overshoot) found the GIL held
+)
 
 
 def gil_enabled() -> bool:

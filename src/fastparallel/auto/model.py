@@ -29,14 +29,25 @@ from dataclasses import dataclass, replace
 from fastparallel.core.chunking import MAX_CHUNK, TARGET_BYTES, TARGET_SECONDS
 from fastparallel.options import Mode
 
-__all__ = ["Pickled", "Measurements", "MODES", "MARGIN", "predict", "recommend", "effective_cores", "UNKNOWN_ITEMS"]
+__all__ = [
+    "MARGIN",
+    "MODES",
+    "UNKNOWN_ITEMS",
+    "Measurements",
+    "Pickled",
+    "effective_cores",
+    "predict",
+    "recommend",
+]
 
 MODES: tuple[Mode, ...] = ("serial", "threads", "processes")  # simplest first
 _LESS_SIMPLE: tuple[Mode, ...] = MODES[1:]
 MARGIN = 0.1
 UNKNOWN_ITEMS = 1000  # predictions are for this many items when the input's length is unknown
 PER_ITEM = 3e-8  # the dispatcher's own cost per item: reading the input, placing the result
-PROCESS_ITEM = 6e-8  # the caller's cost per item sent to a process, beyond pickling its item and result
+PROCESS_ITEM = (
+    6e-8  # the caller's cost per item sent to a process, beyond pickling its item and result
+)
 THREAD_START = 1e-4  # starting one thread
 PIPE_BYTES_PER_SECOND = 1e9  # copying pickled bytes through a pipe, in the caller
 # Threads taking turns at the GIL lose time handing it over: 12-22% slower than serial for
@@ -136,8 +147,12 @@ def predict(m: Measurements, n_items: int, workers: dict[Mode, int]) -> dict[Mod
     at_once = max(1.0, min(w, m.cpus / effective_cores(m), 1 / m.gil if m.gil > 0 else math.inf))
     if m.gil >= 0.5 and w > 1:
         at_once *= GIL_HANDOVER
-    predicted["threads"] = (THREAD_START * w + _chunks(n, t, w, 0) * m.thread_round_trip
-                            + n * PER_ITEM + n * t / at_once)
+    predicted["threads"] = (
+        THREAD_START * w
+        + _chunks(n, t, w, 0) * m.thread_round_trip
+        + n * PER_ITEM
+        + n * t / at_once
+    )
     predicted["processes"] = _processes(m, n, t, max(1, min(workers["processes"], n_items)))
     return predicted
 
@@ -149,10 +164,20 @@ def _processes(m: Measurements, n: float, t: float, w: int) -> float:
     if m.pickle_error is not None:
         return math.inf
     call, item, result = m.call or _NOTHING, m.item or _NOTHING, m.result or _NOTHING
-    once = (m.start_seconds + m.warm_up + call.dump_seconds + w * call.nbytes / PIPE_BYTES_PER_SECOND
-            + call.load_seconds)
-    in_caller = (item.dump_seconds + result.load_seconds + PER_ITEM + PROCESS_ITEM
-                 + (item.nbytes + result.nbytes) / PIPE_BYTES_PER_SECOND)
+    once = (
+        m.start_seconds
+        + m.warm_up
+        + call.dump_seconds
+        + w * call.nbytes / PIPE_BYTES_PER_SECOND
+        + call.load_seconds
+    )
+    in_caller = (
+        item.dump_seconds
+        + result.load_seconds
+        + PER_ITEM
+        + PROCESS_ITEM
+        + (item.nbytes + result.nbytes) / PIPE_BYTES_PER_SECOND
+    )
     in_worker = t + item.load_seconds + result.dump_seconds
     # Processes share no allocator or lock: only the cores measured alone limit them.
     cores = max(m.cores, 0.01)
@@ -162,7 +187,9 @@ def _processes(m: Measurements, n: float, t: float, w: int) -> float:
     return once + max(caller, n * in_worker / at_once, on_cpus)
 
 
-def recommend(m: Measurements, n_items: int, workers: dict[Mode, int]) -> tuple[Mode, dict[Mode, float]]:
+def recommend(
+    m: Measurements, n_items: int, workers: dict[Mode, int]
+) -> tuple[Mode, dict[Mode, float]]:
     """The recommended mode for ``n_items`` items, and the predictions it rests on.
 
     The simplest mode that no less simple one beats by more than ``MARGIN``. Where that
@@ -171,8 +198,10 @@ def recommend(m: Measurements, n_items: int, workers: dict[Mode, int]) -> tuple[
     """
     predicted = predict(m, n_items, workers)
     best = _simplest_best(predicted)
-    if m.pickle_error is not None and _simplest_best(predict(replace(m, pickle_error=None), n_items, workers)) \
-            == "processes":
+    if (
+        m.pickle_error is not None
+        and _simplest_best(predict(replace(m, pickle_error=None), n_items, workers)) == "processes"
+    ):
         best = "threads"
     return best, predicted
 

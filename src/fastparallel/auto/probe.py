@@ -65,7 +65,7 @@ class Sample(NamedTuple):
 class _Runner:
     """One probe thread and what the caller may read of it."""
 
-    __slots__ = ("index", "chunk", "began", "slot", "abandoned")
+    __slots__ = ("abandoned", "began", "chunk", "index", "slot")
 
     def __init__(self, index: int):
         self.index = index
@@ -78,9 +78,18 @@ class _Runner:
 class Probe:
     """Runs ``call`` on the first items, on ``threads`` daemon threads (``settle``: see 1.)."""
 
-    def __init__(self, call: Call, items: Iterator[Any], *, threads: int, stop_on_error: bool,
-                 item_timeout: float | None = None, initializer: Callable[..., Any] | None = None,
-                 initargs: tuple[Any, ...] = (), settle: bool = False):
+    def __init__(
+        self,
+        call: Call,
+        items: Iterator[Any],
+        *,
+        threads: int,
+        stop_on_error: bool,
+        item_timeout: float | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        settle: bool = False,
+    ):
         self._call, self._items, self._settle = call, items, settle
         self._stop_on_error, self._item_timeout = stop_on_error, item_timeout
         self._init = (initializer, initargs)
@@ -94,7 +103,9 @@ class Probe:
         self._estimate = 0.0  # seconds per item in the last batch run alone
         self._solo_cores = 0.0
         self._cpu_begin = 0.0
-        self._after_first: tuple[float, float] | None = None  # process CPU time and time after the first batch
+        self._after_first: tuple[float, float] | None = (
+            None  # process CPU time and time after the first batch
+        )
         self._baseline = 0.0  # cores the process kept busy before the probe (other threads)
         # Batches run two at once, per thread: items, the first one's start, the last one's
         # end, time waiting for a CPU; each thread's rate over its span, summed: the pair's.
@@ -119,8 +130,12 @@ class Probe:
         self._solo_end = now + SOLO_SHARE * (self._end - now)
         self._cpu_begin = time.process_time()
         for runner in self._runners:
-            threading.Thread(target=self._work, args=(runner,), daemon=True,
-                             name=f"fastparallel-probe-{runner.index}").start()
+            threading.Thread(
+                target=self._work,
+                args=(runner,),
+                daemon=True,
+                name=f"fastparallel-probe-{runner.index}",
+            ).start()
         try:
             while self._going():
                 if sampler.enabled:
@@ -142,7 +157,9 @@ class Probe:
         with self._lock:
             if time.monotonic() >= self._end:
                 return False
-            return not self._stopping or any(r.chunk is not None and not r.abandoned for r in self._runners)
+            return not self._stopping or any(
+                r.chunk is not None and not r.abandoned for r in self._runners
+            )
 
     def _hand_off(self, sampler: GilSampler) -> Sample:
         with self._lock:
@@ -150,9 +167,13 @@ class Probe:
             if not self._paired:
                 self._solo_cores = self._cores(now)
             self._stopping = self._handed_off = True
-            self.running = [r.chunk for r in self._runners if r.chunk is not None and not r.abandoned]
-            longest = max((now - r.began for r in self._runners if r.chunk is not None and not r.abandoned),
-                          default=0.0)
+            self.running = [
+                r.chunk for r in self._runners if r.chunk is not None and not r.abandoned
+            ]
+            longest = max(
+                (now - r.began for r in self._runners if r.chunk is not None and not r.abandoned),
+                default=0.0,
+            )
             self._lock.notify_all()
             return self._sample(sampler, longest)
 
@@ -171,12 +192,26 @@ class Probe:
         thread_cpu = min(1.0, sum(b[2] for b in typical) / running) if running > 0 else 0.0
         cores = self._solo_cores / max(0.25, running / wall) if wall > 0 else self._solo_cores
         overlap = None
-        rates = [n / (end - start - starved) for n, start, end, starved in self._pair if n and end - start > starved]
+        rates = [
+            n / (end - start - starved)
+            for n, start, end, starved in self._pair
+            if n and end - start > starved
+        ]
         if seconds and len(rates) == 2:
             overlap = sum(rates) * running / sum(b[0] for b in typical)
         finished = sum(len(o.values) for o in self.finished if isinstance(o, Done))
         gil = sampler.share(1) if sampler.total[1] > WARM_SPAN else sampler.share(0)
-        return Sample(finished, self.read, seconds, thread_cpu, max(thread_cpu, cores), gil, overlap, longest, first)
+        return Sample(
+            finished,
+            self.read,
+            seconds,
+            thread_cpu,
+            max(thread_cpu, cores),
+            gil,
+            overlap,
+            longest,
+            first,
+        )
 
     def late(self, timeout: float | None) -> list[Outcome]:
         """Outcomes of :attr:`running` batches that ended, waiting up to ``timeout`` for one."""
@@ -205,7 +240,11 @@ class Probe:
             return None
         now = time.monotonic()
         with self._lock:
-            started = [read_slot(r.slot, now)[1] for r in self._runners if r.chunk is not None and not r.abandoned]
+            started = [
+                read_slot(r.slot, now)[1]
+                for r in self._runners
+                if r.chunk is not None and not r.abandoned
+            ]
         return min(started) + limit if started else None
 
     def overdue(self, now: float) -> list[Outcome]:
@@ -239,7 +278,7 @@ class Probe:
         if initializer is not None:
             try:
                 initializer(*initargs)
-            except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            except BaseException as exc:
                 with self._lock:
                     self.init_error = self.init_error or exc
                     self._stopped()
@@ -253,9 +292,20 @@ class Probe:
                     return
                 chunk, solo = taken
                 wall, cpu, waited = time.perf_counter(), time.thread_time(), starved()
-                run = run_chunk(self._call, chunk.items, chunk.start, self._stop_on_error,
-                                current_item=runner.slot if timed else None, timed=timed)
-                times = (time.perf_counter() - wall, time.thread_time() - cpu, starved() - waited, run.seconds)
+                run = run_chunk(
+                    self._call,
+                    chunk.items,
+                    chunk.start,
+                    self._stop_on_error,
+                    current_item=runner.slot if timed else None,
+                    timed=timed,
+                )
+                times = (
+                    time.perf_counter() - wall,
+                    time.thread_time() - cpu,
+                    starved() - waited,
+                    run.seconds,
+                )
                 self._finish(runner, chunk, run.values, run.errors, times, solo)
         finally:
             starved.close()
@@ -274,8 +324,13 @@ class Probe:
             second = len(self._solo) == 1 and not self._paired and runner.index == 0
             if late and not second:
                 return self._stopped()  # it would not end in time
-            if not self._paired and self._solo and now >= self._solo_end and len(self._runners) > 1 \
-                    and not (late and second):
+            if (
+                not self._paired
+                and self._solo
+                and now >= self._solo_end
+                and len(self._runners) > 1
+                and not (late and second)
+            ):
                 self._start_pair(now)
             try:
                 items = list(itertools.islice(self._items, self._batch))
@@ -319,8 +374,15 @@ class Probe:
             cpu, began = self._after_first
         return (time.process_time() - cpu) / max(now - began, 1e-9) - self._baseline
 
-    def _finish(self, runner: _Runner, chunk: Chunk, values: list[Any], errors: list[tuple[int, BaseException]],
-                times: tuple[float, float, float, float], solo: bool) -> None:
+    def _finish(
+        self,
+        runner: _Runner,
+        chunk: Chunk,
+        values: list[Any],
+        errors: list[tuple[int, BaseException]],
+        times: tuple[float, float, float, float],
+        solo: bool,
+    ) -> None:
         wall, cpu, waited, seconds = times
         errors = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in errors]
         outcome = Done(chunk, values, errors, seconds)
@@ -344,7 +406,12 @@ class Probe:
                     self._batch = min(MAX_BATCH, 2 * self._batch)
             elif values:
                 n, began, _, starved = self._pair[runner.index]
-                self._pair[runner.index] = [n + len(values), began or runner_began, time.monotonic(), starved + waited]
+                self._pair[runner.index] = [
+                    n + len(values),
+                    began or runner_began,
+                    time.monotonic(),
+                    starved + waited,
+                ]
             if errors and self._stop_on_error:
                 self._stopping = True
             self._lock.notify_all()  # the caller may be waiting for the last batch

@@ -20,17 +20,17 @@ if TYPE_CHECKING:
     from fastparallel.options import Options
 
 __all__ = [
-    "Chunk",
-    "Measured",
     "Backend",
+    "Chunk",
+    "Crashed",
+    "Done",
+    "Measured",
+    "Outcome",
     "Pool",
     "PoolSpec",
-    "Done",
-    "Crashed",
     "Requeue",
     "Split",
     "Started",
-    "Outcome",
     "wait_and_drain",
 ]
 
@@ -50,7 +50,7 @@ class Measured:
     results ``nbytes`` pickled bytes. A warm pool keeps one per recent call, so that a
     later call of the same function sizes its chunks from the start."""
 
-    __slots__ = ("items", "seconds", "nbytes")
+    __slots__ = ("items", "nbytes", "seconds")
 
     def __init__(self) -> None:
         self.items = 0
@@ -187,7 +187,6 @@ class Backend(Pool, Protocol):
 
     def end(self) -> None:
         """The call is over (after success or abort)."""
-
 
 
 def wait_and_drain(inbox: queue.SimpleQueue[T], timeout: float | None) -> list[T]:

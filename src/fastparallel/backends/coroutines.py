@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import queue
 import threading
 import time
@@ -73,7 +74,9 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 class EventLoopThread:
     """An event loop in a daemon thread; kept warm between calls by :mod:`fastparallel.core.pools`."""
 
-    chunks_per_worker = 1  # a chunk is one task: n_workers chunks in flight, n_workers items at once
+    chunks_per_worker = (
+        1  # a chunk is one task: n_workers chunks in flight, n_workers items at once
+    )
     reports_starts = True
 
     def __init__(self) -> None:
@@ -88,7 +91,9 @@ class EventLoopThread:
         self._stop_on_error = True
         self._report_starts = False
         self._item_timeout: float | None = None
-        self._thread = threading.Thread(target=self._serve, name="fastparallel-event-loop", daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve, name="fastparallel-event-loop", daemon=True
+        )
         self._thread.start()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -114,10 +119,8 @@ class EventLoopThread:
     def shutdown(self) -> None:
         """Stop the loop (its thread ends once leftover tasks unwind). Does not wait."""
         self._closed = True
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed already
             self._loop.call_soon_threadsafe(self._loop.stop)
-        except RuntimeError:  # the loop is closed already
-            pass
 
     def kill_at_exit(self) -> None:
         """Nothing to do: a daemon thread never holds up interpreter exit."""
@@ -137,13 +140,17 @@ class EventLoopThread:
 
     def _start_pending(self) -> None:
         """In the loop's thread: a task for each pending chunk."""
-        self._handoff_scheduled = False  # before taking chunks: a later submit schedules another hand-off
+        self._handoff_scheduled = (
+            False  # before taking chunks: a later submit schedules another hand-off
+        )
         call = self._call
         while self._pending:
             chunk = self._pending.popleft()
             if self._cancelling or call is None:
                 continue
-            task = self._loop.create_task(self._run(call, chunk, self._stop_on_error, self._report_starts))
+            task = self._loop.create_task(
+                self._run(call, chunk, self._stop_on_error, self._report_starts)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -169,7 +176,7 @@ class EventLoopThread:
                 if self._cancelling:
                     raise
                 error = item_error(exc, index, item)  # fn cancelled itself: an error of its item
-            except BaseException as exc:  # noqa: BLE001 - as in a worker thread: reported on the item
+            except BaseException as exc:
                 error = item_error(exc, index, item)
             values.append(None)
             errors.append((offset, error))
@@ -196,7 +203,10 @@ class EventLoopThread:
         try:
             unwound.result(_UNWIND_SECONDS)
         except concurrent.futures.TimeoutError:
-            logs.warning("fastparallel: coroutines still running %.0f s after being cancelled", _UNWIND_SECONDS)
+            logs.warning(
+                "fastparallel: coroutines still running %.0f s after being cancelled",
+                _UNWIND_SECONDS,
+            )
 
     async def _cancel_all(self) -> None:
         self._cancelling = True

@@ -30,19 +30,20 @@ from fastparallel.serialize.pickling import dumps, loads
 if TYPE_CHECKING:
     from fastparallel.options import Options
 
-__all__ = ["ExecutorBackend", "pool_spec", "is_dask_client", "executor_workers", "run_remote_chunk"]
+__all__ = ["ExecutorBackend", "executor_workers", "is_dask_client", "pool_spec", "run_remote_chunk"]
 
 _cached_calls: OrderedDict[str, Call | BaseException] = OrderedDict()
 
 
-def run_remote_chunk(token: str, payload: bytes, items_blob: bytes, start: int,
-                     stop_on_error: bool) -> tuple[bytes, float]:
+def run_remote_chunk(
+    token: str, payload: bytes, items_blob: bytes, start: int, stop_on_error: bool
+) -> tuple[bytes, float]:
     """Runs on the executor's worker: one chunk, results packed like a local worker's."""
     call = _cached_calls.get(token)
     if call is None:
         try:
             call = Call(*loads(payload))
-        except BaseException as exc:  # noqa: BLE001 - reported per item
+        except BaseException as exc:
             call = exc
         _cached_calls[token] = call
         while len(_cached_calls) > 4:
@@ -70,7 +71,9 @@ class ExecutorBackend:
 
     chunks_per_worker = 4  # a cluster round trip takes milliseconds: keep more queued
     reusable = False  # a wrapper for one call; the executor itself is the user's to keep
-    reports_starts = False  # its workers' clocks may not compare with ours: pause spaces submissions
+    reports_starts = (
+        False  # its workers' clocks may not compare with ours: pause spaces submissions
+    )
 
     def __init__(self, executor: Any):
         self._executor = executor
@@ -86,7 +89,9 @@ class ExecutorBackend:
         self._token = uuid.uuid4().hex
         payload = dumps(tuple(call))
         # On Dask, send the pickled call to every worker once; chunks refer to it.
-        self._payload = self._executor.scatter(payload, broadcast=True, hash=False) if self._dask else payload
+        self._payload = (
+            self._executor.scatter(payload, broadcast=True, hash=False) if self._dask else payload
+        )
 
     def submit(self, chunk: Chunk) -> None:
         args = (self._token, self._payload, dumps(chunk.items), chunk.start, self._stop_on_error)
@@ -109,8 +114,11 @@ class ExecutorBackend:
         try:
             body, seconds = future.result()
         except BaseException as exc:  # the executor itself failed: a lost worker, a transport error
-            error = RemoteError(f"the executor failed to run the chunk starting at "
-                                f"{describe_item(chunk.start, chunk.items[0])}: {exc!r}", type(exc).__name__)
+            error = RemoteError(
+                f"the executor failed to run the chunk starting at "
+                f"{describe_item(chunk.start, chunk.items[0])}: {exc!r}",
+                type(exc).__name__,
+            )
             error.__cause__ = exc
             count = 1 if self._stop_on_error else len(chunk.items)
             return Done(chunk, [None] * count, [(o, error) for o in range(count)], 0.0)

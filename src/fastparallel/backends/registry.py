@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from fastparallel.backends.base import PoolSpec
     from fastparallel.options import BackendName, Options
 
-__all__ = ["pool_spec", "default_workers"]
+__all__ = ["default_workers", "pool_spec"]
 
 
 def pool_spec(name: BackendName, options: Options) -> PoolSpec:

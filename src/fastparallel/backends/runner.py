@@ -57,7 +57,7 @@ else:
 
 _NEVER = (False,)  # ``cancelled`` for a run that nothing cancels
 
-__all__ = ["Call", "ChunkRun", "CurrentItem", "run_chunk", "is_coroutine_function"]
+__all__ = ["Call", "ChunkRun", "CurrentItem", "is_coroutine_function", "run_chunk"]
 
 
 def is_coroutine_function(fn: Any) -> bool:

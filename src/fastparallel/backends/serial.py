@@ -62,7 +62,9 @@ class SerialBackend:
         started: list[Outcome] = [Started(chunk, time.monotonic())] if self._report_starts else []
         if self._item_timeout is not None:
             return [*started, self._run_timed(self._call, chunk, self._item_timeout)]
-        run = run_chunk(self._call, chunk.items, chunk.start, self._stop_on_error, propagate_interrupt=True)
+        run = run_chunk(
+            self._call, chunk.items, chunk.start, self._stop_on_error, propagate_interrupt=True
+        )
         errors = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in run.errors]
         return [*started, Done(chunk, run.values, errors, run.seconds)]
 

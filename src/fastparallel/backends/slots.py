@@ -38,14 +38,14 @@ else:
 
 __all__ = [
     "NO_ITEM",
-    "STARTING",
     "SLOT_BYTES",
+    "STARTING",
     "RunningItem",
-    "read_slot",
-    "running_item",
-    "next_deadline",
     "is_overdue",
     "new_slot_memory",
+    "next_deadline",
+    "read_slot",
+    "running_item",
 ]
 
 NO_ITEM = -1  # the worker runs no item (between chunks, or after one)

@@ -22,9 +22,23 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from fastparallel.backends.base import Chunk, Crashed, Done, Outcome, PoolSpec, Started, wait_and_drain
+from fastparallel.backends.base import (
+    Chunk,
+    Crashed,
+    Done,
+    Outcome,
+    PoolSpec,
+    Started,
+    wait_and_drain,
+)
 from fastparallel.backends.runner import Call, run_chunk
-from fastparallel.backends.slots import NO_ITEM, RunningItem, is_overdue, next_deadline, running_item
+from fastparallel.backends.slots import (
+    NO_ITEM,
+    RunningItem,
+    is_overdue,
+    next_deadline,
+    running_item,
+)
 from fastparallel.errors import initializer_error, item_error, item_timeout_error
 
 if TYPE_CHECKING:
@@ -32,7 +46,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ThreadPool", "pool_spec"]
 
-_ABANDONED = "a thread cannot be stopped: it was abandoned (its late result is dropped) and replaced"
+_ABANDONED = (
+    "a thread cannot be stopped: it was abandoned (its late result is dropped) and replaced"
+)
 
 
 class _InitFailed(Exception):
@@ -43,11 +59,14 @@ class _InitFailed(Exception):
 class _Worker:
     """A thread of the pool and what the caller may read of it."""
 
-    __slots__ = ("thread", "slot", "stop", "chunk", "finished", "began", "abandoned")
+    __slots__ = ("abandoned", "began", "chunk", "finished", "slot", "stop", "thread")
 
     def __init__(self) -> None:
         self.thread: threading.Thread | None = None
-        self.slot = [NO_ITEM, 0]  # item_timeout: input index of the running item, its start (monotonic_ns)
+        self.slot = [
+            NO_ITEM,
+            0,
+        ]  # item_timeout: input index of the running item, its start (monotonic_ns)
         self.stop = [False]  # read by its running chunk before each item
         self.chunk: Chunk | None = None  # the chunk it runs
         # item_timeout: the values and errors of its chunk so far, and when the chunk began
@@ -66,10 +85,14 @@ class ThreadPool:
         self._initializer = initializer
         self._initargs = tuple(initargs)
         # (call, chunk, stop_on_error, report_start, timed), or None: stop
-        self._tasks: queue.SimpleQueue[tuple[Call, Chunk, bool, bool, bool] | None] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[tuple[Call, Chunk, bool, bool, bool] | None] = (
+            queue.SimpleQueue()
+        )
         self._outcomes: queue.SimpleQueue[Outcome | _InitFailed] = queue.SimpleQueue()
         self._workers: list[_Worker] = []
-        self._lock = threading.Lock()  # a chunk ends once: done by its thread, or abandoned by the caller
+        self._lock = (
+            threading.Lock()
+        )  # a chunk ends once: done by its thread, or abandoned by the caller
         self._closed = False
         self._call: Call | None = None
         self._stop_on_error = True
@@ -94,8 +117,12 @@ class ThreadPool:
     def _start_threads(self, n: int) -> None:
         while len(self._workers) < n:
             worker = _Worker()
-            worker.thread = threading.Thread(target=self._work, args=(worker,), daemon=True,
-                                             name=f"fastparallel-thread-{len(self._workers)}")
+            worker.thread = threading.Thread(
+                target=self._work,
+                args=(worker,),
+                daemon=True,
+                name=f"fastparallel-thread-{len(self._workers)}",
+            )
             worker.thread.start()
             self._workers.append(worker)
 
@@ -103,7 +130,7 @@ class ThreadPool:
         if self._initializer is not None:
             try:
                 self._initializer(*self._initargs)
-            except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            except BaseException as exc:
                 self._outcomes.put(_InitFailed(exc))
                 return
         while True:
@@ -116,9 +143,16 @@ class ThreadPool:
             worker.chunk = chunk
             if report_start:
                 self._outcomes.put(Started(chunk, time.monotonic()))
-            run = run_chunk(call, chunk.items, chunk.start, stop_on_error, cancelled=worker.stop,
-                            current_item=worker.slot if timed else None, timed=timed,
-                            into=worker.finished if timed else None)
+            run = run_chunk(
+                call,
+                chunk.items,
+                chunk.start,
+                stop_on_error,
+                cancelled=worker.stop,
+                current_item=worker.slot if timed else None,
+                timed=timed,
+                into=worker.finished if timed else None,
+            )
             errors = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in run.errors]
             with self._lock:
                 if worker.abandoned:
@@ -179,7 +213,9 @@ class ThreadPool:
         outcomes: list[Outcome] = []
         if offset:
             done = Chunk(chunk.id, chunk.start, chunk.items[:offset])
-            failed = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in errors if o < offset]
+            failed = [
+                (o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in errors if o < offset
+            ]
             outcomes.append(Done(done, values[:offset], failed, started - worker.began))
         rest = Chunk(chunk.id, chunk.start + offset, chunk.items[offset:])
         error = item_timeout_error(rest.start, rest.items[0], limit, _ABANDONED)

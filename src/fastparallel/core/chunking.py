@@ -24,7 +24,7 @@ from typing import Any
 
 from fastparallel.backends.base import Chunk, Measured
 
-__all__ = ["ChunkSizer", "ChunkReader"]
+__all__ = ["ChunkReader", "ChunkSizer"]
 
 TARGET_SECONDS = 0.02
 TARGET_BYTES = 1 << 20  # results a chunk sends back: large ones travel best a few at a time
@@ -36,7 +36,11 @@ class ChunkSizer:
 
     def __init__(self, chunksize: int | None, total: int | None, n_workers: int):
         self.fixed = chunksize
-        self.cap = MAX_CHUNK if total is None else max(1, min(MAX_CHUNK, math.ceil(total / (4 * n_workers))))
+        self.cap = (
+            MAX_CHUNK
+            if total is None
+            else max(1, min(MAX_CHUNK, math.ceil(total / (4 * n_workers))))
+        )
         self._measured = Measured()  # by this call
         self._memory: Measured | None = None  # by an earlier call of the same function
 
@@ -48,7 +52,11 @@ class ChunkSizer:
     def remember(self) -> None:
         memory, measured = self._memory, self._measured
         if memory is not None and measured.items:
-            memory.items, memory.seconds, memory.nbytes = measured.items, measured.seconds, measured.nbytes
+            memory.items, memory.seconds, memory.nbytes = (
+                measured.items,
+                measured.seconds,
+                measured.nbytes,
+            )
 
     def record(self, n_items: int, seconds: float, nbytes: int = 0) -> None:
         """Learn from a finished chunk: ``n_items`` items took ``seconds`` of work and
@@ -74,7 +82,9 @@ class ChunkSizer:
 class ChunkReader:
     """Reads chunks from an iterator on demand; never reads further than asked."""
 
-    def __init__(self, items: Iterator[Any], sizer: ChunkSizer, *, start: int = 0, first_id: int = 0):
+    def __init__(
+        self, items: Iterator[Any], sizer: ChunkSizer, *, start: int = 0, first_id: int = 0
+    ):
         """``start``: the input index of the first item of ``items`` (the items before it
         were read elsewhere, by ``threadpool="auto"``'s probe); ``first_id``: the first chunk id."""
         self._items = items

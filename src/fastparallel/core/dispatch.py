@@ -20,7 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from fastparallel import logs
 from fastparallel.backends import registry
-from fastparallel.backends.base import Backend, Chunk, Crashed, Done, Outcome, Requeue, Split, Started
+from fastparallel.backends.base import (
+    Backend,
+    Chunk,
+    Crashed,
+    Done,
+    Outcome,
+    Requeue,
+    Split,
+    Started,
+)
 from fastparallel.backends.runner import Call
 from fastparallel.core import pools
 from fastparallel.core.chunking import ChunkReader, ChunkSizer
@@ -32,7 +41,7 @@ from fastparallel.options import BackendName, Options
 if TYPE_CHECKING:
     from fastparallel.auto.choose import Handoff
 
-__all__ = ["run", "Dispatcher", "Piece"]
+__all__ = ["Dispatcher", "Piece", "run"]
 
 Piece = tuple[int, list[Any]]
 
@@ -63,7 +72,9 @@ def _backend_name(options: Options) -> BackendName:
     return options.backend
 
 
-def run(call: Call, items: Iterator[Any], options: Options, *, ordered: bool, streaming: bool) -> Iterator[Piece]:
+def run(
+    call: Call, items: Iterator[Any], options: Options, *, ordered: bool, streaming: bool
+) -> Iterator[Piece]:
     """Run ``call`` over ``items``; yields pieces (in input order if ``ordered``).
 
     With ``threadpool="auto"`` the first items run in :func:`.auto.choose`'s probe, which
@@ -72,7 +83,9 @@ def run(call: Call, items: Iterator[Any], options: Options, *, ordered: bool, st
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
     handoff = None
     if options.auto:
-        from fastparallel.auto.choose import choose  # only for threadpool="auto": the probe, the cost model
+        from fastparallel.auto.choose import (
+            choose,
+        )  # only for threadpool="auto": the probe, the cost model
 
         handoff = choose(call, items, options, deadline, pools.has_idle("processes"))
         options, items = handoff.options, handoff.rest
@@ -86,7 +99,9 @@ def run(call: Call, items: Iterator[Any], options: Options, *, ordered: bool, st
     sizer = ChunkSizer(1 if options.pause else options.chunksize, total, n_workers)
     if options.max_tasks_per_child is not None:  # a chunk must fit in one worker's allowance
         sizer.cap = min(sizer.cap, options.max_tasks_per_child)
-    reader = ChunkReader(items, sizer, start=read, first_id=0 if handoff is None else handoff.next_id)
+    reader = ChunkReader(
+        items, sizer, start=read, first_id=0 if handoff is None else handoff.next_id
+    )
     head = _read_head(reader, n_workers)  # one chunk per worker
     if not head and (handoff is None or not handoff.finished and not handoff.running):
         return
@@ -105,8 +120,18 @@ def run(call: Call, items: Iterator[Any], options: Options, *, ordered: bool, st
             # bounds how far reading may run ahead of it: a few chunks per worker, so
             # that every worker stays busy, and never fewer than 8.
             window = max(8, 4 * n_workers) if streaming and ordered else None
-            dispatcher = Dispatcher(backend, reader, sizer, options, n_workers=n_workers, head=head,
-                                    window=window, ordered=ordered, deadline=deadline, handoff=handoff)
+            dispatcher = Dispatcher(
+                backend,
+                reader,
+                sizer,
+                options,
+                n_workers=n_workers,
+                head=head,
+                window=window,
+                ordered=ordered,
+                deadline=deadline,
+                handoff=handoff,
+            )
             yield from dispatcher.run()
         finally:
             sizer.remember()
@@ -122,9 +147,20 @@ def _may_retry(handoff: Handoff, options: Options) -> bool:
 class Dispatcher:
     """Runs every chunk of one call on a backend; :meth:`run` yields the finished pieces."""
 
-    def __init__(self, backend: Backend, reader: ChunkReader, sizer: ChunkSizer, options: Options, *,
-                 n_workers: int, head: list[Chunk], window: int | None, ordered: bool,
-                 deadline: float | None, handoff: Handoff | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        reader: ChunkReader,
+        sizer: ChunkSizer,
+        options: Options,
+        *,
+        n_workers: int,
+        head: list[Chunk],
+        window: int | None,
+        ordered: bool,
+        deadline: float | None,
+        handoff: Handoff | None = None,
+    ):
         self.backend = backend
         self.reader = reader
         self.sizer = sizer
@@ -187,7 +223,9 @@ class Dispatcher:
             self.todo.extendleft(reversed(self.retry.due(time.monotonic())))
         pause = self.pause
         while len(self.inflight) < self.max_inflight:
-            if pause and (self.awaiting_start is not None or time.monotonic() < self.next_start_time):
+            if pause and (
+                self.awaiting_start is not None or time.monotonic() < self.next_start_time
+            ):
                 break
             chunk = self._next_chunk()
             if chunk is None:
@@ -204,7 +242,10 @@ class Dispatcher:
     def _next_chunk(self) -> Chunk | None:
         if self.todo:
             return self.todo.popleft()
-        if self.window is not None and len(self.inflight) + len(self.parked) + len(self.retry or ()) >= self.window:
+        if (
+            self.window is not None
+            and len(self.inflight) + len(self.parked) + len(self.retry or ()) >= self.window
+        ):
             return None
         try:
             return self.reader.next_chunk()
@@ -237,12 +278,20 @@ class Dispatcher:
 
     def _paused_start_due(self) -> bool:
         """pause: whether the next submission waits only for ``next_start_time``."""
-        return (bool(self.pause) and self.awaiting_start is None and len(self.inflight) < self.max_inflight
-                and self._more_to_submit())
+        return (
+            bool(self.pause)
+            and self.awaiting_start is None
+            and len(self.inflight) < self.max_inflight
+            and self._more_to_submit()
+        )
 
     def _timeout_message(self) -> str:
         reader = self.reader
-        of = self.options.total if self.options.total is not None else (reader.read if reader.exhausted else None)
+        of = (
+            self.options.total
+            if self.options.total is not None
+            else (reader.read if reader.exhausted else None)
+        )
         count = f"{self.done_items} of {of}" if of is not None else f"{self.done_items}"
         return f"parallel() did not finish within timeout={self.options.timeout}s: {count} items finished"
 
@@ -314,7 +363,9 @@ class Dispatcher:
             logs.info("%s", error)
         final: BaseException | None = error
         if self.retry is not None:
-            final = self.retry.failed(index, item, error, time.monotonic(), lambda: self.reader.single(index, item))
+            final = self.retry.failed(
+                index, item, error, time.monotonic(), lambda: self.reader.single(index, item)
+            )
         if self.progress is not None and (self.retry is not None or self.timed_out):
             self.progress.comment(self._comment())
         if final is not None and self.options.stop_on_error:
@@ -332,7 +383,11 @@ class Dispatcher:
 
     def _singles(self, chunk: Chunk, skip: int | None = None) -> list[Chunk]:
         """The items of ``chunk`` (but ``skip``) as one-item chunks, to run each on its own."""
-        return [self.reader.single(chunk.start + o, item) for o, item in enumerate(chunk.items) if o != skip]
+        return [
+            self.reader.single(chunk.start + o, item)
+            for o, item in enumerate(chunk.items)
+            if o != skip
+        ]
 
     def _release(self, start: int, values: list[Any]) -> Iterator[Piece]:
         """Yield a finished piece, or park it until the pieces before it are out (ordered)."""

@@ -26,7 +26,7 @@ from fastparallel import logs
 from fastparallel.backends.base import Backend, Pool, PoolSpec
 from fastparallel.worker_state import at_fork_in_child
 
-__all__ = ["checkout", "shutdown", "exiting", "has_idle", "MAX_IDLE_POOLS"]
+__all__ = ["MAX_IDLE_POOLS", "checkout", "exiting", "has_idle", "shutdown"]
 
 
 # Idle pools kept at most, over all keys. A few cover the usual mix (threads, processes,
@@ -38,7 +38,7 @@ MAX_IDLE_POOLS = 4
 class PoolRecord:
     """One pool and what the registry knows of it; records compare by identity."""
 
-    __slots__ = ("pool", "key", "generation")
+    __slots__ = ("generation", "key", "pool")
 
     def __init__(self, pool: Pool, key: Hashable | None, generation: int):
         self.pool = pool
@@ -119,8 +119,12 @@ def _check_in(record: PoolRecord) -> None:
     registry = _registry
     with registry.lock:
         registry.in_use.discard(record)
-        keep = (record.key is not None and record.pool.reusable
-                and record.generation == registry.generation and not _exiting)
+        keep = (
+            record.key is not None
+            and record.pool.reusable
+            and record.generation == registry.generation
+            and not _exiting
+        )
         evicted = [] if keep else [record]
         if keep:
             registry.idle.setdefault(record.key, []).append(record)

@@ -6,6 +6,7 @@ imported only when a bar is actually shown, never at ``import fastparallel``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import TYPE_CHECKING, Protocol
@@ -13,14 +14,14 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from fastparallel.options import ProgressCallback
 
-__all__ = ["Progress", "make_progress", "in_notebook"]
-
+__all__ = ["Progress", "in_notebook", "make_progress"]
 
 
 class Progress(Protocol):
     def update(self, done: int) -> None: ...
     def comment(self, text: str) -> None:
         """Show ``text`` (such as "3 retried, 1 timed out") beside the count, from now on."""
+
     def close(self, ok: bool) -> None: ...
 
 
@@ -81,16 +82,16 @@ class BarProgress:
     def update(self, done: int) -> None:
         self._done = done
         now = time.monotonic()
-        if now - self._last >= self.min_interval or (self._total is not None and done >= self._total):
+        if now - self._last >= self.min_interval or (
+            self._total is not None and done >= self._total
+        ):
             self._last = now
             self._bar.update(done)
 
     def close(self, ok: bool) -> None:
         if not ok:
-            try:
+            with contextlib.suppress(Exception):
                 self._bar.on_interrupt()
-            except Exception:
-                pass
             return
         if self._total is None:
             self._bar.total = self._done
@@ -127,17 +128,23 @@ class LineProgress:
             text += f" ({self._comment})"
         print(text + (" - done" if final else ""), file=sys.stderr, flush=True)
 
+    def _passed_milestone(self, done: int) -> bool:
+        """Whether ``done`` passed one or more milestones not reported yet (skips them)."""
+        assert self._total
+        passed = False
+        while (
+            self._next_milestone < len(self.milestones)
+            and done >= self.milestones[self._next_milestone] * self._total
+        ):
+            self._next_milestone += 1
+            passed = True
+        return passed
+
     def update(self, done: int) -> None:
         self._done = done
         if self._total:
-            if self._next_milestone < len(self.milestones) and done < self._total:
-                if done >= self.milestones[self._next_milestone] * self._total:
-                    while (
-                        self._next_milestone < len(self.milestones)
-                        and done >= self.milestones[self._next_milestone] * self._total
-                    ):
-                        self._next_milestone += 1
-                    self._line(done)
+            if done < self._total and self._passed_milestone(done):
+                self._line(done)
             return
         now = time.monotonic()
         if now - self._last >= self.min_interval:
@@ -148,7 +155,9 @@ class LineProgress:
         self._line(self._done, final=ok)
 
 
-def make_progress(progress: bool | int | ProgressCallback | None, total: int | None) -> Progress | None:
+def make_progress(
+    progress: bool | int | ProgressCallback | None, total: int | None
+) -> Progress | None:
     """The reporter for ``progress=``: None, a callback, a bar, or plain lines."""
     if not progress:
         return None

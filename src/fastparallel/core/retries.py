@@ -33,14 +33,22 @@ class RetryQueue:
         self.delay = options.retry_delay
         self.retried = 0  # attempts made again so far
         self._earlier: dict[int, list[str]] = {}  # input index -> what its earlier attempts raised
-        self._waiting: list[tuple[float, int, Chunk]] = []  # a heap: (due time, chunk id, one-item chunk)
+        self._waiting: list[
+            tuple[float, int, Chunk]
+        ] = []  # a heap: (due time, chunk id, one-item chunk)
 
     def __len__(self) -> int:
         """Items waiting for their next attempt."""
         return len(self._waiting)
 
-    def failed(self, index: int, item: object, error: BaseException, now: float,
-               single: Callable[[], Chunk]) -> BaseException | None:
+    def failed(
+        self,
+        index: int,
+        item: object,
+        error: BaseException,
+        now: float,
+        single: Callable[[], Chunk],
+    ) -> BaseException | None:
         """An attempt of item ``index`` raised ``error``: None if it will run again
         (``single()`` makes its one-item chunk), else its final error, with a note on
         the earlier attempts if there were any."""
@@ -50,7 +58,12 @@ class RetryQueue:
             if earlier:
                 del self._earlier[index]
                 add_note(error, attempts_note(attempts, earlier))
-                logs.info("%s failed after %d attempts: %s", describe_item(index, item), attempts, short_repr(error))
+                logs.info(
+                    "%s failed after %d attempts: %s",
+                    describe_item(index, item),
+                    attempts,
+                    short_repr(error),
+                )
             return error
         self._earlier[index] = [*earlier, short_repr(error)]
         import random  # here: most calls never retry
@@ -59,8 +72,14 @@ class RetryQueue:
         chunk = single()
         heapq.heappush(self._waiting, (now + wait, chunk.id, chunk))
         self.retried += 1
-        logs.info("%s raised %s; retry %d of %d in %.2fs", describe_item(index, item), short_repr(error),
-                 attempts, self.retries, wait)
+        logs.info(
+            "%s raised %s; retry %d of %d in %.2fs",
+            describe_item(index, item),
+            short_repr(error),
+            attempts,
+            self.retries,
+            wait,
+        )
         return None
 
     def succeeded(self, index: int) -> None:

@@ -41,7 +41,9 @@ class Unsupported(Exception):
 class _Pickler(pickle.Pickler):
     def __init__(self, file: Any, protocol: int, buffer_callback: Any):
         super().__init__(file, protocol, buffer_callback=buffer_callback)
-        self.shared: dict[int, dict[str, Any]] = {}  # id(original globals) -> the dict that stands for them
+        self.shared: dict[
+            int, dict[str, Any]
+        ] = {}  # id(original globals) -> the dict that stands for them
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
@@ -64,10 +66,19 @@ class _Pickler(pickle.Pickler):
         original = fn.__globals__
         base = self.shared.get(id(original))
         if base is None:
-            base = self.shared[id(original)] = {k: original[k] for k in _BASE_NAMES if k in original}
+            base = self.shared[id(original)] = {
+                k: original[k] for k in _BASE_NAMES if k in original
+            }
         used = {name: original[name] for name in _global_names(fn.__code__) if name in original}
-        state = (used, fn.__defaults__, fn.__kwdefaults__, fn.__dict__ or None, fn.__doc__, fn.__qualname__,
-                 fn.__annotations__ or None)
+        state = (
+            used,
+            fn.__defaults__,
+            fn.__kwdefaults__,
+            fn.__dict__ or None,
+            fn.__doc__,
+            fn.__qualname__,
+            fn.__annotations__ or None,
+        )
         return _new_function, (fn.__code__, base, fn.__name__), state, None, None, _set_state
 
 
@@ -86,7 +97,15 @@ def _new_function(code: types.CodeType, base: dict[str, Any], name: str) -> type
 
 
 def _set_state(fn: types.FunctionType, state: tuple[Any, ...]) -> types.FunctionType:
-    used, fn.__defaults__, fn.__kwdefaults__, attributes, fn.__doc__, fn.__qualname__, annotations = state
+    (
+        used,
+        fn.__defaults__,
+        fn.__kwdefaults__,
+        attributes,
+        fn.__doc__,
+        fn.__qualname__,
+        annotations,
+    ) = state
     fn.__globals__.update(used)
     if annotations:
         fn.__annotations__ = annotations

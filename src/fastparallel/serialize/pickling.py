@@ -21,7 +21,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["needs_cloudpickle", "dumps", "dumps_values", "loads", "OUT_OF_BAND_BYTES", "MAX_OUT_OF_BAND"]
+__all__ = [
+    "MAX_OUT_OF_BAND",
+    "OUT_OF_BAND_BYTES",
+    "dumps",
+    "dumps_values",
+    "loads",
+    "needs_cloudpickle",
+]
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 _MAIN = b"__main__"
@@ -41,7 +48,11 @@ def _collector(found: list[pickle.PickleBuffer]) -> Callable[[pickle.PickleBuffe
 
     def in_band(buffer: pickle.PickleBuffer) -> bool:
         with memoryview(buffer) as view:
-            if view.nbytes < OUT_OF_BAND_BYTES or not view.contiguous or len(found) >= MAX_OUT_OF_BAND:
+            if (
+                view.nbytes < OUT_OF_BAND_BYTES
+                or not view.contiguous
+                or len(found) >= MAX_OUT_OF_BAND
+            ):
                 return True
         found.append(buffer)
         return False
@@ -79,10 +90,14 @@ def needs_cloudpickle(fn: Any) -> bool:
     if getattr(fn, "__closure__", None) is not None:
         return True
     qualname = getattr(fn, "__qualname__", "")
-    return "<locals>" in qualname or ("<lambda>" in qualname and getattr(fn, "__module__", None) != "__main__")
+    return "<locals>" in qualname or (
+        "<lambda>" in qualname and getattr(fn, "__module__", None) != "__main__"
+    )
 
 
-def dumps(obj: Any, main_by_reference: bool = False, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
+def dumps(
+    obj: Any, main_by_reference: bool = False, buffers: list[pickle.PickleBuffer] | None = None
+) -> bytes:
     """Pickle ``obj``; fall back to cloudpickle for what only cloudpickle can carry.
 
     Plain pickle stores functions and classes by reference. A reference into
@@ -104,7 +119,9 @@ def dumps(obj: Any, main_by_reference: bool = False, buffers: list[pickle.Pickle
     """
     found: list[pickle.PickleBuffer] | None = None if buffers is None else []
     try:
-        data = pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=None if found is None else _collector(found))
+        data = pickle.dumps(
+            obj, protocol=PROTOCOL, buffer_callback=None if found is None else _collector(found)
+        )
     except Exception:
         data = _cloud_dumps(obj, found)
     else:
@@ -154,8 +171,12 @@ def _wrap_blobs(values: list[Any]) -> list[Any] | None:
     return wrapped
 
 
-def dumps_values(values: list[Any], build: Callable[[list[Any]], Any], main_by_reference: bool = False,
-                 buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
+def dumps_values(
+    values: list[Any],
+    build: Callable[[list[Any]], Any],
+    main_by_reference: bool = False,
+    buffers: list[pickle.PickleBuffer] | None = None,
+) -> bytes:
     """:func:`dumps` of ``build(values)``; with ``buffers`` (an empty list), large ``bytes``
     and ``bytearray`` among ``values`` travel out of band too (only at the top level).
 

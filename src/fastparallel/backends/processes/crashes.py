@@ -19,11 +19,12 @@ from fastparallel.errors import describe_exit, describe_item, item_timeout_error
 __all__ = ["crash_outcome", "timeout_outcome"]
 
 
-
 def crash_outcome(process: WorkerProcess, running: Chunk) -> Crashed:
     """The outcome for ``running``, the chunk ``process`` was running when it died."""
     index = process.current_item[0]
-    culprit: int | None = index - running.start if 0 <= index - running.start < len(running.items) else None
+    culprit: int | None = (
+        index - running.start if 0 <= index - running.start < len(running.items) else None
+    )
     if culprit is not None:
         what = describe_item(running.start + culprit, running.items[culprit])
         indices: tuple[int, ...] = (running.start + culprit,)
@@ -45,6 +46,10 @@ def timeout_outcome(process: WorkerProcess, running: RunningItem, seconds: float
     """The outcome for the chunk of ``running`` when that item ran past
     ``item_timeout=seconds`` and ``process`` is killed."""
     chunk, offset = running.chunk, running.offset
-    error = item_timeout_error(chunk.start + offset, chunk.items[offset], seconds,
-                               f"its worker process (pid {process.pid}) was killed and replaced")
+    error = item_timeout_error(
+        chunk.start + offset,
+        chunk.items[offset],
+        seconds,
+        f"its worker process (pid {process.pid}) was killed and replaced",
+    )
     return Crashed(chunk, offset, error)

@@ -22,7 +22,13 @@ from fastparallel.backends.processes.wire.channel import Channel, new_passers
 from fastparallel.backends.processes.worker import channel_from, process_main
 from fastparallel.backends.slots import STARTING
 
-__all__ = ["WorkerProcess", "Launcher", "MultiprocessingLauncher", "make_launcher", "resolve_context"]
+__all__ = [
+    "Launcher",
+    "MultiprocessingLauncher",
+    "WorkerProcess",
+    "make_launcher",
+    "resolve_context",
+]
 
 
 class WorkerProcess(Protocol):
@@ -93,7 +99,7 @@ def make_launcher(method: Any) -> tuple[Launcher, Hashable]:
 class MultiprocessingWorker:
     """A worker started by :mod:`multiprocessing`, as the pool sees it."""
 
-    __slots__ = ("process", "inbox", "outbox", "current_item")
+    __slots__ = ("current_item", "inbox", "outbox", "process")
 
     def __init__(self, process: Any, inbox: Channel, outbox: Channel, current_item: Any):
         self.process = process
@@ -171,4 +177,6 @@ class MultiprocessingLauncher:
             worker_passer.close()
         logs.debug("started worker process %s", process.pid)
         slot = memoryview(current_item).cast("B").cast("q")
-        return MultiprocessingWorker(process, channel_from(from_worker, passer), channel_from(to_worker, passer), slot)
+        return MultiprocessingWorker(
+            process, channel_from(from_worker, passer), channel_from(to_worker, passer), slot
+        )

@@ -16,15 +16,30 @@ to exit, or killed), then joined.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
-from fastparallel.backends.base import Chunk, Done, Measured, Outcome, PoolSpec, Requeue, Split, Started
+from fastparallel.backends.base import (
+    Chunk,
+    Done,
+    Measured,
+    Outcome,
+    PoolSpec,
+    Requeue,
+    Split,
+    Started,
+)
 from fastparallel.backends.processes.crashes import crash_outcome, timeout_outcome
 from fastparallel.backends.processes.fds import wait_ready
-from fastparallel.backends.processes.launch import Launcher, MultiprocessingLauncher, WorkerProcess, make_launcher
+from fastparallel.backends.processes.launch import (
+    Launcher,
+    MultiprocessingLauncher,
+    WorkerProcess,
+    make_launcher,
+)
 from fastparallel.backends.processes.wire.channel import send_with_buffers
 from fastparallel.backends.processes.wire.protocol import (
     ChunkHeader,
@@ -42,7 +57,14 @@ from fastparallel.backends.processes.wire.protocol import (
 )
 from fastparallel.backends.processes.wire.remote_errors import unpack_exception
 from fastparallel.backends.runner import Call
-from fastparallel.backends.slots import NO_ITEM, STARTING, RunningItem, is_overdue, next_deadline, running_item
+from fastparallel.backends.slots import (
+    NO_ITEM,
+    STARTING,
+    RunningItem,
+    is_overdue,
+    next_deadline,
+    running_item,
+)
 from fastparallel.errors import start_crash_error, worker_start_error
 from fastparallel.serialize.pickling import loads
 
@@ -78,7 +100,7 @@ class RecentMeasurements:
 class _Worker:
     """A worker process and the chunks it holds, in the order it runs them."""
 
-    __slots__ = ("process", "chunks", "call_version", "context_version", "assigned", "stopped")
+    __slots__ = ("assigned", "call_version", "chunks", "context_version", "process", "stopped")
 
     def __init__(self, process: WorkerProcess):
         self.process = process
@@ -101,15 +123,21 @@ class ProcessPool:
     chunks_per_worker = 2
     reports_starts = True
 
-    def __init__(self, launcher: Launcher, init_blob: bytes | None = None,
-                 max_tasks_per_child: int | None = None):
+    def __init__(
+        self,
+        launcher: Launcher,
+        init_blob: bytes | None = None,
+        max_tasks_per_child: int | None = None,
+    ):
         self._launcher = launcher
         self._init_blob = init_blob
         self._max_tasks = max_tasks_per_child
         self._workers: list[_Worker] = []  # alive, or dead and not yet noticed
         self._active: list[_Worker] = []  # those this call uses
         self._stopping: list[_Worker] = []  # asked to exit or killed, not yet joined
-        self._setup: Broadcast | None = None  # the last call's SETUP message (fn, args, kwargs pickled)
+        self._setup: Broadcast | None = (
+            None  # the last call's SETUP message (fn, args, kwargs pickled)
+        )
         self._call_version = 0  # bumped when the pickled call changes: workers get it once
         self._context = ContextTracker()  # the caller's working directory, sys.path, environment
         self._sizes = RecentMeasurements()  # recent calls' chunk measurements
@@ -149,10 +177,8 @@ class ProcessPool:
             if worker.process.is_alive():
                 worker.process.kill()
         else:
-            try:
+            with contextlib.suppress(OSError):
                 worker.process.outbox.send(encode(Kind.STOP))
-            except OSError:
-                pass
         self._stopping.append(worker)
 
     def _join_stopped(self, block: bool = False) -> None:
@@ -200,11 +226,18 @@ class ProcessPool:
         """Pickle the call (sent to each worker once), take the caller's context, and start
         missing workers; returns the chunk measurements remembered for this call."""
         if len(self._workers) < n_workers:
-            self._launcher.expect(call.fn)  # before pickling: the template may import cloudpickle meanwhile
+            self._launcher.expect(
+                call.fn
+            )  # before pickling: the template may import cloudpickle meanwhile
         previous, self._setup = self._setup, setup_message(tuple(call), self._launcher.forks)
         body = self._setup.pickled.body
         # Out of band, equal pickles may stand for different arrays (and the last ones' memory is gone).
-        if previous is None or previous.out_of_band or self._setup.out_of_band or body != previous.pickled.body:
+        if (
+            previous is None
+            or previous.out_of_band
+            or self._setup.out_of_band
+            or body != previous.pickled.body
+        ):
             self._call_version += 1
         self._context.refresh()
         self._stop_on_error = options.stop_chunk_on_error
@@ -215,7 +248,9 @@ class ProcessPool:
         for worker in list(self._workers):
             if not worker.process.is_alive():
                 self._stop_worker(worker, kill=False)
-            elif worker.process.current_item[0] >= 0:  # an earlier call's item: item_timeout must not see it
+            elif (
+                worker.process.current_item[0] >= 0
+            ):  # an earlier call's item: item_timeout must not see it
                 worker.process.current_item[0] = NO_ITEM
         self._active = self._workers[:n_workers]
         while len(self._active) < n_workers:
@@ -229,14 +264,22 @@ class ProcessPool:
 
     def _fits(self, worker: _Worker, size: int) -> bool:
         """Whether ``worker`` may take ``size`` more items under ``max_tasks_per_child``."""
-        return self._max_tasks is None or not worker.assigned or worker.assigned + size <= self._max_tasks
+        return (
+            self._max_tasks is None
+            or not worker.assigned
+            or worker.assigned + size <= self._max_tasks
+        )
 
     def _pick(self, size: int) -> _Worker:
         """The least loaded worker that can take a chunk of ``size`` items; starts one if needed."""
         for worker in list(self._active):
             if not worker.chunks and not self._fits(worker, size):
                 self._stop_worker(worker, kill=False)  # max_tasks_per_child reached: replace it
-        candidates = [w for w in self._active if len(w.chunks) < self.chunks_per_worker and self._fits(w, size)]
+        candidates = [
+            w
+            for w in self._active
+            if len(w.chunks) < self.chunks_per_worker and self._fits(w, size)
+        ]
         if len(self._active) < self._n_workers or not candidates:
             return self._start_worker()
         return min(candidates, key=lambda w: len(w.chunks))
@@ -255,8 +298,15 @@ class ProcessPool:
                 assert self._setup is not None
                 self._setup.send(outbox)
                 worker.call_version = self._call_version
-            header = ChunkHeader(chunk.id, chunk.start, self._stop_on_error, has_bad_items, self._n_workers,
-                                 self._report_starts, self._item_timeout is not None)
+            header = ChunkHeader(
+                chunk.id,
+                chunk.start,
+                self._stop_on_error,
+                has_bad_items,
+                self._n_workers,
+                self._report_starts,
+                self._item_timeout is not None,
+            )
             send_with_buffers(outbox, encode(Kind.CHUNK, header), pickled)
         except OSError:
             pass  # the worker died; poll() sees its sentinel and requeues or reports the chunk
@@ -296,14 +346,22 @@ class ProcessPool:
         except (EOFError, OSError):
             self._worker_died(worker, outcomes)
 
-    def _chunk_done(self, worker: _Worker, header: DoneHeader, body: memoryview, buffers: list[memoryview],
-                    outcomes: list[Outcome]) -> None:
+    def _chunk_done(
+        self,
+        worker: _Worker,
+        header: DoneHeader,
+        body: memoryview,
+        buffers: list[memoryview],
+        outcomes: list[Outcome],
+    ) -> None:
         chunk = worker.chunks.pop(header.chunk_id)
         result = decode_result(body, chunk, self._stop_on_error, buffers)
         if result is None:
             outcomes.append(Split(chunk))
         else:
-            outcomes.append(Done(chunk, result.values, result.errors, header.seconds, result.nbytes))
+            outcomes.append(
+                Done(chunk, result.values, result.errors, header.seconds, result.nbytes)
+            )
         if self._max_tasks is not None and worker.assigned >= self._max_tasks and not worker.chunks:
             self._stop_worker(worker, kill=False)
 
@@ -369,9 +427,12 @@ def pool_spec(options: Options) -> PoolSpec:
     launcher, method_key = make_launcher(options.method)
     init_blob = None
     if options.initializer is not None:
-        init_blob = pickle_for_workers((options.initializer, options.initargs), "initializer and initargs",
-                                       launcher.forks)
+        init_blob = pickle_for_workers(
+            (options.initializer, options.initargs), "initializer and initargs", launcher.forks
+        )
     key = ("processes", method_key, init_blob, options.max_tasks_per_child)
     # multiprocessing joins its children at exit: ours must be stopped first
     joins = isinstance(launcher, MultiprocessingLauncher)
-    return PoolSpec(key, lambda: ProcessPool(launcher, init_blob, options.max_tasks_per_child), joins)
+    return PoolSpec(
+        key, lambda: ProcessPool(launcher, init_blob, options.max_tasks_per_child), joins
+    )

@@ -16,6 +16,7 @@ starting is reported as one that could not start, not as a crash of an item.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import importlib
 import os
@@ -55,15 +56,28 @@ if TYPE_CHECKING:
 
     Received = tuple[bytearray, list[memoryview]]  # a frame and its out-of-band buffers
 
-__all__ = ["run_items", "run_packed", "serve", "process_main", "channel_from", "report_start_failure", "apply_context",
+__all__ = [
+    "apply_context",
+    "channel_from",
+    "process_main",
+    "report_start_failure",
+    "run_items",
+    "run_packed",
+    "serve",
 ]
 
 _PARENT_CHECK_SECONDS = 0.25
 
 
-def run_items(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool,
-              has_bad_items: bool = False, current_item: CurrentItem | None = None,
-              timed: bool = False) -> tuple[list[Any], PackedErrors, float]:
+def run_items(
+    call: Call | BaseException,
+    items: list[Any],
+    start: int,
+    stop_on_error: bool,
+    has_bad_items: bool = False,
+    current_item: CurrentItem | None = None,
+    timed: bool = False,
+) -> tuple[list[Any], PackedErrors, float]:
     """Run a chunk; returns its values, its packed errors and the seconds ``fn`` took.
 
     ``call`` is the exception raised while unpickling the call, if it could not be.
@@ -72,7 +86,11 @@ def run_items(call: Call | BaseException, items: list[Any], start: int, stop_on_
         return [None], [(0, ErrorKind.SETUP, pack_exception(call, dumps))], 0.0
     if not has_bad_items:
         run = run_chunk(call, items, start, stop_on_error, current_item=current_item, timed=timed)
-        return run.values, [(o, ErrorKind.FN, pack_exception(e, dumps)) for o, e in run.errors], run.seconds
+        return (
+            run.values,
+            [(o, ErrorKind.FN, pack_exception(e, dumps)) for o, e in run.errors],
+            run.seconds,
+        )
     values: list[Any] = []
     errors: PackedErrors = []
     seconds = 0.0
@@ -81,7 +99,9 @@ def run_items(call: Call | BaseException, items: list[Any], start: int, stop_on_
             values.append(None)
             errors.append((offset, ErrorKind.ITEM, item.packed))
         else:
-            run = run_chunk(call, [item], start + offset, stop_on_error, current_item=current_item, timed=timed)
+            run = run_chunk(
+                call, [item], start + offset, stop_on_error, current_item=current_item, timed=timed
+            )
             values.extend(run.values)
             errors.extend((offset, ErrorKind.FN, pack_exception(e, dumps)) for _, e in run.errors)
             seconds += run.seconds
@@ -90,7 +110,9 @@ def run_items(call: Call | BaseException, items: list[Any], start: int, stop_on_
     return values, errors, seconds
 
 
-def run_packed(call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool) -> tuple[bytes, float]:
+def run_packed(
+    call: Call | BaseException, items: list[Any], start: int, stop_on_error: bool
+) -> tuple[bytes, float]:
     """Run a chunk for an external executor; returns the pickled ``(values, errors)`` (all in
     band: its workers cannot receive shared memory) and the seconds ``fn`` took."""
     values, errors, seconds = run_items(call, items, start, stop_on_error)
@@ -114,10 +136,8 @@ def _read_inbound(inbound: Channel, inbox: queue.SimpleQueue[Received], parent_p
 
 def _exit_now(code: int = 0) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(Exception):
             stream.flush()
-        except Exception:
-            pass
     os._exit(code)
 
 
@@ -127,16 +147,14 @@ def _run_initializer(body: memoryview, outbound: Channel) -> None:
         initializer, initargs = loads(body)
         stage = StartStage.RUN
         initializer(*initargs)
-    except BaseException as exc:  # noqa: BLE001 - reported to the caller
+    except BaseException as exc:
         report_start_failure(outbound, exc, stage)
 
 
 def report_start_failure(outbound: Channel, exc: BaseException, stage: StartStage) -> NoReturn:
     """Tell the caller that this worker could not start, and why; then exit."""
-    try:
+    with contextlib.suppress(OSError):
         outbound.send(encode(Kind.INIT_FAILED), dumps((stage, pack_exception(exc, dumps))))
-    except OSError:
-        pass
     _exit_now(1)
 
 
@@ -144,7 +162,7 @@ def apply_context(body: memoryview) -> None:
     """Take over the caller's working directory, ``sys.path``, environment and ``sys.argv``."""
     context = Context(*loads(body))
     if context.cwd is not None:
-        try:
+        try:  # noqa: SIM105 - no contextlib in worker processes (its import costs every start)
             os.chdir(context.cwd)
         except OSError:
             pass  # removed or unreachable: relative paths fail as they would in the caller
@@ -159,23 +177,38 @@ def apply_context(body: memoryview) -> None:
     importlib.invalidate_caches()  # modules written since the last call are found
 
 
-def _run_chunk_message(call: Call | BaseException, header: ChunkHeader, body: memoryview,
-                       buffers: list[memoryview], current_item: memoryview,
-                       outbound: Channel) -> tuple[list[Any], PackedErrors, float]:
+def _run_chunk_message(
+    call: Call | BaseException,
+    header: ChunkHeader,
+    body: memoryview,
+    buffers: list[memoryview],
+    current_item: memoryview,
+    outbound: Channel,
+) -> tuple[list[Any], PackedErrors, float]:
     cpus.set_enclosing_pool_size(header.pool_size)
-    current_item[0] = NO_ITEM  # nothing of this chunk runs yet (a crash while unpickling blames no item)
+    current_item[0] = (
+        NO_ITEM  # nothing of this chunk runs yet (a crash while unpickling blames no item)
+    )
     try:
         items = loads(body, buffers=buffers)
-    except BaseException as exc:  # noqa: BLE001 - reported on the chunk
+    except BaseException as exc:
         return [None], [(0, ErrorKind.ITEMS, pack_exception(exc, dumps))], 0.0
     if header.report_start:  # pause: the caller releases the next item from this time on
         outbound.send(encode(Kind.STARTED, StartedHeader(header.chunk_id, time.monotonic())))
-    return run_items(call, items, header.start, header.stop_on_error, header.has_bad_items, current_item,
-                     header.timed)
+    return run_items(
+        call,
+        items,
+        header.start,
+        header.stop_on_error,
+        header.has_bad_items,
+        current_item,
+        header.timed,
+    )
 
 
-def _send_done(outbound: Channel, header: ChunkHeader, values: list[Any], errors: PackedErrors,
-               seconds: float) -> None:
+def _send_done(
+    outbound: Channel, header: ChunkHeader, values: list[Any], errors: PackedErrors, seconds: float
+) -> None:
     """Send a chunk's results; large buffers among them in shared memory where possible."""
     head = encode(Kind.DONE, DoneHeader(header.chunk_id, seconds))
     if not outbound.passes_buffers:
@@ -193,15 +226,21 @@ def serve(inbound: Channel, outbound: Channel, current_item: memoryview) -> None
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()
     inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
-    threading.Thread(target=_read_inbound, args=(inbound, inbox, os.getppid()), daemon=True,
-                     name="fastparallel-inbound").start()
+    threading.Thread(
+        target=_read_inbound,
+        args=(inbound, inbox, os.getppid()),
+        daemon=True,
+        name="fastparallel-inbound",
+    ).start()
     call: Call | BaseException = RuntimeError("no SETUP message before the first chunk")
     while True:
         frame, buffers = inbox.get()
         kind, header, body = decode(frame)
         if kind == Kind.CHUNK:
             assert isinstance(header, ChunkHeader)
-            values, errors, seconds = _run_chunk_message(call, header, body, buffers, current_item, outbound)
+            values, errors, seconds = _run_chunk_message(
+                call, header, body, buffers, current_item, outbound
+            )
             del frame, body, buffers
             _send_done(outbound, header, values, errors, seconds)
             del values, errors  # before waiting for the next chunk: release the results' memory
@@ -210,12 +249,12 @@ def serve(inbound: Channel, outbound: Channel, current_item: memoryview) -> None
             call = RuntimeError("the call could not be unpickled")  # the previous one goes first
             try:
                 call = Call(*loads(body, buffers=buffers))
-            except BaseException as exc:  # noqa: BLE001 - reported per item
+            except BaseException as exc:
                 call = exc
         elif kind == Kind.CONTEXT:
             try:
                 apply_context(body)
-            except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            except BaseException as exc:
                 report_start_failure(outbound, exc, StartStage.CONTEXT)
         elif kind == Kind.INIT:
             _run_initializer(body, outbound)
@@ -234,7 +273,9 @@ def channel_from(connection: Any, passer: socket.socket | None) -> Channel:
     return Channel(fd, passer)
 
 
-def process_main(inbound: Any, outbound: Any, current_item: Any, passer: socket.socket | None = None) -> None:
+def process_main(
+    inbound: Any, outbound: Any, current_item: Any, passer: socket.socket | None = None
+) -> None:
     """Entry point of a worker started by :mod:`multiprocessing` (the ``target`` of its Process).
 
     ``inbound`` and ``outbound`` are :class:`multiprocessing.connection.Connection` objects

@@ -22,7 +22,14 @@ import threading
 from fastparallel import logs
 from fastparallel.worker_state import at_fork_in_child
 
-__all__ = ["available", "running", "start_early", "preload_cloudpickle", "fork_worker", "stop_template"]
+__all__ = [
+    "available",
+    "fork_worker",
+    "preload_cloudpickle",
+    "running",
+    "start_early",
+    "stop_template",
+]
 
 
 _STOP_SECONDS = 2.0  # at exit: how long to wait for the template to end
@@ -32,7 +39,9 @@ _REAP_SECONDS = 0.5  # shutdown(): how long to wait, so that no exited template 
 def available() -> bool:
     """Whether workers can be forks of a template here: ``os.fork``, descriptor passing,
     an interpreter to run."""
-    passes_fds = hasattr(_socket.socket, "sendmsg") and hasattr(_socket.socket, "recvmsg")  # socket.send_fds
+    passes_fds = hasattr(_socket.socket, "sendmsg") and hasattr(
+        _socket.socket, "recvmsg"
+    )  # socket.send_fds
     return hasattr(os, "fork") and passes_fds and bool(sys.executable)
 
 
@@ -45,8 +54,12 @@ class _Template:
         ours, theirs = _socket.socketpair()
         path_r, path_w = os.pipe()  # sys.path travels here: it may be too long for a command line
         try:
-            self.process = subprocess.Popen(_command(theirs.fileno(), path_r), pass_fds=[theirs.fileno(), path_r],
-                                            close_fds=True, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                _command(theirs.fileno(), path_r),
+                pass_fds=[theirs.fileno(), path_r],
+                close_fds=True,
+                stdin=subprocess.DEVNULL,
+            )
         except BaseException:
             ours.close()
             os.close(path_w)
@@ -119,7 +132,9 @@ def _wait_exit(pid: int, timeout: float) -> None:
 
 def _template_path() -> list[str]:
     """The template's ``sys.path``: the caller's, behind the folder of this very fastparallel."""
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["fastparallel"].__file__ or "")))
+    package_parent = os.path.dirname(
+        os.path.dirname(os.path.abspath(sys.modules["fastparallel"].__file__ or ""))
+    )
     return [package_parent, *(p for p in sys.path if isinstance(p, str))]
 
 
@@ -128,10 +143,12 @@ def _command(control_fd: int, path_fd: int) -> list[str]:
     from ``path_fd`` before importing anything of ours."""
     import subprocess
 
-    code = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-            "import marshal, os, sys\n"
-            f"with open({path_fd}, 'rb') as path: sys.path[:] = marshal.loads(path.read())\n"
-            f"from fastparallel.backends.processes.template.server import main; main({control_fd})\n")
+    code = (
+        "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "import marshal, os, sys\n"
+        f"with open({path_fd}, 'rb') as path: sys.path[:] = marshal.loads(path.read())\n"
+        f"from fastparallel.backends.processes.template.server import main; main({control_fd})\n"
+    )
     flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
     return [sys.executable, *flags, "-c", code]
 
@@ -165,13 +182,17 @@ class _Templates:
                     self._retire()  # interrupted between request and reply: the two are out of step
                     raise
                 if pid < 0:
-                    raise OSError(-pid, f"fastparallel: could not fork a worker process: {os.strerror(-pid)}")
+                    raise OSError(
+                        -pid, f"fastparallel: could not fork a worker process: {os.strerror(-pid)}"
+                    )
                 return pid, pidfd
         raise AssertionError("unreachable")
 
     def running(self) -> _Template:
         if self.closed:
-            raise RuntimeError("fastparallel: the interpreter is exiting; no worker process may start")
+            raise RuntimeError(
+                "fastparallel: the interpreter is exiting; no worker process may start"
+            )
         self.retired = [t for t in self.retired if not t.ended()]
         if self.current is None:
             at_fork_in_child(_forget_after_fork)
@@ -222,7 +243,7 @@ def preload_cloudpickle() -> None:
         if template is not None:
             from fastparallel.backends.processes.template.messages import PRELOAD
 
-            try:
+            try:  # noqa: SIM105 - nothing more on a first call's way than needed
                 template.control.send(PRELOAD)
             except OSError:
                 pass  # it died: the next request finds out

@@ -25,14 +25,30 @@ from fastparallel.serialize.pickling import needs_cloudpickle
 __all__ = ["TemplateLauncher", "TemplateWorker"]
 
 
-
 class TemplateWorker:
     """A worker forked by the template, as the pool sees it (see ``launcher.WorkerProcess``)."""
 
-    __slots__ = ("pid", "sentinel", "inbox", "outbox", "current_item", "_pidfd", "_memory", "_code", "_ended")
+    __slots__ = (
+        "_code",
+        "_ended",
+        "_memory",
+        "_pidfd",
+        "current_item",
+        "inbox",
+        "outbox",
+        "pid",
+        "sentinel",
+    )
 
-    def __init__(self, pid: int, pidfd: int | None, status: int, inbox: Channel, outbox: Channel,
-                 memory: mmap.mmap):
+    def __init__(
+        self,
+        pid: int,
+        pidfd: int | None,
+        status: int,
+        inbox: Channel,
+        outbox: Channel,
+        memory: mmap.mmap,
+    ):
         self.pid = pid
         self.sentinel = status  # readable once the template has reaped it and written its exit code
         self.inbox = inbox  # results come in here
@@ -118,5 +134,6 @@ class TemplateLauncher:
                 os.close(fd)
             worker_passer.close()
         logs.debug("started worker process %s", pid)
-        return TemplateWorker(pid, pidfd, status_r, Channel(from_worker, passer), Channel(to_worker, passer), memory)
-
+        return TemplateWorker(
+            pid, pidfd, status_r, Channel(from_worker, passer), Channel(to_worker, passer), memory
+        )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["REQUEST", "PRELOAD", "REQUEST_FDS", "PID", "STATUS"]
+__all__ = ["PID", "PRELOAD", "REQUEST", "REQUEST_FDS", "STATUS"]
 
 REQUEST = b"W"
 PRELOAD = b"P"

@@ -26,7 +26,13 @@ import signal
 import socket
 import sys
 
-from fastparallel.backends.processes.template.messages import PID, PRELOAD, REQUEST, REQUEST_FDS, STATUS
+from fastparallel.backends.processes.template.messages import (
+    PID,
+    PRELOAD,
+    REQUEST,
+    REQUEST_FDS,
+    STATUS,
+)
 from fastparallel.backends.slots import SLOT_BYTES
 
 __all__ = ["main"]
@@ -124,13 +130,15 @@ class _Template:
                 return
             fd = self.statuses.pop(pid, None)
             if fd is not None:
-                try:
+                try:  # noqa: SIM105 - no contextlib in worker processes (its import costs every start)
                     os.write(fd, STATUS.pack(os.waitstatus_to_exitcode(status)))
                 except OSError:
                     pass  # the caller closed its end: nobody is waiting for this worker
                 os.close(fd)
 
-    def become_worker(self, inbound: int, outbound: int, status: int, slot: int, passer_fd: int) -> None:
+    def become_worker(
+        self, inbound: int, outbound: int, status: int, slot: int, passer_fd: int
+    ) -> None:
         """In the forked child: drop what only the template may hold, then serve."""
         worker, protocol, channel = self.worker, self.protocol, self.channel
         out = channel.Channel(outbound)
@@ -146,11 +154,11 @@ class _Template:
                 os.set_inheritable(fd, False)  # not into processes that fn starts
             current_item = memoryview(mmap.mmap(slot, SLOT_BYTES)).cast("q")
             os.close(slot)
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+        except BaseException as exc:
             worker.report_start_failure(out, exc, protocol.StartStage.FORK)  # exits
         try:
             worker.serve(channel.Channel(inbound, passer), out, current_item)  # exits when done
-        except BaseException:  # noqa: BLE001 - a bug: leave its traceback, the pool sees the exit
+        except BaseException:
             import traceback
 
             traceback.print_exc()
@@ -162,7 +170,7 @@ def _preload() -> bool:
     from fastparallel.backends.processes.wire.buffers import prepare_mapping
 
     _import_cloudpickle()
-    try:
+    try:  # noqa: SIM105 - no contextlib in worker processes (its import costs every start)
         prepare_mapping()
     except Exception:  # pragma: no cover - workers import it on demand anyway
         pass
@@ -170,7 +178,7 @@ def _preload() -> bool:
 
 
 def _import_cloudpickle() -> None:
-    try:
+    try:  # noqa: SIM105 - no contextlib in worker processes (its import costs every start)
         import cloudpickle  # noqa: F401
     except Exception:  # pragma: no cover - workers import it on demand anyway
         pass

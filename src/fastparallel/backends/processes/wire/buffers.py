@@ -22,6 +22,7 @@ the first write to each page copies it.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-__all__ = ["available", "share", "receive", "close_all", "prepare_mapping", "MAP_BYTES"]
+__all__ = ["MAP_BYTES", "available", "close_all", "prepare_mapping", "receive", "share"]
 
 _MEMFD = hasattr(os, "memfd_create")
 # From this size on the receiver maps a buffer rather than copy it out: below it, a copy
@@ -100,10 +101,8 @@ def share(buffers: Sequence[Any]) -> list[int]:
 
 def close_all(fds: Sequence[int]) -> None:
     for fd in fds:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 _libc: Any = None
@@ -121,7 +120,14 @@ def prepare_mapping() -> None:
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+    libc.mmap.argtypes = (
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    )
     libc.munmap.restype = ctypes.c_int
     libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 

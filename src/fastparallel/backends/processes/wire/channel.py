@@ -25,8 +25,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pickle import PickleBuffer
 
-__all__ = ["Channel", "BuffersRefused", "Pickled", "Broadcast", "send_with_buffers", "can_pass_buffers",
-           "new_passers"]
+__all__ = [
+    "Broadcast",
+    "BuffersRefused",
+    "Channel",
+    "Pickled",
+    "can_pass_buffers",
+    "new_passers",
+    "send_with_buffers",
+]
 
 _WORD = struct.Struct("<Q")  # a frame's size, and in the top bits how many buffers come with it
 _COUNT_SHIFT = 48
@@ -60,7 +67,9 @@ class Channel:
     def passes_buffers(self) -> bool:
         return self.passer is not None
 
-    def send(self, *parts: bytes | memoryview, fds: Sequence[int] = (), sizes: Sequence[int] = ()) -> None:
+    def send(
+        self, *parts: bytes | memoryview, fds: Sequence[int] = (), sizes: Sequence[int] = ()
+    ) -> None:
         """Write one frame made of ``parts`` (one system call unless the pipe is full), after
         passing ``fds``, the shared memory of its out-of-band buffers, and their ``sizes``."""
         views = [memoryview(p).cast("B") for p in parts]
@@ -133,7 +142,9 @@ class Pickled:
 
     __slots__ = ("body", "buffers", "in_band")
 
-    def __init__(self, body: bytes, buffers: list[PickleBuffer] | None, in_band: Callable[[], bytes]):
+    def __init__(
+        self, body: bytes, buffers: list[PickleBuffer] | None, in_band: Callable[[], bytes]
+    ):
         self.body = body
         self.buffers = buffers or []
         self.in_band = in_band

@@ -50,9 +50,26 @@ if TYPE_CHECKING:
     from fastparallel.backends.base import Chunk
     from fastparallel.backends.processes.wire.remote_errors import PackedException
 
-__all__ = ["Kind", "ChunkHeader", "DoneHeader", "StartedHeader", "Context", "StartStage", "Unpicklable",
-           "capture_context", "ContextTracker", "encode", "decode", "pickle_for_workers", "setup_message",
-           "encode_items", "encode_result", "decode_result", "ChunkResult", "OUT_OF_BAND"]
+__all__ = [
+    "OUT_OF_BAND",
+    "ChunkHeader",
+    "ChunkResult",
+    "Context",
+    "ContextTracker",
+    "DoneHeader",
+    "Kind",
+    "StartStage",
+    "StartedHeader",
+    "Unpicklable",
+    "capture_context",
+    "decode",
+    "decode_result",
+    "encode",
+    "encode_items",
+    "encode_result",
+    "pickle_for_workers",
+    "setup_message",
+]
 
 OUT_OF_BAND = can_pass_buffers()  # large buffers travel by shared memory, not the pipe
 
@@ -82,6 +99,7 @@ class StartStage(IntEnum):
 # At run time the headers are plain collections.namedtuple classes: worker processes
 # import this module, and should not pay for importing typing (see calls.py).
 if TYPE_CHECKING:
+
     class ChunkHeader(NamedTuple):
         chunk_id: int
         start: int  # input index of the chunk's first item
@@ -116,16 +134,22 @@ if TYPE_CHECKING:
         environ: dict[str, str]
         argv: list[str]
 else:
-    ChunkHeader = namedtuple("ChunkHeader",
-                             "chunk_id start stop_on_error has_bad_items pool_size report_start timed",
-                             defaults=(False, False), module=__name__)
+    ChunkHeader = namedtuple(
+        "ChunkHeader",
+        "chunk_id start stop_on_error has_bad_items pool_size report_start timed",
+        defaults=(False, False),
+        module=__name__,
+    )
     StartedHeader = namedtuple("StartedHeader", "chunk_id time", module=__name__)
     DoneHeader = namedtuple("DoneHeader", "chunk_id seconds", module=__name__)
     Context = namedtuple("Context", "cwd path environ argv", module=__name__)
     ChunkResult = namedtuple("ChunkResult", "values errors nbytes", module=__name__)
 
 
-_environ_copy: tuple[object, dict[str, str]] = (None, {})  # os.environ's raw data, and its decoded copy
+_environ_copy: tuple[object, dict[str, str]] = (
+    None,
+    {},
+)  # os.environ's raw data, and its decoded copy
 
 
 def capture_context() -> Context:
@@ -186,10 +210,10 @@ def decode(frame: bytearray) -> tuple[Kind, Header, memoryview]:
     """A frame's kind, header and body."""
     kind = Kind(frame[0])
     if kind not in _HEADERS:
-        return kind, None, memoryview(frame)[_BARE.size:]
+        return kind, None, memoryview(frame)[_BARE.size :]
     layout, cls = _HEADERS[kind]
     header = cls(*layout.unpack_from(frame)[1:])
-    return kind, header, memoryview(frame)[layout.size:]
+    return kind, header, memoryview(frame)[layout.size :]
 
 
 # -- bodies: the call and items pickled in the caller, results in the worker -----------------
@@ -202,7 +226,9 @@ class Unpicklable:
         self.packed = packed
 
 
-def pickle_for_workers(obj: Any, what: str, forks: bool, buffers: list[PickleBuffer] | None = None) -> bytes:
+def pickle_for_workers(
+    obj: Any, what: str, forks: bool, buffers: list[PickleBuffer] | None = None
+) -> bytes:
     """Pickle ``obj`` for worker processes; on failure, say what could not travel and why.
 
     ``forks``: the workers are forked from this process during this call, so objects of
@@ -212,8 +238,11 @@ def pickle_for_workers(obj: Any, what: str, forks: bool, buffers: list[PickleBuf
     try:
         return dumps(obj, main_by_reference=forks, buffers=buffers)
     except Exception as exc:
-        add_note(exc, f"fastparallel: {what} are sent to worker processes and must be picklable "
-                      "(cloudpickle); use threadpool=True to keep them in this process")
+        add_note(
+            exc,
+            f"fastparallel: {what} are sent to worker processes and must be picklable "
+            "(cloudpickle); use threadpool=True to keep them in this process",
+        )
         raise
 
 
@@ -223,7 +252,9 @@ def setup_message(call: tuple[Any, ...], forks: bool) -> Broadcast:
     what = "fn, args and kwargs"
     buffers: list[PickleBuffer] | None = [] if OUT_OF_BAND else None
     body = pickle_for_workers(call, what, forks, buffers)
-    return Broadcast(encode(Kind.SETUP), Pickled(body, buffers, lambda: pickle_for_workers(call, what, forks)))
+    return Broadcast(
+        encode(Kind.SETUP), Pickled(body, buffers, lambda: pickle_for_workers(call, what, forks))
+    )
 
 
 def _as_list(values: list[Any]) -> list[Any]:
@@ -260,7 +291,9 @@ if TYPE_CHECKING:
     PackedErrors = list[tuple[int, ErrorKind, PackedException]]
 
 
-def encode_result(values: list[Any], errors: PackedErrors, buffers: list[PickleBuffer] | None = None) -> bytes:
+def encode_result(
+    values: list[Any], errors: PackedErrors, buffers: list[PickleBuffer] | None = None
+) -> bytes:
     """Pickle a chunk's results; results that cannot be pickled become errors in their slot.
 
     ``buffers``: an empty list for the large buffers that travel out of band.
@@ -279,8 +312,9 @@ def encode_result(values: list[Any], errors: PackedErrors, buffers: list[PickleB
     return dumps_values(values, lambda v: (v, errors), buffers=buffers)
 
 
-def decode_result(body: bytes | memoryview, chunk: Chunk, stop_on_error: bool,
-                  buffers: Sequence[memoryview] = ()) -> ChunkResult | None:
+def decode_result(
+    body: bytes | memoryview, chunk: Chunk, stop_on_error: bool, buffers: Sequence[memoryview] = ()
+) -> ChunkResult | None:
     """In the caller: the results of ``chunk`` from the body of its DONE message and its
     out-of-band ``buffers``; None when the chunk must run again item by item.
 
@@ -293,8 +327,11 @@ def decode_result(body: bytes | memoryview, chunk: Chunk, stop_on_error: bool,
     except Exception as exc:
         if len(chunk.items) > 1:
             return None
-        add_note(exc, f"fastparallel: the result of {describe_item(chunk.start, chunk.items[0])} "
-                      "could not be unpickled in this process")
+        add_note(
+            exc,
+            f"fastparallel: the result of {describe_item(chunk.start, chunk.items[0])} "
+            "could not be unpickled in this process",
+        )
         return ChunkResult([None], [(0, exc)], nbytes)
     errors: list[tuple[int, BaseException]] = []
     for offset, kind, packed in packed_errors:
@@ -305,5 +342,7 @@ def decode_result(body: bytes | memoryview, chunk: Chunk, stop_on_error: bool,
             offsets = [0] if stop_on_error else range(len(chunk.items))
             values = [None] * len(offsets)
         for o in offsets:
-            errors.append((o, remote_item_error(ErrorKind(kind), packed, chunk.start + o, chunk.items[o])))
+            errors.append(
+                (o, remote_item_error(ErrorKind(kind), packed, chunk.start + o, chunk.items[o]))
+            )
     return ChunkResult(values, errors, nbytes)

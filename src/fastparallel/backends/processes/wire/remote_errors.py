@@ -22,8 +22,13 @@ if TYPE_CHECKING:
     Dumps = Callable[[Any], bytes]
     PackedException = tuple[Any, ...]
 
-__all__ = ["ErrorKind", "pack_exception", "unpack_exception", "remote_item_error", "ITEM_NOT_PICKLABLE"]
-
+__all__ = [
+    "ITEM_NOT_PICKLABLE",
+    "ErrorKind",
+    "pack_exception",
+    "remote_item_error",
+    "unpack_exception",
+]
 
 
 class ErrorKind(IntEnum):
@@ -144,7 +149,9 @@ def unpack_exception(packed: PackedException) -> BaseException:
     return exc
 
 
-def remote_item_error(kind: ErrorKind, packed: PackedException, index: int, item: Any) -> BaseException:
+def remote_item_error(
+    kind: ErrorKind, packed: PackedException, index: int, item: Any
+) -> BaseException:
     """The exception to deliver for an item that failed in a worker process."""
     exc = unpack_exception(packed)
     if kind == ErrorKind.FN:
