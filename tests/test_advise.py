@@ -31,7 +31,7 @@ from auto_helpers import (
 from fastparallel import Advice, advise, parallel
 from fastparallel.auto.explain import seconds_text
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 RUN = {
     "serial": {"n_workers": 0},

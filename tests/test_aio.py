@@ -14,6 +14,8 @@ import pytest
 
 from fastparallel import parallel_async, parallel_async_dict, parallel_async_gen
 
+pytestmark = pytest.mark.unit
+
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))

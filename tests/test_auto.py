@@ -43,7 +43,7 @@ from auto_helpers import (
 
 from fastparallel import ItemTimeoutError, parallel
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 for _dep in ("fastcore", "mpire", "joblib", "tqdm", "numpy", "sklearn", "PIL", "matplotlib"):
     pytest.importorskip(_dep)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from fastparallel.core.chunking import (
     MAX_CHUNK,
     TARGET_BYTES,
@@ -12,6 +14,8 @@ from fastparallel.core.chunking import (
     ChunkSizer,
     Measured,
 )
+
+pytestmark = pytest.mark.unit
 
 
 def test_a_fixed_chunksize_is_kept():

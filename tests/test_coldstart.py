@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 if str(Path(__file__).resolve().parent) not in sys.path:  # workers import faults_helpers by name
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -20,6 +20,8 @@ from fastparallel import ParallelTimeoutError, num_cpus, parallel, shutdown
 from fastparallel.backends.processes.wire.remote_errors import _RemoteTraceback
 from fastparallel.core.chunking import ChunkSizer
 
+pytestmark = pytest.mark.integration
+
 BACKENDS = {
     "serial": {"n_workers": 0},
     "threads": {"threadpool": True},

@@ -23,6 +23,8 @@ import fastparallel
 from fastparallel import ParallelTimeoutError, parallel
 from fastparallel.options import COROUTINE_WORKERS
 
+pytestmark = pytest.mark.integration
+
 
 async def ordered_call(a, b, item, c=0, d=0):
     await asyncio.sleep(0)

@@ -11,6 +11,8 @@ import pytest
 
 from fastparallel import parallel
 
+pytestmark = pytest.mark.integration
+
 distributed = pytest.importorskip("distributed")
 
 

@@ -18,6 +18,8 @@ from fastparallel.core.dispatch import Dispatcher
 from fastparallel.errors import ParallelTimeoutError
 from fastparallel.options import Options
 
+pytestmark = pytest.mark.unit
+
 
 class FakeBackend:
     """Runs ``fn`` over a chunk when polled; ``script`` maps a chunk's start to a special outcome."""

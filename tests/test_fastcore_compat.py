@@ -25,6 +25,8 @@ from fastcore.test import expect_fail, test_eq
 
 from fastparallel import parallel, parallel_async, parallel_async_dict, parallel_async_gen, shutdown
 
+pytestmark = pytest.mark.integration
+
 test_eq.__test__ = False  # fastcore's helper, not a test to collect
 
 

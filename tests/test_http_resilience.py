@@ -23,6 +23,8 @@ import pytest
 
 from fastparallel import ItemTimeoutError, parallel
 
+pytestmark = pytest.mark.integration
+
 _OPENER = urllib.request.build_opener(
     urllib.request.ProxyHandler({})
 )  # loopback: never through a proxy

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -43,6 +45,28 @@ def test_ruff():
         check=False,
     )
     assert layout.returncode == 0, layout.stdout + layout.stderr
+
+
+def test_imports_go_one_way():
+    """The import-linter contracts in pyproject.toml: layers, and who may import what."""
+    proc = subprocess.run(
+        _tool("lint-imports"), cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_no_import_cycles_and_a_short_top_level():
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph("fastparallel")
+    cycles = [
+        (importer, imported)
+        for importer in graph.modules
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if graph.chain_exists(importer=imported, imported=importer)
+    ]
+    assert not cycles, cycles
+    top = sorted(p.name for p in (ROOT / "src" / "fastparallel").glob("*.py"))
+    assert len(top) <= 10, top
 
 
 def test_import_has_no_side_effects():

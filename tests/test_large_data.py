@@ -38,7 +38,10 @@ from fastparallel.serialize.pickling import (
 
 np = pytest.importorskip("numpy")
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)"),
+]
 MIB = ld.MIB
 
 

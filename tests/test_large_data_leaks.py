@@ -29,7 +29,10 @@ from fastparallel import parallel
 
 np = pytest.importorskip("numpy")
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)"),
+]
 MIB = ld.MIB
 SLACK_KIB = 16 * 1024  # Shmem moves a little with whatever else runs on the machine
 

@@ -16,6 +16,8 @@ from fastparallel.auto.probe import Probe
 from fastparallel.backends.base import Done
 from fastparallel.backends.runner import Call
 
+pytestmark = pytest.mark.unit
+
 WORKERS = {"serial": 1, "threads": 6, "processes": 2}
 SMALL = Pickled(8, 1e-7, 1e-7)
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 if str(Path(__file__).resolve().parent) not in sys.path:  # workers import the helpers by name
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 

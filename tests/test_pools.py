@@ -7,6 +7,8 @@ import pytest
 from fastparallel.backends.base import PoolSpec
 from fastparallel.core import pools
 
+pytestmark = pytest.mark.unit
+
 
 class FakePool:
     def __init__(self, name=""):

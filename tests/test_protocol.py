@@ -32,6 +32,8 @@ from fastparallel.backends.processes.wire.remote_errors import ErrorKind, pack_e
 from fastparallel.core.chunking import Chunk
 from fastparallel.serialize.pickling import dumps, loads
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def pipe():

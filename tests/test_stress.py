@@ -25,7 +25,7 @@ from test_faults import (
     scenario_timeout,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 REPEAT = 50
 

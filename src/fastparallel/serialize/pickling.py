@@ -114,7 +114,7 @@ def dumps(
         2
         >>> buffers = []
         >>> data = dumps(pickle.PickleBuffer(bytearray(1 << 20)), buffers=buffers)
-        >>> len(data) < 100, len(buffers), loads(data, buffers=buffers).nbytes
+        >>> len(data) < 100, len(buffers), memoryview(loads(data, buffers=buffers)).nbytes
         (True, 1, 1048576)
     """
     found: list[pickle.PickleBuffer] | None = None if buffers is None else []

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from fastparallel import logs
 from fastparallel.backends.processes.fds import enlarge_pipe
-from fastparallel.backends.processes.wire.channel import Channel, new_passers
-from fastparallel.backends.processes.worker import channel_from, process_main
+from fastparallel.backends.processes.wire.channel import Channel, channel_from, new_passers
+from fastparallel.backends.processes.worker import process_main
 from fastparallel.backends.slots import STARTING
 
 __all__ = [

@@ -28,7 +28,12 @@ import threading
 import time
 
 from fastparallel import cpus
-from fastparallel.backends.processes.wire.channel import Channel, Pickled, send_with_buffers
+from fastparallel.backends.processes.wire.channel import (
+    Channel,
+    Pickled,
+    channel_from,
+    send_with_buffers,
+)
 from fastparallel.backends.processes.wire.protocol import (
     ChunkHeader,
     Context,
@@ -58,7 +63,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "apply_context",
-    "channel_from",
     "process_main",
     "report_start_failure",
     "run_items",
@@ -264,13 +268,6 @@ def serve(inbound: Channel, outbound: Channel, current_item: memoryview) -> None
     if pools is not None:
         pools.shutdown()  # pools that fn started in this worker (nested parallel() calls)
     _exit_now(0)
-
-
-def channel_from(connection: Any, passer: socket.socket | None) -> Channel:
-    """A :class:`Channel` on the file descriptor of a multiprocessing ``Connection`` (closed)."""
-    fd = os.dup(connection.fileno())
-    connection.close()
-    return Channel(fd, passer)
 
 
 def process_main(

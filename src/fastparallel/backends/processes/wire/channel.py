@@ -24,6 +24,7 @@ TYPE_CHECKING = False  # worker processes import this module: no typing at run t
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pickle import PickleBuffer
+    from typing import Any
 
 __all__ = [
     "Broadcast",
@@ -31,6 +32,7 @@ __all__ = [
     "Channel",
     "Pickled",
     "can_pass_buffers",
+    "channel_from",
     "new_passers",
     "send_with_buffers",
 ]
@@ -226,3 +228,10 @@ def new_passers() -> tuple[socket.socket, socket.socket] | tuple[None, None]:
     """The caller's and the worker's ends of a new passer; none where buffers cannot travel
     by shared memory."""
     return socket.socketpair() if can_pass_buffers() else (None, None)
+
+
+def channel_from(connection: Any, passer: socket.socket | None) -> Channel:
+    """A :class:`Channel` on the file descriptor of a multiprocessing ``Connection`` (closed)."""
+    fd = os.dup(connection.fileno())
+    connection.close()
+    return Channel(fd, passer)
