@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from fastparallel.auto.explain import headline, reasons, seconds_text
-from fastparallel.auto.model import MARGIN, Measurements, Pickled, recommend
+from fastparallel.auto.model import MARGIN, Measurements, PickleCost, recommend
 from fastparallel.auto.probe import Probe
 from fastparallel.backends.base import Done
 from fastparallel.backends.runner import Call
@@ -19,7 +19,7 @@ from fastparallel.backends.runner import Call
 pytestmark = pytest.mark.unit
 
 WORKERS = {"serial": 1, "threads": 6, "processes": 2}
-SMALL = Pickled(8, 1e-7, 1e-7)
+SMALL = PickleCost(8, 1e-7, 1e-7)
 
 
 def _m(**changes) -> Measurements:
@@ -68,8 +68,8 @@ def test_code_that_releases_the_gil_goes_to_threads_unless_a_library_already_use
     m = _m(
         gil=0.02,
         overlap=1.95,
-        item=Pickled(8_000_000, 0.005, 0.003),
-        result=Pickled(8_000_000, 0.005, 0.003),
+        item=PickleCost(8_000_000, 0.005, 0.003),
+        result=PickleCost(8_000_000, 0.005, 0.003),
     )
     assert recommend(m, 100, WORKERS)[0] == "threads"
     # A BLAS keeping both cores busy: two threads did not overlap, nothing runs faster.
@@ -78,7 +78,7 @@ def test_code_that_releases_the_gil_goes_to_threads_unless_a_library_already_use
 
 
 def test_tiny_items_stay_serial():
-    m = _m(seconds_per_item=7e-8, item=Pickled(2, 2e-8, 2e-8), result=Pickled(2, 2e-8, 2e-8))
+    m = _m(seconds_per_item=7e-8, item=PickleCost(2, 2e-8, 2e-8), result=PickleCost(2, 2e-8, 2e-8))
     mode, predicted = recommend(m, 5_000_000, WORKERS)
     assert mode == "serial"
     assert (

@@ -21,7 +21,7 @@ TYPE_CHECKING = False  # worker processes import this module: no typing at run t
 if TYPE_CHECKING:
     from typing import Any
 
-    from fastparallel.auto.model import Pickled
+    from fastparallel.auto.model import PickleCost
     from fastparallel.backends.runner import Call
 
 __all__ = ["ROUND_TRIP", "THREAD_ROUND_TRIP", "estimate_start", "load_call", "measure_pickling"]
@@ -41,9 +41,9 @@ def load_call(blob: bytes) -> None:
     pickling.loads(blob)
 
 
-def _timed(obj: Any, count: int) -> Pickled:
+def _timed(obj: Any, count: int) -> PickleCost:
     """Pickle and unpickle ``obj`` (``count`` items in a list): size and seconds per item."""
-    from fastparallel.auto.model import Pickled
+    from fastparallel.auto.model import PickleCost
 
     dump = load = float("inf")
     data = b""
@@ -55,7 +55,7 @@ def _timed(obj: Any, count: int) -> Pickled:
         dump, load = min(dump, middle - began), min(load, time.perf_counter() - middle)
         if dump + load >= _TIMED_AT_LEAST:
             break
-    return Pickled(len(data) // count, dump / count, load / count)
+    return PickleCost(len(data) // count, dump / count, load / count)
 
 
 def _why(what: str, exc: BaseException) -> str:
@@ -64,7 +64,7 @@ def _why(what: str, exc: BaseException) -> str:
 
 def measure_pickling(
     call: Call, pairs: list[tuple[Any, Any]]
-) -> tuple[Pickled | None, Pickled | None, Pickled | None, str | None]:
+) -> tuple[PickleCost | None, PickleCost | None, PickleCost | None, str | None]:
     """Pickling the call, an item and a result (averaged over ``pairs``, the first items
     and their results), and why processes cannot run the call (None: they can)."""
     try:

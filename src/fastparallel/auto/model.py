@@ -34,7 +34,7 @@ __all__ = [
     "MODES",
     "UNKNOWN_ITEMS",
     "Measurements",
-    "Pickled",
+    "PickleCost",
     "effective_cores",
     "predict",
     "recommend",
@@ -56,7 +56,7 @@ GIL_HANDOVER = 0.85
 
 
 @dataclass(frozen=True)
-class Pickled:
+class PickleCost:
     """The pickled size of an object (on average, for items and results), and the
     seconds to pickle it (``dump_seconds``) and to unpickle it (``load_seconds``)."""
 
@@ -65,7 +65,7 @@ class Pickled:
     load_seconds: float
 
 
-_NOTHING = Pickled(0, 0.0, 0.0)
+_NOTHING = PickleCost(0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,9 @@ class Measurements:
     cores: float
     gil: float
     overlap: float | None
-    call: Pickled | None
-    item: Pickled | None
-    result: Pickled | None
+    call: PickleCost | None
+    item: PickleCost | None
+    result: PickleCost | None
     pickle_error: str | None
     warm_up: float
     start_seconds: float

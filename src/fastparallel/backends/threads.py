@@ -56,17 +56,15 @@ class _InitFailed(Exception):
         self.error = error
 
 
-class _Worker:
+class _PoolThread:
     """A thread of the pool and what the caller may read of it."""
 
     __slots__ = ("abandoned", "began", "chunk", "finished", "slot", "stop", "thread")
 
     def __init__(self) -> None:
         self.thread: threading.Thread | None = None
-        self.slot = [
-            NO_ITEM,
-            0,
-        ]  # item_timeout: input index of the running item, its start (monotonic_ns)
+        # For item_timeout: the input index of the running item and its start (monotonic_ns).
+        self.slot = [NO_ITEM, 0]
         self.stop = [False]  # read by its running chunk before each item
         self.chunk: Chunk | None = None  # the chunk it runs
         # item_timeout: the values and errors of its chunk so far, and when the chunk began
@@ -89,7 +87,7 @@ class ThreadPool:
             queue.SimpleQueue()
         )
         self._outcomes: queue.SimpleQueue[Outcome | _InitFailed] = queue.SimpleQueue()
-        self._workers: list[_Worker] = []
+        self._workers: list[_PoolThread] = []
         self._lock = (
             threading.Lock()
         )  # a chunk ends once: done by its thread, or abandoned by the caller
@@ -116,7 +114,7 @@ class ThreadPool:
 
     def _start_threads(self, n: int) -> None:
         while len(self._workers) < n:
-            worker = _Worker()
+            worker = _PoolThread()
             worker.thread = threading.Thread(
                 target=self._work,
                 args=(worker,),
@@ -126,7 +124,7 @@ class ThreadPool:
             worker.thread.start()
             self._workers.append(worker)
 
-    def _work(self, worker: _Worker) -> None:
+    def _work(self, worker: _PoolThread) -> None:
         if self._initializer is not None:
             try:
                 self._initializer(*self._initargs)
@@ -205,7 +203,7 @@ class ThreadPool:
         return outcomes
 
     @staticmethod
-    def _abandoned(worker: _Worker, running: RunningItem, limit: float) -> list[Outcome]:
+    def _abandoned(worker: _PoolThread, running: RunningItem, limit: float) -> list[Outcome]:
         """The outcomes of the chunk of a thread abandoned on its ``running`` item: the
         items before it keep their results, it fails, the items after it run again."""
         chunk, offset, started = running

@@ -33,9 +33,8 @@ class RetryQueue:
         self.delay = options.retry_delay
         self.retried = 0  # attempts made again so far
         self._earlier: dict[int, list[str]] = {}  # input index -> what its earlier attempts raised
-        self._waiting: list[
-            tuple[float, int, Chunk]
-        ] = []  # a heap: (due time, chunk id, one-item chunk)
+        # A heap of (due time, chunk id, one-item chunk).
+        self._waiting: list[tuple[float, int, Chunk]] = []
 
     def __len__(self) -> int:
         """Items waiting for their next attempt."""

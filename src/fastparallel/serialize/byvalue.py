@@ -41,9 +41,8 @@ class Unsupported(Exception):
 class _Pickler(pickle.Pickler):
     def __init__(self, file: Any, protocol: int, buffer_callback: Any):
         super().__init__(file, protocol, buffer_callback=buffer_callback)
-        self.shared: dict[
-            int, dict[str, Any]
-        ] = {}  # id(original globals) -> the dict that stands for them
+        # id(original globals) -> the dict that stands for them
+        self.shared: dict[int, dict[str, Any]] = {}
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)

@@ -97,7 +97,7 @@ class RecentMeasurements:
         return measured
 
 
-class _Worker:
+class _PoolProcess:
     """A worker process and the chunks it holds, in the order it runs them."""
 
     __slots__ = ("assigned", "call_version", "chunks", "context_version", "process", "stopped")
@@ -111,7 +111,7 @@ class _Worker:
         self.stopped = False
 
 
-def _running(worker: _Worker, now: float) -> RunningItem | None:
+def _running(worker: _PoolProcess, now: float) -> RunningItem | None:
     """The item ``worker`` runs: of its first chunk, the one it is running."""
     chunk = next(iter(worker.chunks.values()), None)
     return running_item(worker.process.current_item, chunk, now)
@@ -132,9 +132,9 @@ class ProcessPool:
         self._launcher = launcher
         self._init_blob = init_blob
         self._max_tasks = max_tasks_per_child
-        self._workers: list[_Worker] = []  # alive, or dead and not yet noticed
-        self._active: list[_Worker] = []  # those this call uses
-        self._stopping: list[_Worker] = []  # asked to exit or killed, not yet joined
+        self._workers: list[_PoolProcess] = []  # alive, or dead and not yet noticed
+        self._active: list[_PoolProcess] = []  # those this call uses
+        self._stopping: list[_PoolProcess] = []  # asked to exit or killed, not yet joined
         self._setup: Broadcast | None = (
             None  # the last call's SETUP message (fn, args, kwargs pickled)
         )
@@ -149,10 +149,10 @@ class ProcessPool:
         self._killed_at_exit = False
 
     # -- workers -------------------------------------------------------------------
-    def _start_worker(self) -> _Worker:
+    def _start_worker(self) -> _PoolProcess:
         if self._killed_at_exit:
             raise SystemExit("fastparallel: the interpreter is exiting")
-        worker = _Worker(self._launcher.start())
+        worker = _PoolProcess(self._launcher.start())
         self._workers.append(worker)
         self._active.append(worker)
         # Before anything else: the initializer may need the caller's sys.path.
@@ -166,7 +166,7 @@ class ProcessPool:
             pass  # it died already: poll() sees its sentinel
         return worker
 
-    def _stop_worker(self, worker: _Worker, kill: bool) -> None:
+    def _stop_worker(self, worker: _PoolProcess, kill: bool) -> None:
         """Take ``worker`` out of the pool: ask it to exit after its current work, or kill it."""
         worker.stopped = True
         if worker in self._workers:
@@ -183,7 +183,7 @@ class ProcessPool:
 
     def _join_stopped(self, block: bool = False) -> None:
         """Join and release stopped workers (``block``: wait, then kill the stragglers)."""
-        still: list[_Worker] = []
+        still: list[_PoolProcess] = []
         deadline = time.monotonic() + _JOIN_SECONDS
         for worker in self._stopping:
             process = worker.process
@@ -262,7 +262,7 @@ class ProcessPool:
         # A large pickled call is not hashed: it is remembered while it stays the current one.
         return self._sizes.get(body if len(body) <= _REMEMBERED_BLOB_BYTES else self._call_version)
 
-    def _fits(self, worker: _Worker, size: int) -> bool:
+    def _fits(self, worker: _PoolProcess, size: int) -> bool:
         """Whether ``worker`` may take ``size`` more items under ``max_tasks_per_child``."""
         return (
             self._max_tasks is None
@@ -270,7 +270,7 @@ class ProcessPool:
             or worker.assigned + size <= self._max_tasks
         )
 
-    def _pick(self, size: int) -> _Worker:
+    def _pick(self, size: int) -> _PoolProcess:
         """The least loaded worker that can take a chunk of ``size`` items; starts one if needed."""
         for worker in list(self._active):
             if not worker.chunks and not self._fits(worker, size):
@@ -312,7 +312,7 @@ class ProcessPool:
             pass  # the worker died; poll() sees its sentinel and requeues or reports the chunk
 
     def poll(self, timeout: float | None) -> list[Outcome]:
-        handles: dict[int, _Worker] = {}  # file descriptors: results, and death
+        handles: dict[int, _PoolProcess] = {}  # file descriptors: results, and death
         for worker in self._workers:
             if worker.chunks:
                 handles[worker.process.inbox.fd] = worker
@@ -327,7 +327,7 @@ class ProcessPool:
                 self._worker_died(worker, outcomes)
         return outcomes
 
-    def _receive(self, worker: _Worker, outcomes: list[Outcome]) -> None:
+    def _receive(self, worker: _PoolProcess, outcomes: list[Outcome]) -> None:
         inbox = worker.process.inbox
         try:
             while not worker.stopped and wait_ready([inbox.fd], 0):
@@ -348,7 +348,7 @@ class ProcessPool:
 
     def _chunk_done(
         self,
-        worker: _Worker,
+        worker: _PoolProcess,
         header: DoneHeader,
         body: memoryview,
         buffers: list[memoryview],
@@ -365,7 +365,7 @@ class ProcessPool:
         if self._max_tasks is not None and worker.assigned >= self._max_tasks and not worker.chunks:
             self._stop_worker(worker, kill=False)
 
-    def _worker_died(self, worker: _Worker, outcomes: list[Outcome]) -> None:
+    def _worker_died(self, worker: _PoolProcess, outcomes: list[Outcome]) -> None:
         """A worker died: report the chunk it was running, requeue the ones it had not started."""
         if worker.stopped:
             return
@@ -380,7 +380,7 @@ class ProcessPool:
         chunks = list(worker.chunks.values())
         self._lose(worker, [crash_outcome(worker.process, chunks[0])] if chunks else [], outcomes)
 
-    def _lose(self, worker: _Worker, running: list[Outcome], outcomes: list[Outcome]) -> None:
+    def _lose(self, worker: _PoolProcess, running: list[Outcome], outcomes: list[Outcome]) -> None:
         """Kill ``worker`` (dead, or overdue): report ``running``, requeue the chunks it had not started."""
         outcomes.extend([*running, *(Requeue(c) for c in list(worker.chunks.values())[1:])])
         worker.chunks.clear()
