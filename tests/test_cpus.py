@@ -102,3 +102,97 @@ def test_no_cgroups_at_all(tmp_path):
 
 def _affinity() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 10**6
+
+
+# -- memory: what the cgroups still allow, MemAvailable, OOM kills ----------------------
+
+GiB = 1 << 30
+
+
+def meminfo(tmp_path: Path, available_kib: int) -> str:
+    path = tmp_path / "meminfo"
+    path.write_text(f"MemTotal:       99999999 kB\nMemAvailable:   {available_kib} kB\n")
+    return str(path)
+
+
+def test_v2_memory_free_is_the_tightest_limit_minus_usage_up_the_hierarchy(tmp_path):
+    groups = tree(
+        tmp_path,
+        "0::/outer/inner\n",
+        {
+            "cgroup.controllers": "cpu memory",
+            "outer/memory.max": f"{8 * GiB}\n",
+            "outer/memory.current": f"{6 * GiB}\n",  # 2 GiB left here
+            "outer/inner/memory.max": f"{4 * GiB}\n",
+            "outer/inner/memory.current": f"{1 * GiB}\n",  # 3 GiB left here
+            "outer/inner/memory.events": "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n",
+            "outer/memory.events": "low 0\noom_kill 1\n",
+        },
+    )
+    assert groups.memory_free() == 2 * GiB
+    assert groups.oom_kills() == 3
+    # MemAvailable is the limit where it is lower than what the cgroups allow
+    assert cpus.available_memory(groups, meminfo(tmp_path, 1024 * 1024)) == GiB
+    assert cpus.available_memory(groups, meminfo(tmp_path, 16 * 1024 * 1024)) == 2 * GiB
+
+
+def test_v2_memory_max_is_no_limit(tmp_path):
+    groups = tree(
+        tmp_path,
+        "0::/a\n",
+        {"cgroup.controllers": "memory", "a/memory.max": "max\n", "a/memory.current": "5\n"},
+    )
+    assert groups.memory_free() is None
+    assert groups.oom_kills() == 0
+    assert cpus.available_memory(groups, meminfo(tmp_path, 4)) == 4096
+
+
+def test_v1_reads_the_memory_controller_path(tmp_path):
+    no_limit = str(9223372036854771712)
+    groups = tree(
+        tmp_path,
+        "4:memory:/job/step\n3:cpu,cpuacct:/\n0::/\n",
+        {
+            "memory/memory.limit_in_bytes": no_limit,
+            "memory/memory.usage_in_bytes": f"{20 * GiB}",
+            "memory/job/memory.limit_in_bytes": f"{3 * GiB}",
+            "memory/job/memory.usage_in_bytes": f"{GiB}",
+            "memory/job/step/memory.limit_in_bytes": no_limit,
+            "memory/job/step/memory.usage_in_bytes": "100",
+            "memory/job/step/memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 5\n",
+        },
+    )
+    assert groups.memory_free() == 2 * GiB
+    assert groups.oom_kills() == 5
+    vmstat = tmp_path / "vmstat"
+    vmstat.write_text("pgfault 10\noom_kill 2\n")
+    assert cpus.oom_kills(groups, str(vmstat)) == 7
+
+
+def test_a_usage_above_the_limit_leaves_nothing(tmp_path):
+    groups = tree(
+        tmp_path,
+        "0::/\n",
+        {"cgroup.controllers": "memory", "memory.max": "100\n", "memory.current": "150\n"},
+    )
+    assert groups.memory_free() == 0
+
+
+def test_no_memory_information_at_all(tmp_path):
+    groups = cpus.Cgroups(root=str(tmp_path / "none"), proc=str(tmp_path / "none"))
+    assert groups.memory_free() is None
+    assert cpus.available_memory(groups, str(tmp_path / "none")) is None
+    assert cpus.oom_kills(groups, str(tmp_path / "none")) == 0
+
+
+def test_rss_of_this_process_and_its_peak():
+    if not os.path.exists("/proc/self/statm"):
+        pytest.skip("no /proc")
+    now = cpus.rss(os.getpid())
+    assert now is not None and now > 0
+    cpus.reset_peak_rss()
+    block = bytearray(64 << 20)  # touched: bytearray zero-fills
+    peak = cpus.peak_rss()
+    del block
+    assert peak is not None and peak >= now + (60 << 20)
+    assert cpus.rss(2**22 + 12345) is None  # no such process

@@ -1,4 +1,5 @@
-"""How many CPUs this process may use, and how many workers a call gets by default.
+"""How many CPUs and how much memory this process may use, and how many workers a call
+gets by default.
 
 The count is the smallest of the machine's CPUs, the process's CPU affinity and the CPU
 quota of the cgroups the process belongs to. A cgroup is read where the process's own
@@ -7,6 +8,11 @@ under systemd and many container runtimes a process's cgroup is a folder deep be
 ``/sys/fs/cgroup``, and a limit set on any folder above it applies too, so every level
 from the process's own up to the root is read and the tightest limit wins. Both cgroup
 v2 (one unified hierarchy) and v1 (one hierarchy per controller) are read.
+
+Memory is read the same way: what the machine has available (``MemAvailable``), and,
+where lower, what the process's cgroups still allow (their limit minus their usage, at
+each level). The readers of a process's resident memory (RSS) are here too, for the
+``max_memory`` governor of process pools and for the workers that report their peaks.
 """
 
 from __future__ import annotations
@@ -19,7 +25,21 @@ TYPE_CHECKING = False  # worker processes import this module: no typing at run t
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["Cgroups", "default_workers", "num_cpus", "set_enclosing_pool_size"]
+__all__ = [
+    "Cgroups",
+    "available_memory",
+    "default_workers",
+    "mem_available",
+    "num_cpus",
+    "oom_kills",
+    "peak_rss",
+    "reset_peak_rss",
+    "rss",
+    "set_enclosing_pool_size",
+]
+
+# cgroup v1 says "no limit" with a huge number (a page-rounded 2**63 - 1): anything above this.
+_NO_V1_LIMIT = 1 << 60
 
 _enclosing_pool_size = 0
 
@@ -94,6 +114,32 @@ class Cgroups:
                 limits.append(quota)
         return min(limits, default=None)
 
+    def memory_free(self) -> int | None:
+        """The bytes this process's cgroups still allow: the least, over every level from
+        its own cgroup up, of the limit minus the usage (v2 ``memory.max`` and
+        ``memory.current``, v1 ``memory.limit_in_bytes`` and ``memory.usage_in_bytes``);
+        None where no level has a limit."""
+        free = []
+        for folder in self.dirs("memory"):
+            limit = _read_int(folder, "memory.max", "memory.limit_in_bytes")
+            if limit is None or limit >= _NO_V1_LIMIT:
+                continue
+            usage = _read_int(folder, "memory.current", "memory.usage_in_bytes") or 0
+            free.append(max(0, limit - usage))
+        return min(free, default=None)
+
+    def oom_kills(self) -> int:
+        """How many processes the OOM killer has killed in this process's cgroups, all
+        levels together (v2 ``memory.events``, v1 ``memory.oom_control``: "oom_kill N")."""
+        count = 0
+        for folder in self.dirs("memory"):
+            for name in ("memory.events", "memory.oom_control"):
+                text = _read(os.path.join(folder, name))
+                if text is not None:
+                    count += _field(text, "oom_kill") or 0
+                    break
+        return count
+
 
 def _up_from(base: str, path: str) -> Iterator[str]:
     """``base``/``path`` and each folder above it up to ``base``. A path that the mount
@@ -114,6 +160,90 @@ def _read(path: str) -> str | None:
             return file.read().strip()
     except OSError:
         return None
+
+
+def _read_int(folder: str, *names: str) -> int | None:
+    """The number in the first of the files ``names`` in ``folder`` that exists; None
+    for none, or for "max" (cgroup v2's "no limit")."""
+    for name in names:
+        text = _read(os.path.join(folder, name))
+        if text is not None:
+            try:
+                return int(text)
+            except ValueError:
+                return None
+    return None
+
+
+def _field(text: str, name: str) -> int | None:
+    """The number after ``name`` on its line of ``text`` ("oom_kill 3", "MemAvailable:
+    1024 kB"), None if absent."""
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].rstrip(":") == name:
+            try:
+                return int(fields[1])
+            except ValueError:
+                return None
+    return None
+
+
+def mem_available(meminfo: str = "/proc/meminfo") -> int | None:
+    """The machine's ``MemAvailable`` in bytes (None where there is no ``/proc/meminfo``)."""
+    text = _read(meminfo)
+    kib = None if text is None else _field(text, "MemAvailable")
+    return None if kib is None else kib * 1024
+
+
+def available_memory(cgroups: Cgroups, meminfo: str = "/proc/meminfo") -> int | None:
+    """The bytes this process may still take: ``MemAvailable``, or what its cgroups still
+    allow where that is lower; None where neither can be read.
+
+    Example:
+        >>> available_memory(Cgroups("/nonexistent", "/nonexistent"), "/nonexistent") is None
+        True
+    """
+    known = [n for n in (mem_available(meminfo), cgroups.memory_free()) if n is not None]
+    return min(known, default=None)
+
+
+def oom_kills(cgroups: Cgroups, vmstat: str = "/proc/vmstat") -> int:
+    """A count that grows whenever the OOM killer kills a process this one could be
+    affected by: the machine's (``/proc/vmstat``) plus its cgroups'."""
+    text = _read(vmstat)
+    machine = (None if text is None else _field(text, "oom_kill")) or 0
+    return machine + cgroups.oom_kills()
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss(pid: int) -> int | None:
+    """Process ``pid``'s resident memory in bytes (its ``/proc/<pid>/statm``), read from
+    outside it; None where it cannot be read (no ``/proc``, or it has ended)."""
+    text = _read(f"/proc/{pid}/statm")
+    try:
+        return int(text.split()[1]) * _PAGE_SIZE if text else None
+    except (ValueError, IndexError):
+        return None
+
+
+def peak_rss() -> int | None:
+    """This process's peak resident memory in bytes since :func:`reset_peak_rss`
+    (``VmHWM`` of ``/proc/self/status``); None without ``/proc``."""
+    text = _read("/proc/self/status")
+    kib = None if text is None else _field(text, "VmHWM")
+    return None if kib is None else kib * 1024
+
+
+def reset_peak_rss() -> None:
+    """Start a new :func:`peak_rss` from the current RSS (``/proc/self/clear_refs``).
+    Where that is refused the peak stays the lifetime's: an over-estimate, never less."""
+    try:
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")
+    except OSError:
+        pass
 
 
 def _read_cpu_max(folder: str) -> float | None:
