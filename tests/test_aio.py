@@ -247,8 +247,15 @@ def test_errors_from_the_input_are_raised():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"n_workers": 0}, {"n_workers": None}, {"pause": -1}, {"timeout": "1"}]
+    "kwargs, error",
+    [
+        ({"n_workers": 0}, ValueError),
+        ({"n_workers": None}, TypeError),
+        ({"pause": -1}, ValueError),
+        ({"timeout": "1"}, TypeError),
+    ],
 )
-def test_bad_arguments(kwargs):
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
+def test_bad_arguments(kwargs, error):
+    """The rules of parallel(): a value of the wrong type is a TypeError, out of range a ValueError."""
+    with pytest.raises(error, match=next(iter(kwargs))):
         run(parallel_async(echo, [1], **kwargs))

@@ -15,12 +15,12 @@ its item in a note.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from fastparallel.backends.runner import is_coroutine_function
 from fastparallel.errors import add_note, describe_item
+from fastparallel.options import check_count, check_seconds
 
 if TYPE_CHECKING:
     import asyncio
@@ -35,22 +35,13 @@ Run = Callable[[int, Any], Coroutine[Any, Any, Pair]]
 _detached: set[asyncio.Future[Any]] = set()
 
 
-def _check(n_workers: Any, pause: Any, timeout: Any) -> None:
-    def number(value: Any) -> bool:
-        return (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and not math.isnan(value)
-        )
-
-    if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
-        raise ValueError(
-            f"n_workers must be an int >= 1 (items awaited at once), got {n_workers!r:.60}"
-        )
-    if pause is not None and (not number(pause) or pause < 0):
-        raise ValueError(f"pause must be a number of seconds >= 0 or None, got {pause!r:.60}")
-    if timeout is not None and (not number(timeout) or timeout < 0):
-        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r:.60}")
+def _check(n_workers: Any, pause: Any, timeout: Any) -> tuple[float, float | None]:
+    """The rules of :mod:`fastparallel.options`, as ``parallel()`` applies them; the pause
+    (None: 0) and the timeout per item (None or 0: no limit) to use."""
+    check_count("n_workers", n_workers, 1, why="items awaited at once")
+    pause = check_seconds("pause", pause, none="no pause")
+    timeout = check_seconds("timeout", timeout, none="no limit", limit=True)
+    return pause or 0.0, timeout or None
 
 
 def _runner(
@@ -159,7 +150,8 @@ async def parallel_async_gen(
     Like ``fastcore.parallel.parallel_async_gen``: ``f(item, *args, **kwargs)`` is
     awaited if ``f`` is a coroutine function, else run in a thread; at most
     ``n_workers`` at once; item ``i`` starts no sooner than ``i * pause`` seconds after
-    the first; ``timeout`` is per item (``asyncio.TimeoutError``; None or 0: no limit).
+    the first; ``timeout`` is per item (``asyncio.TimeoutError``; None, 0 or ``math.inf``: no
+    limit). Bad values are refused by the rules of ``parallel()``, before any item starts.
 
     Args:
         f: a coroutine function, or a plain function (run with ``asyncio.to_thread``).
@@ -184,8 +176,8 @@ async def parallel_async_gen(
         >>> asyncio.run(main())
         [(2, 4), (1, 2), (0, 0)]
     """
-    _check(n_workers, pause, timeout)
-    stream = _Stream(_runner(f, args, kwargs, timeout, return_exceptions), n_workers, pause or 0.0)
+    pause, timeout = _check(n_workers, pause, timeout)
+    stream = _Stream(_runner(f, args, kwargs, timeout, return_exceptions), n_workers, pause)
     feeder = stream.loop.create_task(stream.feed(items))
     stream.track(feeder)
     total, yielded = None, 0

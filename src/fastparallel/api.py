@@ -199,9 +199,11 @@ def parallel(
         chunksize: items per task sent to a worker. None adapts it to the measured
             time per item.
         timeout: seconds for the whole call; past it, ``ParallelTimeoutError`` (a
-            ``TimeoutError``) is raised and busy worker processes are killed.
+            ``TimeoutError``) is raised and busy worker processes are killed. None,
+            ``math.inf`` or any value of ``1e9`` seconds (about 31 years) or more: no limit.
         pause: at least this many seconds between the starts of any two items, over
-            all workers (each chunk then holds one item). None: 0.
+            all workers (each chunk then holds one item). None: 0. It must stay below
+            ``1e9`` seconds: ``math.inf`` would never start a second item.
         method: start method for processes: None (forks of fastparallel's template
             process where ``os.fork`` exists, else 'spawn'), 'forkserver', 'spawn',
             'fork' or a multiprocessing context.
@@ -217,13 +219,14 @@ def parallel(
         item_timeout: seconds one item may run; past it, that item fails with
             ``ItemTimeoutError`` and the others go on. A worker process running it is
             killed and replaced; a thread is abandoned (it cannot be killed) and replaced;
-            serially, the item fails when it returns. Not with ``executor``.
+            serially, the item fails when it returns. Not with ``executor``. None,
+            ``math.inf`` or ``1e9`` seconds or more: no limit.
         retries: run an item that failed again, up to this many more times, when its
             error is an instance of ``retry_on`` (crashes and item timeouts included).
         retry_on: an exception class or a tuple of them, as in an ``except`` clause.
         retry_delay: seconds before the first retry of an item; each later retry waits
-            twice as long as the one before (plus up to 10% of random jitter). Waiting
-            items hold no worker.
+            twice as long as the one before (plus up to 10% of random jitter), up to
+            ``1e9`` seconds. Waiting items hold no worker.
         **kwargs: keyword arguments passed to ``fn``.
 
     An error that is final (no retries left, or not a ``retry_on``) ends the call, unless

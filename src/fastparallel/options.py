@@ -38,12 +38,76 @@ _PROCESS_ONLY = ("method", "max_tasks_per_child")
 COROUTINE_WORKERS = 16
 
 
+# Seconds that no call will see pass (about 31.7 years): a ``timeout`` or ``item_timeout``
+# this long, ``math.inf`` included, means no limit; a ``pause`` or ``retry_delay`` this long
+# would never start the next item, so it is refused. Below it, waits are safe: the
+# dispatcher waits at most an hour at a time, within every platform's wait limits.
+FOREVER = 1e9
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def check_count(name: str, value: Any, minimum: int, *, none: str = "", why: str = "") -> None:
+    """Refuse ``value`` unless it is an int >= ``minimum`` (or None, when ``none`` says
+    what None means). The one rule for ``n_workers``, ``chunksize``, ``total`` and the
+    other counts of ``parallel()``, ``parallel_async()`` and ``advise()``.
+
+    Example:
+        >>> check_count("n_workers", 0, 1, why="items awaited at once")
+        Traceback (most recent call last):
+        ...
+        ValueError: n_workers must be an int >= 1 (items awaited at once), got 0
+    """
+    if value is None and none:
+        return
+    expected = f"an int >= {minimum}" + (f" ({why})" if why else "")
+    if none:
+        expected += f", or None ({none})"
+    if not _is_int(value):
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__}: {value!r:.60}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {expected}, got {value}")
+
+
+def check_seconds(
+    name: str, value: Any, *, none: str = "", zero: bool = True, limit: bool = False
+) -> float | None:
+    """``value`` as seconds, refused unless it is a number >= 0 (> 0 unless ``zero``), or
+    None when ``none`` says what None means; NaN is refused.
+
+    With ``limit`` (a ``timeout``), :data:`FOREVER` seconds or more, ``math.inf``
+    included, mean no limit: None is returned. Otherwise (a ``pause``, a delay) such a
+    value would wait forever and is refused.
+
+    Example:
+        >>> check_seconds("timeout", float("inf"), none="no limit", limit=True) is None
+        True
+        >>> check_seconds("pause", 0.5)
+        0.5
+    """
+    if value is None and none:
+        return None
+    expected = "a number of seconds " + (">= 0" if zero else "> 0")
+    if none:
+        expected += f", or None ({none})"
+    if not _is_number(value):
+        raise TypeError(f"{name} must be {expected}, got {value!r:.60}")
+    if value < 0 or (value == 0 and not zero):
+        raise ValueError(f"{name} must be {expected}, got {value}")
+    if value >= FOREVER:
+        if limit:
+            return None
+        raise ValueError(
+            f"{name}={value} seconds would wait forever; {name} must be a finite number of "
+            f"seconds below {FOREVER:.0e}"
+        )
+    return value
 
 
 def _loose_flag(name: str, value: Any, expected: str = "True or False (or 1, 0, None)") -> bool:
@@ -200,12 +264,7 @@ class Options:
         return not self.return_exceptions
 
     def _check_workers_and_flags(self) -> None:
-        n_workers = self.n_workers
-        if n_workers is not None:
-            if not _is_int(n_workers):
-                raise TypeError(f"n_workers must be an int or None, got {type(n_workers).__name__}")
-            if n_workers < 0:
-                raise ValueError(f"n_workers must be >= 0 (0 runs serially), got {n_workers}")
+        check_count("n_workers", self.n_workers, 0, none="the default", why="0 runs serially")
         if not isinstance(self.return_exceptions, bool):
             raise TypeError(
                 f"return_exceptions must be True or False, got {self.return_exceptions!r:.60}"
@@ -214,26 +273,12 @@ class Options:
             raise ValueError(f"return_as must be one of {RETURN_AS}, got {self.return_as!r:.60}")
 
     def _check_numbers(self) -> None:
-        total, chunksize, timeout, pause = self.total, self.chunksize, self.timeout, self.pause
-        if total is not None and (not _is_int(total) or total < 0):
-            raise ValueError(f"total must be a non-negative int or None, got {total!r:.60}")
-        if chunksize is not None:
-            if not _is_int(chunksize):
-                raise TypeError(f"chunksize must be an int or None, got {type(chunksize).__name__}")
-            if chunksize < 1:
-                raise ValueError(f"chunksize must be >= 1, got {chunksize}")
-        if timeout is not None:
-            if not _is_number(timeout):
-                raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r:.60}")
-            if timeout < 0:
-                raise ValueError(f"timeout must be >= 0, got {timeout}")
-        if pause is None or not _is_number(pause) or pause < 0:  # None was normalised to 0 already
-            raise ValueError(f"pause must be a number of seconds >= 0, got {pause!r:.60}")
-        max_tasks = self.max_tasks_per_child
-        if max_tasks is not None and (not _is_int(max_tasks) or max_tasks < 1):
-            raise ValueError(
-                f"max_tasks_per_child must be an int >= 1 or None, got {max_tasks!r:.60}"
-            )
+        check_count("total", self.total, 0, none="unknown")
+        check_count("chunksize", self.chunksize, 1, none="adapted to the time per item")
+        self._set("timeout", check_seconds("timeout", self.timeout, none="no limit", limit=True))
+        pause = check_seconds("pause", self.pause)  # None was normalised to 0 already
+        self._set("pause", float(pause or 0))
+        check_count("max_tasks_per_child", self.max_tasks_per_child, 1, none="no limit")
 
     @property
     def stop_chunk_on_error(self) -> bool:
@@ -242,26 +287,12 @@ class Options:
         return self.stop_on_error and not self.retries
 
     def _check_retries(self) -> None:
-        item_timeout, retries, retry_delay = self.item_timeout, self.retries, self.retry_delay
-        if item_timeout is not None:
-            if not _is_number(item_timeout):
-                raise TypeError(
-                    f"item_timeout must be a number of seconds or None, got {item_timeout!r:.60}"
-                )
-            if item_timeout <= 0:
-                raise ValueError(
-                    f"item_timeout must be > 0 (seconds one item may run), got {item_timeout}"
-                )
-        if not _is_int(retries):
-            raise TypeError(
-                f"retries must be an int (extra attempts per item), got {retries!r:.60}"
-            )
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
-        if not _is_number(retry_delay):
-            raise TypeError(f"retry_delay must be a number of seconds, got {retry_delay!r:.60}")
-        if not 0 <= retry_delay < math.inf:
-            raise ValueError(f"retry_delay must be >= 0 and finite, got {retry_delay}")
+        item_timeout = check_seconds(
+            "item_timeout", self.item_timeout, none="no limit", zero=False, limit=True
+        )
+        self._set("item_timeout", item_timeout)
+        check_count("retries", self.retries, 0, why="extra attempts per item")
+        check_seconds("retry_delay", self.retry_delay)
         classes = self.retry_on if isinstance(self.retry_on, tuple) else (self.retry_on,)
         if not classes or not all(
             isinstance(c, type) and issubclass(c, BaseException) for c in classes

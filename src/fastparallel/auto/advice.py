@@ -22,7 +22,7 @@ from fastparallel.auto.model import MODES, UNKNOWN_ITEMS, Measurements, recommen
 from fastparallel.auto.probe import Probe
 from fastparallel.backends.runner import Call, is_coroutine_function
 from fastparallel.cpus import num_cpus
-from fastparallel.options import Mode
+from fastparallel.options import Mode, check_count, check_seconds
 
 __all__ = ["Advice", "check_advise_arguments", "measure_advice"]
 
@@ -180,20 +180,9 @@ def check_advise_arguments(fn: Any, n_workers: Any, total: Any, max_seconds: Any
             "advise() measures plain functions; a coroutine function always runs on an event loop "
             "(see parallel()), so there is nothing to choose"
         )
-    if n_workers is not None and (
-        not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1
-    ):
-        raise ValueError(
-            f"n_workers must be an int >= 1 or None (each mode's default), got {n_workers!r:.60}"
-        )
-    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
-        raise ValueError(f"total must be a non-negative int or None, got {total!r:.60}")
-    if (
-        isinstance(max_seconds, bool)
-        or not isinstance(max_seconds, (int, float))
-        or not max_seconds > 0
-    ):
-        raise ValueError(f"max_seconds must be a number of seconds > 0, got {max_seconds!r:.60}")
+    check_count("n_workers", n_workers, 1, none="each mode's default")
+    check_count("total", total, 0, none="unknown")
+    check_seconds("max_seconds", max_seconds, zero=False)
 
 
 def _time_processes(

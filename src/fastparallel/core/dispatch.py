@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["Dispatcher", "Piece", "run"]
 
 Piece = tuple[int, list[Any]]
+MAX_WAIT = 3600.0  # seconds of one wait for outcomes, at most
 
 
 def input_error(exc: BaseException, reader: ChunkReader) -> BaseException:
@@ -267,7 +268,9 @@ class Dispatcher:
         if self.item_timeout is not None and self.inflight:
             wake.append(self.backend.item_deadline())
         times = [t for t in wake if t is not None]
-        timeout = max(0.0, min(times) - now) if times else None
+        # One wait lasts an hour at most: every platform's waits take that, whatever the
+        # timeouts (a deadline a century away is simply never reached).
+        timeout = min(MAX_WAIT, max(0.0, min(times) - now)) if times else None
         if not self.inflight:  # nothing runs: only waiting for the next paused start or retry
             time.sleep(timeout or 0.0)
             return []

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from fastparallel import logs
 from fastparallel.backends.base import Chunk
 from fastparallel.errors import add_note, attempts_note, describe_item, short_repr
-from fastparallel.options import Options
+from fastparallel.options import FOREVER, Options
 
 __all__ = ["RetryQueue"]
 
@@ -67,7 +67,9 @@ class RetryQueue:
         self._earlier[index] = [*earlier, short_repr(error)]
         import random  # here: most calls never retry
 
-        wait = self.delay * 2 ** (attempts - 1) * (1 + JITTER * random.random())
+        # The doubling stops at FOREVER: 2 ** attempts grows past what a float holds.
+        wait = min(FOREVER, self.delay * 2.0 ** min(attempts - 1, 64))
+        wait *= 1 + JITTER * random.random()
         chunk = single()
         heapq.heappush(self._waiting, (now + wait, chunk.id, chunk))
         self.retried += 1
