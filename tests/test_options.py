@@ -175,3 +175,146 @@ def test_parallel_async_with_an_infinite_timeout_has_no_limit():
 def test_advise_refuses_an_endless_max_seconds():
     with pytest.raises(ValueError, match="max_seconds"):
         advise(abs, [1], max_seconds=math.inf)
+
+
+# -- the options are declared once: what is written from OPTIONS is up to date ---------------
+
+
+def test_the_generated_keywords_and_docs_are_up_to_date():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "generate_options.py"
+    spec = importlib.util.spec_from_file_location("generate_options", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.stale() == [], "run: python tools/generate_options.py"
+
+
+# parallel()'s keywords as fastcore.parallel.parallel has them, in order, then fastparallel's.
+FASTCORE = [
+    "n_workers",
+    "threadpool",
+    "progress",
+    "total",
+    "chunksize",
+    "timeout",
+    "pause",
+    "method",
+]
+
+
+def test_parallel_signature_is_the_declared_options_in_order():
+    import inspect
+
+    from fastparallel.options import OPTIONS
+
+    parameters = inspect.signature(parallel).parameters
+    names = list(parameters)
+    assert names[:3] == ["fn", "items", "args"] and names[-1] == "kwargs"
+    assert names[3:-1] == [option.name for option in OPTIONS]
+    assert names[3 : 3 + len(FASTCORE)] == FASTCORE
+    for option in OPTIONS:
+        parameter = parameters[option.name]
+        assert parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        assert parameter.default == option.default
+        assert parameter.annotation == option.hint  # from __future__ import annotations
+        assert f"{option.name}: " in parallel.__doc__
+    assert parameters["timeout"].default is None and parameters["pause"].default == 0
+    assert parameters["return_as"].annotation == "ReturnAs"
+
+
+def test_advise_takes_the_options_declared_for_it():
+    import inspect
+
+    from fastparallel.options import OPTIONS
+
+    own = ("fn", "items", "args", "kwargs", "max_seconds")
+    names = [name for name in inspect.signature(advise).parameters if name not in own]
+    assert names == [option.name for option in OPTIONS if option.advise]
+
+
+# -- inner_threads and max_memory (issue 18): declared, checked, carried in Options ----------
+
+
+def test_inner_threads_and_max_memory_are_carried_in_options():
+    options = Options(n_workers=2, inner_threads=3, max_memory="1.5 GiB")
+    assert options.inner_threads == 3
+    assert options.max_memory == 1610612736
+    assert Options().inner_threads is None and Options().max_memory is None
+    assert Options(threadpool=True, inner_threads=2).inner_threads == 2  # threads when given
+    assert Options(threadpool="auto", max_memory=10**9).decided("processes").max_memory == 10**9
+
+
+@pytest.mark.parametrize(
+    "text, size",
+    [
+        ("12GB", 12 * 1000**3),
+        ("500MiB", 500 * 1024**2),
+        ("1.5 GiB", 1610612736),
+        ("2 kB", 2000),
+        ("3KiB", 3072),
+        ("1tb", 1000**4),
+        ("7 TiB", 7 * 1024**4),
+        ("100", 100),
+        ("64 B", 64),
+        (4096, 4096),
+    ],
+)
+def test_max_memory_is_parsed_to_bytes(text, size):
+    assert Options(max_memory=text).max_memory == size
+
+
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        ("twelve GB", ValueError),
+        ("12 GX", ValueError),
+        ("12 G B", ValueError),
+        ("-1GB", ValueError),
+        ("0MB", ValueError),
+        ("nan GB", ValueError),
+        ("inf GB", ValueError),
+        ("", ValueError),
+        (0, ValueError),
+        (-5, ValueError),
+        (1.5e9, TypeError),
+        (True, TypeError),
+    ],
+)
+def test_max_memory_junk_is_refused_with_what_to_give(bad, error):
+    with pytest.raises(error, match=r"max_memory .*\"12GB\""):
+        parallel(abs, [1], n_workers=0, max_memory=bad)
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError), (2.0, TypeError)])
+def test_inner_threads_must_be_an_int_of_at_least_one(bad, error):
+    with pytest.raises(error, match="inner_threads must be an int >= 1"):
+        parallel(abs, [1], n_workers=0, inner_threads=bad)
+
+
+@pytest.mark.parametrize("kwargs", [{"inner_threads": 2}, {"max_memory": "1GB"}])
+def test_inner_threads_and_max_memory_are_refused_with_an_executor(kwargs):
+    from concurrent.futures import ThreadPoolExecutor
+
+    ran = []
+    match = f"{next(iter(kwargs))} cannot be used with executor="
+    with ThreadPoolExecutor(1) as executor, pytest.raises(ValueError, match=match):
+        parallel(ran.append, [1], executor=executor, **kwargs)
+    assert not ran
+
+
+@pytest.mark.parametrize("kwargs", [{"inner_threads": 2}, {"max_memory": "1GB"}])
+def test_inner_threads_and_max_memory_are_refused_with_a_coroutine_function(kwargs):
+    async def double(x):
+        return 2 * x
+
+    with pytest.raises(ValueError, match="cannot be used with a coroutine function"):
+        parallel(double, [1], **kwargs)
+
+
+def test_advise_checks_inner_threads_and_max_memory_as_parallel_does():
+    with pytest.raises(ValueError, match="max_memory"):
+        advise(abs, [1], max_memory="lots")
+    with pytest.raises(ValueError, match="inner_threads"):
+        advise(abs, [1], inner_threads=0)

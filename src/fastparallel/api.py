@@ -24,6 +24,9 @@ __all__ = ["advise", "parallel"]
 R = TypeVar("R")
 
 
+# The keywords of parallel() and advise() (in the signatures, the docstrings' Args and the
+# calls that pass them on) are declared once, in options.OPTIONS, and written here by
+# tools/generate_options.py.
 @overload
 def parallel(
     fn: Callable[..., Coroutine[Any, Any, R]],
@@ -48,6 +51,8 @@ def parallel(
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     retry_delay: float = 0.0,
+    inner_threads: int | None = None,
+    max_memory: int | str | None = None,
     **kwargs: Any,
 ) -> list[R]: ...
 
@@ -76,6 +81,8 @@ def parallel(
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     retry_delay: float = 0.0,
+    inner_threads: int | None = None,
+    max_memory: int | str | None = None,
     **kwargs: Any,
 ) -> Iterator[R]: ...
 
@@ -104,6 +111,8 @@ def parallel(
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     retry_delay: float = 0.0,
+    inner_threads: int | None = None,
+    max_memory: int | str | None = None,
     **kwargs: Any,
 ) -> list[R]: ...
 
@@ -132,6 +141,8 @@ def parallel(
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     retry_delay: float = 0.0,
+    inner_threads: int | None = None,
+    max_memory: int | str | None = None,
     **kwargs: Any,
 ) -> Iterator[R]: ...
 
@@ -159,6 +170,8 @@ def parallel(
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     retry_delay: float = 0.0,
+    inner_threads: int | None = None,
+    max_memory: int | str | None = None,
     **kwargs: Any,
 ) -> list[Any] | Iterator[Any]:
     """Apply ``fn`` to every item of ``items`` in parallel; results in input order.
@@ -181,34 +194,33 @@ def parallel(
             has the same ``fn``, ``args`` and ``kwargs`` is not sent them again.
         items: any iterable, read lazily; generators and infinite iterators work.
         *args: positional arguments passed before the item.
-        n_workers: workers to use. None: the CPUs this process may use (threads: a few
-            more, at most 32; coroutines: 16 at once). 0: run serially in the calling
-            thread. Never more workers than items.
-        threadpool: True (or 1) for threads (I/O, C code that releases the GIL), False
-            (or 0, None) for processes (pure-Python CPU work), or "auto": run the first
-            items on two threads of this process for a fraction of a second, measure them,
-            and run the rest serially, on threads or on processes, whichever the
-            measurements predict to finish first (the results of those first items are
-            kept; the choice and its reason are logged at INFO and shown in the progress
-            bar). ``n_workers`` then applies to the chosen mode (None: its default).
-            Not with ``executor``, ``pause`` or a coroutine function.
-        progress: True (or 1) for a progress bar (HTML in a notebook, a bar in a
-            terminal, a few plain lines in a log); a callable ``progress(done, total)``
-            to report yourself; None/False/0 for none.
+        n_workers: workers to use. None: the CPUs this process may use (threads: a few more,
+            at most 32; coroutines: 16 at once). 0: run serially in the calling thread.
+            Never more workers than items.
+        threadpool: True (or 1) for threads (I/O, C code that releases the GIL), False (or
+            0, None) for processes (pure-Python CPU work), or "auto": run the first items on
+            two threads of this process for a fraction of a second, measure them, and run
+            the rest serially, on threads or on processes, whichever the measurements
+            predict to finish first (the results of those first items are kept; the choice
+            and its reason are logged at INFO and shown in the progress bar). ``n_workers``
+            then applies to the chosen mode (None: its default). Not with ``executor``,
+            ``pause`` or a coroutine function.
+        progress: True (or 1) for a progress bar (HTML in a notebook, a bar in a terminal, a
+            few plain lines in a log); a callable ``progress(done, total)`` to report
+            yourself; None/False/0 for none.
         total: the number of items, when ``len(items)`` does not tell (for the ETA).
-        chunksize: items per task sent to a worker. None adapts it to the measured
-            time per item.
+        chunksize: items per task sent to a worker. None adapts it to the measured time per
+            item.
         timeout: seconds for the whole call; past it, ``ParallelTimeoutError`` (a
             ``TimeoutError``) is raised and busy worker processes are killed. None,
             ``math.inf`` or any value of ``1e9`` seconds (about 31 years) or more: no limit.
-        pause: at least this many seconds between the starts of any two items, over
-            all workers (each chunk then holds one item). None: 0. It must stay below
-            ``1e9`` seconds: ``math.inf`` would never start a second item.
-        method: start method for processes: None (forks of fastparallel's template
-            process where ``os.fork`` exists, else 'spawn'), 'forkserver', 'spawn',
-            'fork' or a multiprocessing context.
-        return_exceptions: put an item's exception in its result slot instead of
-            raising it.
+        pause: at least this many seconds between the starts of any two items, over all
+            workers (each chunk then holds one item). None: 0. It must stay below ``1e9``
+            seconds: ``math.inf`` would never start a second item.
+        method: start method for processes: None (forks of fastparallel's template process
+            where ``os.fork`` exists, else 'spawn'), 'forkserver', 'spawn', 'fork' or a
+            multiprocessing context.
+        return_exceptions: put an item's exception in its result slot instead of raising it.
         max_tasks_per_child: replace a worker process after it ran this many items.
         initializer: called as ``initializer(*initargs)`` once in each worker.
         initargs: arguments for ``initializer``.
@@ -217,16 +229,27 @@ def parallel(
         executor: run on an external ``concurrent.futures.Executor`` or a
             ``dask.distributed.Client`` instead of a local pool.
         item_timeout: seconds one item may run; past it, that item fails with
-            ``ItemTimeoutError`` and the others go on. A worker process running it is
-            killed and replaced; a thread is abandoned (it cannot be killed) and replaced;
+            ``ItemTimeoutError`` and the others go on. A worker process running it is killed
+            and replaced; a thread is abandoned (it cannot be killed) and replaced;
             serially, the item fails when it returns. Not with ``executor``. None,
             ``math.inf`` or ``1e9`` seconds or more: no limit.
-        retries: run an item that failed again, up to this many more times, when its
-            error is an instance of ``retry_on`` (crashes and item timeouts included).
+        retries: run an item that failed again, up to this many more times, when its error
+            is an instance of ``retry_on`` (crashes and item timeouts included).
         retry_on: an exception class or a tuple of them, as in an ``except`` clause.
-        retry_delay: seconds before the first retry of an item; each later retry waits
-            twice as long as the one before (plus up to 10% of random jitter), up to
-            ``1e9`` seconds. Waiting items hold no worker.
+        retry_delay: seconds before the first retry of an item; each later retry waits twice
+            as long as the one before (plus up to 10% of random jitter), up to ``1e9``
+            seconds. Waiting items hold no worker.
+        inner_threads: threads each worker process's native pools may use (BLAS, OpenMP,
+            MKL, numexpr...). None: ``max(1, num_cpus() // n_workers)`` for process workers,
+            and threads (``threadpool=True``) are left alone; a limit already set in the
+            environment (``OMP_NUM_THREADS`` and friends) wins. An int >= 1 sets it. Not
+            with ``executor`` or a coroutine function.
+        max_memory: the memory the workers of one call may use together: bytes, or a string
+            such as "12GB", "500MiB" or "1.5 GiB" (kB, MB, GB, TB are powers of 1000; KiB,
+            MiB, GiB, TiB of 1024). None: what the machine has available (``MemAvailable``,
+            or the cgroup's limit minus its usage where lower). Each worker's memory is
+            measured as items run, and fewer items run at once (down to one) when the
+            measured need does not fit. Not with ``executor`` or a coroutine function.
         **kwargs: keyword arguments passed to ``fn``.
 
     An error that is final (no retries left, or not a ``retry_on``) ends the call, unless
@@ -276,6 +299,8 @@ def parallel(
         retries=retries,
         retry_on=retry_on,
         retry_delay=retry_delay,
+        inner_threads=inner_threads,
+        max_memory=max_memory,
         coroutine=is_coroutine_function(fn),
     )
     try:
@@ -303,6 +328,8 @@ def advise(
     *args: Any,
     n_workers: int | None = None,
     total: int | None = None,
+    inner_threads: int | None = None,
+    max_memory: int | str | None = None,
     max_seconds: float = 2.0,
     **kwargs: Any,
 ) -> Advice:
@@ -326,9 +353,11 @@ def advise(
         fn: the function, called as ``fn(*args, item, **kwargs)``.
         items: any iterable; an iterator is consumed only as far as it is sampled.
         *args: positional arguments passed before the item.
-        n_workers: workers to predict threads and processes with (None: each mode's
-            default, as ``parallel()`` would use).
+        n_workers: workers to predict threads and processes with (None: each mode's default,
+            as ``parallel()`` would use).
         total: the number of items, when ``len(items)`` does not tell.
+        inner_threads: threads each worker's native pools may use, as in ``parallel()``.
+        max_memory: the memory the workers may use together, as in ``parallel()``.
         max_seconds: how long advise() may take, about.
         **kwargs: keyword arguments passed to ``fn``.
 
@@ -343,12 +372,20 @@ def advise(
     from fastparallel.auto.advice import check_advise_arguments, measure_advice
     from fastparallel.core import pools
 
-    check_advise_arguments(fn, n_workers, total, max_seconds)
+    options = check_advise_arguments(
+        fn,
+        max_seconds,
+        {
+            "n_workers": n_workers,
+            "total": total,
+            "inner_threads": inner_threads,
+            "max_memory": max_memory,
+        },
+    )
     return measure_advice(
         Call(fn, args, kwargs),
         items,
-        n_workers=n_workers,
-        total=total,
+        options,
         max_seconds=max_seconds,
         run=parallel,
         idle_pool=pools.has_idle("processes"),

@@ -9,8 +9,8 @@ backend could not honour (rather than ignoring them silently), and resolves the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from fastparallel.cpus import default_workers
 
@@ -31,8 +31,198 @@ Threadpool = bool | Literal[0, 1, "auto"] | None
 ProgressCallback = Callable[[int, "int | None"], Any]
 """``progress=`` as a function: called as ``progress(done, total)`` after each finished
 chunk, in the calling thread (``total`` is None when the number of items is unknown)."""
+
+
+class Option(NamedTuple):
+    """One keyword of :func:`~fastparallel.parallel`, declared once in :data:`OPTIONS`.
+
+    ``tools/generate_options.py`` writes from these the keywords of ``parallel()`` (its
+    overloads, its implementation, its docstring's Args and its ``Options(...)`` call), of
+    :func:`~fastparallel.advise` (those with ``advise`` text) and the fields of
+    :class:`Options`; a unit test fails when the written parts are out of date.
+    """
+
+    name: str
+    hint: str  # the type hint in parallel()'s signature, as source text
+    default: Any  # the default, written in the signature by its repr (classes by name)
+    doc: str  # the Args entry of parallel()'s docstring, one paragraph (wrapped when written)
+    stored: str = ""  # the field's type once checked and normalised, when not ``hint``
+    advise: str = ""  # the Args entry of advise(), for the options advise() takes too
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "n_workers",
+        "int | None",
+        None,
+        "workers to use. None: the CPUs this process may use (threads: a few more, at most "
+        "32; coroutines: 16 at once). 0: run serially in the calling thread. Never more "
+        "workers than items.",
+        advise="workers to predict threads and processes with (None: each mode's default, "
+        "as ``parallel()`` would use).",
+    ),
+    Option(
+        "threadpool",
+        "Threadpool",
+        False,
+        "True (or 1) for threads (I/O, C code that releases the GIL), False (or 0, None) for "
+        'processes (pure-Python CPU work), or "auto": run the first items on two threads of '
+        "this process for a fraction of a second, measure them, and run the rest serially, on "
+        "threads or on processes, whichever the measurements predict to finish first (the "
+        "results of those first items are kept; the choice and its reason are logged at INFO "
+        "and shown in the progress bar). ``n_workers`` then applies to the chosen mode (None: "
+        "its default). Not with ``executor``, ``pause`` or a coroutine function.",
+        stored='bool | Literal["auto"]',
+    ),
+    Option(
+        "progress",
+        "Flag | ProgressCallback",
+        None,
+        "True (or 1) for a progress bar (HTML in a notebook, a bar in a terminal, a few plain "
+        "lines in a log); a callable ``progress(done, total)`` to report yourself; "
+        "None/False/0 for none.",
+        stored="bool | ProgressCallback",
+    ),
+    Option(
+        "total",
+        "int | None",
+        None,
+        "the number of items, when ``len(items)`` does not tell (for the ETA).",
+        advise="the number of items, when ``len(items)`` does not tell.",
+    ),
+    Option(
+        "chunksize",
+        "int | None",
+        None,
+        "items per task sent to a worker. None adapts it to the measured time per item.",
+    ),
+    Option(
+        "timeout",
+        "float | None",
+        None,
+        "seconds for the whole call; past it, ``ParallelTimeoutError`` (a ``TimeoutError``) "
+        "is raised and busy worker processes are killed. None, ``math.inf`` or any value of "
+        "``1e9`` seconds (about 31 years) or more: no limit.",
+    ),
+    Option(
+        "pause",
+        "float | None",
+        0,
+        "at least this many seconds between the starts of any two items, over all workers "
+        "(each chunk then holds one item). None: 0. It must stay below ``1e9`` seconds: "
+        "``math.inf`` would never start a second item.",
+        stored="float",
+    ),
+    Option(
+        "method",
+        "str | multiprocessing.context.BaseContext | None",
+        None,
+        "start method for processes: None (forks of fastparallel's template process where "
+        "``os.fork`` exists, else 'spawn'), 'forkserver', 'spawn', 'fork' or a "
+        "multiprocessing context.",
+    ),
+    Option(
+        "return_exceptions",
+        "bool",
+        False,
+        "put an item's exception in its result slot instead of raising it.",
+    ),
+    Option(
+        "max_tasks_per_child",
+        "int | None",
+        None,
+        "replace a worker process after it ran this many items.",
+    ),
+    Option(
+        "initializer",
+        "Callable[..., Any] | None",
+        None,
+        "called as ``initializer(*initargs)`` once in each worker.",
+    ),
+    Option(
+        "initargs",
+        "Iterable[Any]",
+        (),
+        "arguments for ``initializer``.",
+        stored="tuple[Any, ...]",
+    ),
+    Option(
+        "return_as",
+        "ReturnAs",
+        "list",
+        '"list" (default), "generator" (a lazy iterator in input order, with bounded memory) '
+        'or "generator_unordered" (in completion order).',
+    ),
+    Option(
+        "executor",
+        "Any",
+        None,
+        "run on an external ``concurrent.futures.Executor`` or a ``dask.distributed.Client`` "
+        "instead of a local pool.",
+    ),
+    Option(
+        "item_timeout",
+        "float | None",
+        None,
+        "seconds one item may run; past it, that item fails with ``ItemTimeoutError`` and the "
+        "others go on. A worker process running it is killed and replaced; a thread is "
+        "abandoned (it cannot be killed) and replaced; serially, the item fails when it "
+        "returns. Not with ``executor``. None, ``math.inf`` or ``1e9`` seconds or more: no "
+        "limit.",
+    ),
+    Option(
+        "retries",
+        "int",
+        0,
+        "run an item that failed again, up to this many more times, when its error is an "
+        "instance of ``retry_on`` (crashes and item timeouts included).",
+    ),
+    Option(
+        "retry_on",
+        "type[BaseException] | tuple[type[BaseException], ...]",
+        Exception,
+        "an exception class or a tuple of them, as in an ``except`` clause.",
+    ),
+    Option(
+        "retry_delay",
+        "float",
+        0.0,
+        "seconds before the first retry of an item; each later retry waits twice as long as "
+        "the one before (plus up to 10% of random jitter), up to ``1e9`` seconds. Waiting "
+        "items hold no worker.",
+    ),
+    Option(
+        "inner_threads",
+        "int | None",
+        None,
+        "threads each worker process's native pools may use (BLAS, OpenMP, MKL, numexpr...). "
+        "None: ``max(1, num_cpus() // n_workers)`` for process workers, and threads "
+        "(``threadpool=True``) are left alone; a limit already set in the environment "
+        "(``OMP_NUM_THREADS`` and friends) wins. An int >= 1 sets it. Not with ``executor`` "
+        "or a coroutine function.",
+        advise="threads each worker's native pools may use, as in ``parallel()``.",
+    ),
+    Option(
+        "max_memory",
+        "int | str | None",
+        None,
+        "the memory the workers of one call may use together: bytes, or a string such as "
+        '"12GB", "500MiB" or "1.5 GiB" (kB, MB, GB, TB are powers of 1000; KiB, MiB, GiB, TiB '
+        "of 1024). None: what the machine has available (``MemAvailable``, or the cgroup's "
+        "limit minus its usage where lower). Each worker's memory is measured as items run, "
+        "and fewer items run at once (down to one) when the measured need does not fit. Not "
+        "with ``executor`` or a coroutine function.",
+        stored="int | None",
+        advise="the memory the workers may use together, as in ``parallel()``.",
+    ),
+)
+
+
 # Options that only mean something for local worker processes.
 _PROCESS_ONLY = ("method", "max_tasks_per_child")
+# Options for the workers fastparallel starts (processes, or threads when given): an
+# executor's workers and a coroutine's event loop are not fastparallel's to limit.
+_LOCAL_WORKERS_ONLY = ("inner_threads", "max_memory")
 # Coroutines at once when n_workers=None: fastcore's parallel_async default, so that moving
 # between parallel(async_fn, ...) and parallel_async(...) keeps the load on a server the same.
 COROUTINE_WORKERS = 16
@@ -110,6 +300,56 @@ def check_seconds(
     return value
 
 
+_MEMORY_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def memory_bytes(name: str, value: Any) -> int | None:
+    """``value`` in bytes: an int >= 1, or a string of a number and a unit (kB, MB, GB, TB:
+    powers of 1000; KiB, MiB, GiB, TiB: powers of 1024; B or none: bytes; any case,
+    spaces allowed); None stays None (the memory available).
+
+    Example:
+        >>> memory_bytes("max_memory", "1.5 GiB"), memory_bytes("max_memory", "12GB")
+        (1610612736, 12000000000)
+    """
+    if value is None:
+        return None
+    expected = (
+        'bytes (an int >= 1) or a string such as "12GB", "500MiB" or "1.5 GiB" (units: B, '
+        "kB, MB, GB, TB in powers of 1000; KiB, MiB, GiB, TiB in powers of 1024), or None "
+        "(what the machine has available)"
+    )
+    if _is_int(value):
+        if value < 1:
+            raise ValueError(f"{name} must be {expected}, got {value}")
+        return int(value)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__}: {value!r:.60}")
+    text = value.strip().lower()
+    digits = text.rstrip("bikmgt ")
+    unit = text[len(digits) :].strip() or "b"
+    try:
+        number = float(digits)
+    except ValueError:
+        number = math.nan
+    if unit not in _MEMORY_UNITS or not (0 < number < math.inf):
+        raise ValueError(f"{name} must be {expected}, got {value!r:.60}")
+    size = round(number * _MEMORY_UNITS[unit])
+    if size < 1:
+        raise ValueError(f"{name} must be at least one byte, got {value!r:.60}")
+    return size
+
+
 def _loose_flag(name: str, value: Any, expected: str = "True or False (or 1, 0, None)") -> bool:
     """True or False from fastcore's loose values: a bool, 1 or 0, or None (no)."""
     if value is None:
@@ -138,8 +378,9 @@ class Options:
     (None: the chosen mode's default) and :meth:`decided` gives the options of the mode
     the first items' measurements chose.
 
-    The fields are the annotated class attributes below, with their defaults; an
-    ``Options`` is frozen once built. (A plain class rather than a dataclass: importing
+    The fields are the annotated class attributes below: the keywords declared in
+    :data:`OPTIONS` (with their defaults there), and ``coroutine``; an ``Options`` is
+    frozen once built. (A plain class rather than a dataclass: importing
     :mod:`dataclasses` costs every script several milliseconds.)
 
     Example:
@@ -149,27 +390,30 @@ class Options:
         3
     """
 
-    n_workers: int | None = None
-    threadpool: Threadpool = False  # a bool, or "auto", after construction
-    progress: Flag | ProgressCallback = None  # a bool or a callable after construction
-    total: int | None = None
-    chunksize: int | None = None
-    timeout: float | None = None
-    pause: float | None = 0  # a float after construction
-    method: str | multiprocessing.context.BaseContext | None = None
-    return_exceptions: bool = False
-    max_tasks_per_child: int | None = None
-    initializer: Callable[..., Any] | None = None
-    initargs: Iterable[Any] = ()  # a tuple after construction
-    return_as: ReturnAs = "list"
-    executor: Any = None
-    item_timeout: float | None = None
-    retries: int = 0
-    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception
-    retry_delay: float = 0.0
-    coroutine: bool = (
-        False  # fn is a coroutine function (api.py tells): its items run on an event loop
-    )
+    # The keywords of parallel(), checked and normalised (defaults: OPTIONS), as
+    # written by tools/generate_options.py from OPTIONS.
+    n_workers: int | None
+    threadpool: bool | Literal["auto"]
+    progress: bool | ProgressCallback
+    total: int | None
+    chunksize: int | None
+    timeout: float | None
+    pause: float
+    method: str | multiprocessing.context.BaseContext | None
+    return_exceptions: bool
+    max_tasks_per_child: int | None
+    initializer: Callable[..., Any] | None
+    initargs: tuple[Any, ...]
+    return_as: ReturnAs
+    executor: Any
+    item_timeout: float | None
+    retries: int
+    retry_on: type[BaseException] | tuple[type[BaseException], ...]
+    retry_delay: float
+    inner_threads: int | None
+    max_memory: int | None
+    # Not keywords of parallel():
+    coroutine: bool = False  # fn is a coroutine function (api.py tells): its items run on a loop
     backend: BackendName = "serial"  # derived, not given
 
     def __init__(self, **given: Any) -> None:
@@ -179,11 +423,13 @@ class Options:
                 f"Options() got unexpected keyword arguments: {', '.join(sorted(unknown))}"
             )
         for name in _FIELDS:
-            self._set(name, given.get(name, getattr(Options, name)))
+            self._set(name, given.get(name, _DEFAULTS[name]))
         self._normalise_loose_values()
         self._check_workers_and_flags()
         self._check_numbers()
         self._check_retries()
+        check_count("inner_threads", self.inner_threads, 1, none="a share of the CPUs")
+        self._set("max_memory", memory_bytes("max_memory", self.max_memory))
         self._check_method_and_initializer()
         self._check_backend_fit()
         self._set("initargs", tuple(self.initargs))
@@ -216,7 +462,7 @@ class Options:
         changed = ", ".join(
             f"{name}={getattr(self, name)!r}"
             for name in (*_FIELDS, "backend")
-            if getattr(self, name) is not getattr(Options, name)
+            if getattr(self, name) is not _DEFAULTS[name]
         )
         return f"Options({changed})"
 
@@ -354,7 +600,9 @@ class Options:
             self._check_auto()
             return
         given = [name for name in _PROCESS_ONLY if getattr(self, name) is not None]
+        limits = [name for name in _LOCAL_WORKERS_ONLY if getattr(self, name) is not None]
         if self.coroutine:
+            given += limits
             if self.initializer is not None:
                 given.append("initializer")
             if self.executor is not None:
@@ -375,12 +623,13 @@ class Options:
                 given.append("initializer")
             if self.item_timeout is not None:
                 given.append("item_timeout")
+            given += limits
             if given:
                 raise ValueError(
                     f"{', '.join(given)} cannot be used with executor=: the executor starts and "
                     "manages its own workers, so fastparallel can neither set them up, nor tell "
-                    "when an item starts there, nor stop it; configure the workers there (put a "
-                    "timeout inside fn), or leave executor=None"
+                    "when an item starts there, nor stop it, nor limit their threads or memory; "
+                    "configure the workers there (put a timeout inside fn), or leave executor=None"
                 )
         elif self.threadpool and given and self.n_workers != 0:
             raise ValueError(
@@ -388,4 +637,9 @@ class Options:
             )
 
 
-_FIELDS = tuple(name for name in Options.__annotations__ if name != "backend")
+_DEFAULTS: dict[str, Any] = {
+    **{option.name: option.default for option in OPTIONS},
+    "coroutine": False,
+    "backend": "serial",
+}
+_FIELDS = (*(option.name for option in OPTIONS), "coroutine")

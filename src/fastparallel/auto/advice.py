@@ -22,7 +22,7 @@ from fastparallel.auto.model import MODES, UNKNOWN_ITEMS, Measurements, recommen
 from fastparallel.auto.probe import Probe
 from fastparallel.backends.runner import Call, is_coroutine_function
 from fastparallel.cpus import num_cpus
-from fastparallel.options import Mode, check_count, check_seconds
+from fastparallel.options import Mode, Options, check_count, check_seconds
 
 __all__ = ["Advice", "check_advise_arguments", "measure_advice"]
 
@@ -134,9 +134,8 @@ class Advice:
 def measure_advice(
     call: Call,
     items: Iterable[Any],
+    options: Options,
     *,
-    n_workers: int | None,
-    total: int | None,
     max_seconds: float,
     run: Callable[..., list[Any]],
     idle_pool: bool,
@@ -144,8 +143,10 @@ def measure_advice(
     """What :func:`fastparallel.advise` does, once its arguments are checked: probe ``call``
     on ``items``, time a real start of worker processes with ``run`` (``parallel``
     itself, handed down by the entry point) when ``idle_pool`` is false or anyway, and
-    recommend a mode."""
+    recommend a mode. ``options`` holds the keywords of ``parallel()`` that advise() takes
+    (checked by :func:`check_advise_arguments`)."""
     began = time.monotonic()
+    n_workers, total = options.n_workers, options.total
     if total is None:
         try:
             total = len(items)  # type: ignore[arg-type]
@@ -171,8 +172,10 @@ def measure_advice(
     )
 
 
-def check_advise_arguments(fn: Any, n_workers: Any, total: Any, max_seconds: Any) -> None:
-    """Refuse bad arguments of :func:`fastparallel.advise` before anything runs."""
+def check_advise_arguments(fn: Any, max_seconds: Any, given: dict[str, Any]) -> Options:
+    """Refuse bad arguments of :func:`fastparallel.advise` before anything runs; the
+    options ``given`` (those of ``parallel()`` that advise() takes), checked by the rules
+    of ``parallel()``, as ``threadpool="auto"`` holds them (``n_workers`` as given)."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}: {fn!r:.60}")
     if is_coroutine_function(fn):
@@ -180,9 +183,10 @@ def check_advise_arguments(fn: Any, n_workers: Any, total: Any, max_seconds: Any
             "advise() measures plain functions; a coroutine function always runs on an event loop "
             "(see parallel()), so there is nothing to choose"
         )
-    check_count("n_workers", n_workers, 1, none="each mode's default")
-    check_count("total", total, 0, none="unknown")
+    # 0 workers is parallel()'s serial mode, which advise() always predicts anyway.
+    check_count("n_workers", given.get("n_workers"), 1, none="each mode's default")
     check_seconds("max_seconds", max_seconds, zero=False)
+    return Options(threadpool="auto", **given)
 
 
 def _time_processes(
