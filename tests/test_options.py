@@ -318,3 +318,42 @@ def test_advise_checks_inner_threads_and_max_memory_as_parallel_does():
         advise(abs, [1], max_memory="lots")
     with pytest.raises(ValueError, match="inner_threads"):
         advise(abs, [1], inner_threads=0)
+
+
+# -- the public names: written once, nothing else in dir() ----------------------------------
+
+
+def test_the_public_names_are_written_once_and_dir_shows_only_them():
+    import ast
+    from pathlib import Path
+
+    import fastparallel
+
+    names = dir(fastparallel)
+    assert len(names) == len(set(names))
+    assert not {"TYPE_CHECKING", "importlib", "_import_module", "annotations"} & set(names)
+    assert not hasattr(fastparallel, "TYPE_CHECKING")
+    public = [name for name in names if not name.startswith("__")]
+    assert sorted(public) == sorted(name for name in fastparallel.__all__ if name != "__version__")
+    for name in fastparallel.__all__:
+        assert getattr(fastparallel, name) is not None, name
+    # The imports type checkers read name the same objects as the imports on first use.
+    tree = ast.parse(Path(fastparallel.__file__).read_text())
+    static = {
+        alias.asname: node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module.startswith("fastparallel")
+        for alias in node.names
+    }
+    assert static == fastparallel._WHERE
+
+
+def test_the_types_users_annotate_with_are_public():
+    import fastparallel
+    from fastparallel.auto.model import Measurements, PickleCost
+    from fastparallel.options import ProgressCallback, ReturnAs, Threadpool
+
+    assert fastparallel.ReturnAs is ReturnAs and fastparallel.Threadpool is Threadpool
+    assert fastparallel.ProgressCallback is ProgressCallback
+    assert fastparallel.Measurements is Measurements and fastparallel.PickleCost is PickleCost
+    assert "fastparallel.Measurements" in fastparallel.Advice.__doc__

@@ -13,27 +13,37 @@ from importlib import import_module as _import_module
 __version__ = "0.1.0"
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from fastparallel.aio import parallel_async, parallel_async_dict, parallel_async_gen
-    from fastparallel.api import advise, parallel
-    from fastparallel.auto.advice import Advice
-    from fastparallel.core.pools import shutdown
-    from fastparallel.cpus import num_cpus
-    from fastparallel.errors import (
-        FastParallelError,
-        ItemTimeoutError,
-        ParallelTimeoutError,
-        RemoteError,
-        TaskExitError,
-        WorkerDiedError,
-    )
-    from fastparallel.worker_state import per_worker
+if TYPE_CHECKING:  # for type checkers and IDEs (``as``: re-exported); the same as _WHERE
+    from fastparallel.aio import parallel_async as parallel_async
+    from fastparallel.aio import parallel_async_dict as parallel_async_dict
+    from fastparallel.aio import parallel_async_gen as parallel_async_gen
+    from fastparallel.api import advise as advise
+    from fastparallel.api import parallel as parallel
+    from fastparallel.auto.advice import Advice as Advice
+    from fastparallel.auto.model import Measurements as Measurements
+    from fastparallel.auto.model import PickleCost as PickleCost
+    from fastparallel.core.pools import shutdown as shutdown
+    from fastparallel.cpus import num_cpus as num_cpus
+    from fastparallel.errors import FastParallelError as FastParallelError
+    from fastparallel.errors import ItemTimeoutError as ItemTimeoutError
+    from fastparallel.errors import ParallelTimeoutError as ParallelTimeoutError
+    from fastparallel.errors import RemoteError as RemoteError
+    from fastparallel.errors import TaskExitError as TaskExitError
+    from fastparallel.errors import WorkerDiedError as WorkerDiedError
+    from fastparallel.options import ProgressCallback as ProgressCallback
+    from fastparallel.options import ReturnAs as ReturnAs
+    from fastparallel.options import Threadpool as Threadpool
+    from fastparallel.worker_state import per_worker as per_worker
+del TYPE_CHECKING  # not a public name
 
-# Where each public name is defined.
+# The public names, each with the module that defines it: __all__, dir() and the imports on
+# first use all come from here.
 _WHERE = {
     "parallel": "fastparallel.api",
     "advise": "fastparallel.api",
     "Advice": "fastparallel.auto.advice",
+    "Measurements": "fastparallel.auto.model",  # Advice.measured
+    "PickleCost": "fastparallel.auto.model",  # Measurements.item and .result
     "parallel_async": "fastparallel.aio",
     "parallel_async_gen": "fastparallel.aio",
     "parallel_async_dict": "fastparallel.aio",
@@ -46,26 +56,13 @@ _WHERE = {
     "ParallelTimeoutError": "fastparallel.errors",
     "ItemTimeoutError": "fastparallel.errors",
     "RemoteError": "fastparallel.errors",
+    # The types to annotate with: return_as=, threadpool=, progress= as a function.
+    "ReturnAs": "fastparallel.options",
+    "Threadpool": "fastparallel.options",
+    "ProgressCallback": "fastparallel.options",
 }
 
-__all__ = [
-    "Advice",
-    "FastParallelError",
-    "ItemTimeoutError",
-    "ParallelTimeoutError",
-    "RemoteError",
-    "TaskExitError",
-    "WorkerDiedError",
-    "__version__",
-    "advise",
-    "num_cpus",
-    "parallel",
-    "parallel_async",
-    "parallel_async_dict",
-    "parallel_async_gen",
-    "per_worker",
-    "shutdown",
-]
+__all__ = ["__version__", *_WHERE]  # noqa: PLE0604 (the keys of _WHERE are strings)
 
 
 def __getattr__(name: str) -> object:

@@ -303,15 +303,9 @@ def parallel(
         max_memory=max_memory,
         coroutine=is_coroutine_function(fn),
     )
-    try:
-        iterator = iter(items)
-    except TypeError:
-        raise TypeError(
-            f"items must be iterable, got {type(items).__name__}: {items!r:.60}"
-        ) from None
     pieces = run(
         Call(fn, args, kwargs),
-        iterator,
+        _iterate(items),
         options,
         ordered=return_as == "generator",
         streaming=return_as != "list",
@@ -390,6 +384,15 @@ def advise(
         run=parallel,
         idle_pool=pools.has_idle("processes"),
     )
+
+
+def _iterate(items: Iterable[Any]) -> Iterator[Any]:
+    try:
+        return iter(items)
+    except TypeError:
+        raise TypeError(
+            f"items must be iterable, got {type(items).__name__}: {items!r:.60}"
+        ) from None
 
 
 def _length(items: Iterable[Any]) -> int | None:

@@ -23,6 +23,7 @@ BackendName = Literal["serial", "threads", "processes", "external", "coroutines"
 Mode = Literal["serial", "threads", "processes"]
 """Where ``threadpool="auto"`` and :func:`~fastparallel.advise` may run the work."""
 ReturnAs = Literal["list", "generator", "generator_unordered"]
+"""``return_as=``: a list, a lazy iterator in input order, or one in completion order."""
 RETURN_AS = ("list", "generator", "generator_unordered")
 Flag = bool | Literal[0, 1] | None
 """A yes/no option as fastcore accepts it: True/False, 1/0, or None for no."""
@@ -297,7 +298,8 @@ def check_seconds(
             f"{name}={value} seconds would wait forever; {name} must be a finite number of "
             f"seconds below {FOREVER:.0e}"
         )
-    return value
+    seconds: float = value  # as given: an int stays an int in messages
+    return seconds
 
 
 _MEMORY_UNITS = {

@@ -42,7 +42,7 @@ class Advice:
         reasons: the reasons in plain words, the verdict last.
         measured: the measurements the predictions rest on (time per item and its
             spread, GIL share, cores, overlap, pickled sizes and times, start and round
-            trip costs): see :class:`~fastparallel.auto.model.Measurements`.
+            trip costs): a :class:`fastparallel.Measurements`.
         n_items: the number of items (``len(items)`` or ``total=``), None if unknown.
         n_workers: the workers each mode was predicted with.
         seconds: how long ``advise()`` took.
