@@ -77,16 +77,19 @@ def test_nan_is_refused(name):
 @pytest.mark.parametrize("mode", [{"n_workers": 0}, {"threadpool": True, "n_workers": 2}])
 def test_the_retry_delay_stops_doubling_before_it_overflows(mode, monkeypatch):
     """Attempt 1100 would wait retry_delay * 2 ** 1099 seconds: more than a float holds."""
+    import heapq
+    from types import SimpleNamespace
+
     from fastparallel.core import retries
 
     waits = []
-    push = retries.heapq.heappush
 
     def record(heap, entry):
         waits.append(entry[0])
-        push(heap, (0.0, *entry[1:]))  # due at once: the test does not wait
+        heapq.heappush(heap, (0.0, *entry[1:]))  # due at once: the test does not wait
 
-    monkeypatch.setattr(retries.heapq, "heappush", record)
+    # Only the retry queue's heapq is replaced, not the module everyone shares.
+    monkeypatch.setattr(retries, "heapq", SimpleNamespace(**{**vars(heapq), "heappush": record}))
     calls = []
 
     def fails_often(x):
