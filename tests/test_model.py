@@ -10,11 +10,28 @@ from dataclasses import replace
 
 import pytest
 
-from fastparallel.auto.explain import headline, reasons, seconds_text
-from fastparallel.auto.model import MARGIN, Measurements, PickleCost, recommend
+from fastparallel.auto.explain import (
+    Summary,
+    Verdict,
+    Why,
+    reasons,
+    seconds_text,
+    summary_text,
+    verdict,
+)
+from fastparallel.auto.model import (
+    MARGIN,
+    Kind,
+    Measurements,
+    PickleCost,
+    StartHow,
+    StartSource,
+    recommend,
+)
 from fastparallel.auto.probe import Probe
 from fastparallel.backends.base import Done
 from fastparallel.backends.runner import Call
+from fastparallel.core.chunking import ChunkReader
 
 pytestmark = pytest.mark.unit
 
@@ -40,13 +57,17 @@ def _m(**changes) -> Measurements:
         pickle_error=None,
         warm_up=0.0,
         start_seconds=0.05,
-        start_source="estimated",
+        start_source=StartSource(StartHow.ESTIMATED),
         round_trip=6e-5,
         thread_round_trip=2e-5,
         cpus=2,
         free_threaded=False,
     )
     return replace(base, **changes)
+
+
+def _said(chosen: Verdict) -> str:
+    return summary_text(Summary(Why.MEASURED, chosen.mode, chosen))
 
 
 def test_pure_python_goes_to_processes():
@@ -84,7 +105,9 @@ def test_tiny_items_stay_serial():
     assert (
         predicted["processes"] > predicted["serial"] and predicted["threads"] >= predicted["serial"]
     )
-    assert "no pool is predicted to finish sooner" in headline(m, mode, predicted)
+    chosen = verdict(m, mode, predicted)
+    assert chosen.no_pool_sooner and chosen.processes_out is None
+    assert "no pool is predicted to finish sooner" in _said(chosen)
 
 
 def test_a_call_that_cannot_be_pickled_goes_to_threads_and_says_why():
@@ -93,7 +116,9 @@ def test_a_call_that_cannot_be_pickled_goes_to_threads_and_says_why():
     )
     mode, predicted = recommend(m, 100, WORKERS)
     assert mode == "threads" and math.isinf(predicted["processes"])
-    assert "processes are out" in headline(m, mode, predicted)
+    chosen = verdict(m, mode, predicted)
+    assert chosen.processes_out == m.pickle_error and chosen.behaviour.kind is Kind.HOLDS_GIL
+    assert "processes are out" in _said(chosen)
     assert any("cannot be pickled" in r for r in reasons(m, mode, predicted, 100, WORKERS))
     # Tiny items stay serial all the same: processes would not have won.
     assert recommend(replace(m, seconds_per_item=1e-7), 100, WORKERS)[0] == "serial"
@@ -103,7 +128,8 @@ def test_free_threaded_python_keeps_cpu_work_on_threads():
     m = _m(gil=0.0, overlap=1.98, free_threaded=True)
     mode, predicted = recommend(m, 100, WORKERS)
     assert mode == "threads"
-    assert "without a GIL" in headline(m, mode, predicted)
+    assert verdict(m, mode, predicted).behaviour.kind is Kind.NO_GIL
+    assert "without a GIL" in _said(verdict(m, mode, predicted))
 
 
 def test_the_simpler_mode_wins_within_the_margin():
@@ -142,7 +168,9 @@ def test_the_probe_never_waits_for_a_long_item_nor_starts_another():
     release = threading.Event()
     read = []
     items = (read.append(i) or i for i in range(100))
-    probe = Probe(Call(_slow, (), {"release": release}), items, threads=2, stop_on_error=True)
+    probe = Probe(
+        Call(_slow, (), {"release": release}), ChunkReader(items), threads=2, stop_on_error=True
+    )
     began = time.monotonic()
     try:
         sample = probe.run(0.2)
@@ -160,7 +188,9 @@ def test_the_probe_never_waits_for_a_long_item_nor_starts_another():
 def test_the_probe_keeps_every_result_once_and_reads_only_what_it_runs():
     read = []
     items = (read.append(i) or i for i in itertools.count())
-    probe = Probe(Call(time.sleep, (), {}), (0.002 for _ in items), threads=2, stop_on_error=True)
+    probe = Probe(
+        Call(time.sleep, (), {}), ChunkReader(0.002 for _ in items), threads=2, stop_on_error=True
+    )
     sample = probe.run(0.1)
     done = [o for o in probe.finished if isinstance(o, Done)]
     starts = sorted(o.chunk.start for o in done) + sorted(c.start for c in probe.running)
@@ -178,7 +208,7 @@ def test_an_item_past_item_timeout_fails_in_the_probe():
     release = threading.Event()
     probe = Probe(
         Call(_hangs_on_one, (), {"release": release}),
-        iter(range(50)),
+        ChunkReader(iter(range(50))),
         threads=1,
         stop_on_error=False,
         item_timeout=0.1,
@@ -203,7 +233,7 @@ def _burn(x: int) -> int:
 def test_with_settle_the_probe_ends_once_items_are_seen_to_wait(settle):
     probe = Probe(
         Call(time.sleep, (), {}),
-        (0.03 for _ in range(100)),
+        ChunkReader(0.03 for _ in range(100)),
         threads=2,
         stop_on_error=True,
         settle=settle,
@@ -219,7 +249,11 @@ def test_with_settle_the_probe_ends_once_items_are_seen_to_wait(settle):
 
 def test_with_settle_the_probe_goes_on_for_items_that_compute():
     probe = Probe(
-        Call(_burn, (), {}), iter(range(1000)), threads=2, stop_on_error=True, settle=True
+        Call(_burn, (), {}),
+        ChunkReader(iter(range(1000))),
+        threads=2,
+        stop_on_error=True,
+        settle=True,
     )
     sample = probe.run(0.3)
     assert sample.read > 4 and sample.overlap is not None, sample
@@ -240,8 +274,6 @@ def test_items_too_short_to_release_the_gil_are_taken_to_hold_it():
     """Under a couple of microseconds an item cannot hand the GIL over and back to any
     effect: a low GIL share or two threads seeming to overlap are noise, not a reason to
     choose threads (seen once on a busy machine: 0.11 µs items, "two threads 1.4x")."""
-    from types import SimpleNamespace
-
     from fastparallel.auto.choose import measure
     from fastparallel.auto.gil import gil_enabled
     from fastparallel.auto.probe import Sample
@@ -259,9 +291,9 @@ def test_items_too_short_to_release_the_gil_are_taken_to_hold_it():
             first=seconds,
         )
 
-    call, probe = Call(abs, (), {}), SimpleNamespace(kept=[(-1, 1)])
-    tiny = measure(call, probe, sample(1.1e-7), processes=2, idle_pool=False)
-    longer = measure(call, probe, sample(1e-4), processes=2, idle_pool=False)
+    call, kept = Call(abs, (), {}), [(-1, 1)]
+    tiny = measure(call, kept, sample(1.1e-7), processes=2, idle_pool=False)
+    longer = measure(call, kept, sample(1e-4), processes=2, idle_pool=False)
     if gil_enabled():
         assert (tiny.gil, tiny.overlap) == (1.0, 1.0)
         assert recommend(tiny, 6_000_000, WORKERS)[0] == "serial"

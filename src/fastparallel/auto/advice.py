@@ -18,9 +18,18 @@ from typing import Any
 
 from fastparallel.auto.choose import measure, workers_for
 from fastparallel.auto.explain import bytes_text, reasons, seconds_text
-from fastparallel.auto.model import MODES, UNKNOWN_ITEMS, Measurements, recommend
+from fastparallel.auto.model import (
+    MODES,
+    UNKNOWN_ITEMS,
+    Measurements,
+    StartCaveat,
+    StartHow,
+    StartSource,
+    recommend,
+)
 from fastparallel.auto.probe import Probe
 from fastparallel.backends.runner import Call, is_coroutine_function
+from fastparallel.core.chunking import ChunkReader
 from fastparallel.cpus import num_cpus
 from fastparallel.options import Mode, Options, check_count, check_seconds
 
@@ -154,10 +163,10 @@ def measure_advice(
             total = None
     workers = workers_for(n_workers)
     threads = 1 if num_cpus() == 1 or n_workers == 1 else 2
-    probe = Probe(call, iter(items), threads=threads, stop_on_error=False)
+    probe = Probe(call, ChunkReader(iter(items)), threads=threads, stop_on_error=False)
     sample = probe.run(PROBE_SHARE * max_seconds)
     probe.abandon()  # items still running go on in their threads; their results are not kept
-    m = measure(call, probe, sample, workers["processes"], idle_pool)
+    m = measure(call, probe.kept, sample, workers["processes"], idle_pool)
     m = _time_processes(m, call, workers["processes"], began + max_seconds, run, idle_pool)
     n_items = total if total is not None else (sample.read if probe.exhausted else None)
     mode, predicted = recommend(m, n_items if n_items is not None else UNKNOWN_ITEMS, workers)
@@ -208,7 +217,7 @@ def _time_processes(
 
     left = deadline - time.monotonic()
     if left < 2 * m.start_seconds + 0.05:
-        return replace(m, start_source=f"{m.start_source}: no time left to measure it")
+        return replace(m, start_source=m.start_source._replace(caveat=StartCaveat.NO_TIME))
     warm = idle_pool
     try:
         began = time.perf_counter()
@@ -221,17 +230,15 @@ def _time_processes(
         )
         start = time.perf_counter() - began
     except ParallelTimeoutError:
-        return replace(
-            m, start_source=f"{m.start_source}: starting them took longer than the time left"
-        )
+        return replace(m, start_source=m.start_source._replace(caveat=StartCaveat.TOO_SLOW))
     except Exception as exc:  # a worker could not unpickle the call: processes cannot run it
         return replace(
             m,
             pickle_error=f"a worker process could not unpickle fn ({type(exc).__name__}: "
             f"{str(exc)[:120]})",
         )
-    source = "measured: an idle pool was ready" if warm else f"measured: started {workers} workers"
-    m = replace(m, start_seconds=start, start_source=source + ", each unpickling fn")
+    how = StartHow.MEASURED_IDLE_POOL if warm else StartHow.MEASURED_STARTED
+    m = replace(m, start_seconds=start, start_source=StartSource(how, workers))
     left = deadline - time.monotonic()
     count = _ROUND_TRIPS * workers
     if left > 0.05:

@@ -21,7 +21,7 @@ TYPE_CHECKING = False  # worker processes import this module: no typing at run t
 if TYPE_CHECKING:
     from typing import Any
 
-    from fastparallel.auto.model import PickleCost
+    from fastparallel.auto.model import PickleCost, StartSource
     from fastparallel.backends.runner import Call
 
 __all__ = ["ROUND_TRIP", "THREAD_ROUND_TRIP", "estimate_start", "load_call", "measure_pickling"]
@@ -45,7 +45,8 @@ def _timed(obj: Any, count: int) -> PickleCost:
     """Pickle and unpickle ``obj`` (``count`` items in a list): size and seconds per item."""
     from fastparallel.auto.model import PickleCost
 
-    dump = load = float("inf")
+    dump = float("inf")
+    load = float("inf")
     data = b""
     for _ in range(5):
         began = time.perf_counter()
@@ -85,15 +86,16 @@ def measure_pickling(
     return call_cost, item_cost, result_cost, None
 
 
-def estimate_start(workers: int, cpus: int, idle_pool: bool) -> tuple[float, str]:
+def estimate_start(workers: int, cpus: int, idle_pool: bool) -> tuple[float, StartSource]:
     """Seconds to have ``workers`` worker processes ready for a default call, and what that
     rests on: an idle pool kept from an earlier call (``idle_pool``: the dispatcher
     knows), a running template process, or neither."""
+    from fastparallel.auto.model import StartHow, StartSource
     from fastparallel.backends.processes.template import client as template_client
 
     if idle_pool:
-        return WARM_START, "an idle pool is ready"
+        return WARM_START, StartSource(StartHow.IDLE_POOL)
     waves = -(-workers // max(1, cpus))
     if template_client.running() or not template_client.available():
-        return WORKER_START * waves, "estimated"
-    return TEMPLATE_START + WORKER_START * waves, "estimated, with the template process"
+        return WORKER_START * waves, StartSource(StartHow.ESTIMATED)
+    return TEMPLATE_START + WORKER_START * waves, StartSource(StartHow.ESTIMATED_WITH_TEMPLATE)

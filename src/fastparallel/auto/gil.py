@@ -15,11 +15,26 @@ the item's. :class:`StarvedClock` reads that time where Linux tells it
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import time
 from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
+
+from fastparallel.backends.base import wait_and_drain
 
 __all__ = ["NAP", "GilSampler", "StarvedClock", "gil_enabled"]
+
+T = TypeVar("T")
+
+
+class _Nap(NamedTuple):
+    """One nap: what arrived meanwhile, how long it took, how much of it was late for the GIL."""
+
+    got: list[Any]
+    spent: float
+    late: float
+
 
 NAP = 0.0005  # short beside the switch interval a thread waits for a held GIL
 LATE_AT_LEAST = (
@@ -74,27 +89,34 @@ class GilSampler:
         self.total = [0.0, 0.0, 0.0]
         self.starved = StarvedClock()  # of the calling thread, which naps
 
-    def _late(self) -> tuple[float, float]:
-        """One nap: how long it took, and how much of that was late for the GIL."""
-        began, starved = time.perf_counter(), self.starved()
-        time.sleep(NAP)
+    def _nap(self, inbox: queue.SimpleQueue[Any]) -> _Nap:
+        """One nap, waiting for ``inbox``."""
+        began = time.perf_counter()
+        starved = self.starved()
+        got = wait_and_drain(inbox, NAP)
         spent = time.perf_counter() - began
-        return spent, spent - NAP - (self.starved() - starved)  # not late for a CPU
+        return _Nap(got, spent, spent - NAP - (self.starved() - starved))  # not late for a CPU
 
     def calibrate(self, naps: int = 10) -> float:
         """Nap while no other thread of ours runs, to learn how much naps overshoot here;
         returns the cores this process kept busy meanwhile (threads that were already
         busy, or a library's that still spin after earlier work)."""
         cpu, began = time.process_time(), time.monotonic()
-        overshoot = max(self._late()[1] for _ in range(naps))
+        nothing: queue.SimpleQueue[None] = queue.SimpleQueue()
+        overshoot = max(self._nap(nothing).late for _ in range(naps))
         self.late_after = min(self.late_after, max(LATE_AT_LEAST, 2 * overshoot))
         return (time.process_time() - cpu) / max(time.monotonic() - began, 1e-9)
 
-    def nap(self, phase: int) -> None:
-        spent, late = self._late()
-        self.total[phase] += spent
-        if late > self.late_after:
-            self.held[phase] += spent
+    def wait(self, inbox: queue.SimpleQueue[T], phase: int) -> list[T]:
+        """Nap once, waking early for what ``inbox`` receives (returned); a full nap
+        counts for ``phase``, one cut short by an arrival does not."""
+        nap = self._nap(inbox)
+        if nap.got:
+            return nap.got
+        self.total[phase] += nap.spent
+        if nap.late > self.late_after:
+            self.held[phase] += nap.spent
+        return nap.got
 
     def share(self, phase: int) -> float:
         total = self.total[phase]

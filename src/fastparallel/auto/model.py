@@ -23,8 +23,10 @@ simple one is predicted to take at most ``1 - MARGIN`` of its time.
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from fastparallel.core.chunking import MAX_CHUNK, TARGET_BYTES, TARGET_SECONDS
 from fastparallel.options import Mode
@@ -33,8 +35,13 @@ __all__ = [
     "MARGIN",
     "MODES",
     "UNKNOWN_ITEMS",
+    "Kind",
     "Measurements",
     "PickleCost",
+    "StartCaveat",
+    "StartHow",
+    "StartSource",
+    "classify",
     "effective_cores",
     "predict",
     "recommend",
@@ -66,6 +73,35 @@ class PickleCost:
 
 
 _NOTHING = PickleCost(0, 0.0, 0.0)
+WAITING = 0.3  # an item whose process keeps less of a core busy than this mostly waits
+HOLDS_GIL = 0.5  # an item whose thread holds the GIL this share of the time or more
+
+
+class StartHow(enum.Enum):
+    """How the cost of starting worker processes was found."""
+
+    IDLE_POOL = "idle pool"  # estimated: an idle pool is ready
+    ESTIMATED = "estimated"  # from constants, the template process running (or unavailable)
+    ESTIMATED_WITH_TEMPLATE = "estimated with template"  # ...and starting the template first
+    MEASURED_IDLE_POOL = "measured idle pool"  # advise() timed it: an idle pool was ready
+    MEASURED_STARTED = "measured started"  # advise() timed starting them
+
+
+class StartCaveat(enum.Enum):
+    """Why advise() kept the estimate instead of timing a start."""
+
+    NO_TIME = "no time"  # no time was left to measure it
+    TOO_SLOW = "too slow"  # starting them took longer than the time left
+
+
+class StartSource(NamedTuple):
+    """How :attr:`Measurements.start_seconds` was found (``str()`` of it in
+    :mod:`.explain`): ``how``, with ``workers`` started (measured), and ``caveat``,
+    why a measurement was not made (None: nothing to say)."""
+
+    how: StartHow
+    workers: int = 0
+    caveat: StartCaveat | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +125,8 @@ class Measurements:
         pickle_error: why processes cannot run this call (None: they can).
         warm_up: how much longer than the others the first item took (one-time costs:
             imports, caches), which each new worker process pays again.
-        start_seconds: starting the worker processes; start_source: how it was found.
+        start_seconds: starting the worker processes; start_source: how it was found
+            (a :class:`StartSource`).
         round_trip: processes: one chunk to a worker and back, beyond its work.
         thread_round_trip: the same on threads.
         cpus: the CPUs this process may use. free_threaded: Python runs without a GIL.
@@ -110,11 +147,68 @@ class Measurements:
     pickle_error: str | None
     warm_up: float
     start_seconds: float
-    start_source: str
+    start_source: StartSource
     round_trip: float
     thread_round_trip: float
     cpus: int
     free_threaded: bool
+
+
+_SMALL = PickleCost(8, 1e-7, 1e-7)
+EXAMPLE = Measurements(  # for the examples: 40 ms items of pure Python on 2 CPUs
+    seconds_per_item=0.04,
+    spread=0.02,
+    sampled=10,
+    read=10,
+    finished=True,
+    thread_cpu=1.0,
+    cores=1.0,
+    gil=0.98,
+    overlap=1.0,
+    call=_SMALL,
+    item=_SMALL,
+    result=_SMALL,
+    pickle_error=None,
+    warm_up=0.0,
+    start_seconds=0.05,
+    start_source=StartSource(StartHow.ESTIMATED),
+    round_trip=6e-5,
+    thread_round_trip=2e-5,
+    cpus=2,
+    free_threaded=False,
+)
+
+
+class Kind(enum.Enum):
+    """What an item spends its time on, as far as the measurements tell."""
+
+    NO_GIL = "no-gil"  # free-threaded Python: threads run Python code in parallel
+    WAITS = "waits"  # off the CPU most of the time (sleeps, I/O)
+    HOLDS_GIL = "gil"  # Python code that holds the GIL
+    LIBRARY = "library"  # a library's own threads keep cores busy already
+    SHARED = "shared"  # releases the GIL, yet two threads overlapped less than the cores allow
+    RELEASES_GIL = "c"  # code that releases the GIL
+
+
+def classify(m: Measurements) -> Kind:
+    """What an item of ``m`` spends its time on (the reasons say it in words).
+
+    Example:
+        >>> from dataclasses import replace
+        >>> classify(replace(EXAMPLE, gil=0.98))
+        <Kind.HOLDS_GIL: 'gil'>
+        >>> classify(replace(EXAMPLE, gil=0.02, cores=0.01))
+        <Kind.WAITS: 'waits'>
+    """
+    if m.free_threaded:
+        return Kind.NO_GIL
+    if m.cores < WAITING:
+        return Kind.WAITS
+    if m.gil >= HOLDS_GIL:
+        return Kind.HOLDS_GIL
+    if m.cores >= 1.5:
+        return Kind.LIBRARY
+    return Kind.SHARED if effective_cores(m) > 1.3 * m.cores else Kind.RELEASES_GIL
 
 
 def effective_cores(m: Measurements) -> float:

@@ -11,9 +11,15 @@ time, and keeps every result, as the outcomes the dispatcher handles (``Done``, 
    ``settle``, items seen to wait (off the CPU) end the probe here: threads will run them.
 2. **Two at once**, when there is more than one CPU: does the pair get further?
 
-Meanwhile the calling thread samples the GIL (:class:`.gil.GilSampler`). A batch still
-running when the time is up is not waited for: its outcome arrives later through
-:meth:`Probe.late`. A batch starts only if expected to end in time.
+The calling thread decides everything: it reads the input, hands each probe thread its
+next batch through the thread's own queue, and waits for the threads' reports on one
+queue, sampling the GIL meanwhile (:class:`.gil.GilSampler`). The probe threads share
+nothing with it but those queues and their current-item slots. What the reports say
+is kept as plain records (:class:`Batch`, :class:`CpuMark`), and :func:`summarize`, a
+pure function, turns them into the :class:`Sample` the cost model reads.
+
+A batch still running when the time is up is not waited for: its outcome arrives later
+through :meth:`Probe.late`. A batch starts only if expected to end in time.
 """
 
 from __future__ import annotations
@@ -22,16 +28,17 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from fastparallel.auto.gil import GilSampler, StarvedClock
 from fastparallel.backends.base import Chunk, Crashed, Done, Outcome, wait_and_drain
 from fastparallel.backends.runner import Call, run_chunk
-from fastparallel.backends.slots import NO_ITEM, read_slot
+from fastparallel.backends.slots import NO_ITEM, is_overdue, next_deadline, running_item
+from fastparallel.core.chunking import ChunkReader
 from fastparallel.errors import item_error, item_timeout_error
 
-__all__ = ["Probe", "Sample"]
+__all__ = ["Batch", "CpuMark", "Probe", "Sample", "cores_busy", "items_wait", "summarize"]
 
 SOLO_SHARE = 0.4  # the share of the probe's time in which items run alone
 BATCH_SECONDS = 0.002  # shorter items run in batches of about this long
@@ -41,6 +48,30 @@ WARM_SPAN = 0.01  # measurements after the first batch count once they span this
 WAITING_BATCHES = 1  # batches alone, after the first, that show items wait (with settle)
 WAITING_SHARE = 0.15  # waiting: thread and process on a CPU less than this share of the time
 _ABANDONED = "it ran on a thread that measured the first items; that thread was abandoned"
+
+
+class Batch(NamedTuple):
+    """One batch a probe thread ran, as its clocks saw it."""
+
+    thread: int  # which probe thread: 0, or 1 once two run at once
+    alone: bool  # it ran before the second thread started
+    items: int  # items that returned a value
+    wall: float  # seconds it took
+    cpu: float  # seconds its thread was on a CPU
+    starved: float  # seconds its thread waited for a CPU held by other programs
+    began: float  # time.monotonic() when it started
+    ended: float  # time.monotonic() when it ended
+
+
+class CpuMark(NamedTuple):
+    """The process's CPU seconds (``time.process_time()``) at ``at`` (``time.monotonic()``)."""
+
+    cpu: float
+    at: float
+
+    @classmethod
+    def now(cls) -> CpuMark:
+        return cls(time.process_time(), time.monotonic())
 
 
 class Sample(NamedTuple):
@@ -62,26 +93,130 @@ class Sample(NamedTuple):
     first: float
 
 
-class _Runner:
-    """One probe thread and what the caller may read of it."""
+def cores_busy(start: CpuMark, end: CpuMark, baseline: float) -> float:
+    """The process's CPU seconds per second from ``start`` to ``end``, beyond the
+    ``baseline`` it used before the probe (a library's threads still spinning, say).
 
-    __slots__ = ("abandoned", "began", "chunk", "index", "slot")
+    Example:
+        >>> round(cores_busy(CpuMark(1.0, 10.0), CpuMark(1.9, 11.0), baseline=0.1), 3)
+        0.8
+    """
+    return (end.cpu - start.cpu) / max(end.at - start.at, 1e-9) - baseline
 
-    def __init__(self, index: int):
-        self.index = index
-        self.chunk: Chunk | None = None  # the batch it runs
-        self.began = 0.0
-        self.slot = [NO_ITEM, 0]  # item_timeout: the running item's index and start (monotonic_ns)
-        self.abandoned = False  # its batch's outcome is dropped
+
+def items_wait(batches: Sequence[Batch], cores: float) -> bool:
+    """With ``settle``: whether the batches run alone, the first aside, show items that
+    wait (their thread and the process on a CPU less than ``WAITING_SHARE`` of the time).
+
+    Example:
+        >>> slept = Batch(0, True, 1, wall=0.03, cpu=0.0001, starved=0, began=0, ended=0.03)
+        >>> items_wait([slept, slept], cores=0.01), items_wait([slept], cores=0.01)
+        (True, False)
+    """
+    typical = [b for b in batches if b.alone][1:]
+    if len(typical) < WAITING_BATCHES:
+        return False
+    busy = sum(b.cpu for b in typical) / max(sum(b.wall for b in typical), 1e-9)
+    return busy < WAITING_SHARE and cores < WAITING_SHARE
+
+
+def _overlap(batches: Sequence[Batch], per_item_alone: float) -> float | None:
+    """Items per second of the two threads together over one thread's alone (None:
+    both did not run). Each thread's rate is over its own span, the time it waited for
+    a CPU taken out."""
+    rates = []
+    for thread in (0, 1):
+        mine = [b for b in batches if not b.alone and b.thread == thread and b.items]
+        span = max((b.ended for b in mine), default=0.0) - min((b.began for b in mine), default=0.0)
+        starved = sum(b.starved for b in mine)
+        if mine and span > starved:
+            rates.append(sum(b.items for b in mine) / (span - starved))
+    return sum(rates) * per_item_alone if len(rates) == 2 and per_item_alone > 0 else None
+
+
+def summarize(
+    batches: Sequence[Batch], cores: float, gil: float, *, finished: int, read: int, running: float
+) -> Sample:
+    """The :class:`Sample` that ``batches`` show; ``cores``: the process's cores busy
+    while items ran alone (:func:`cores_busy`), ``gil``: the share of the time it was
+    held. The time threads waited for a CPU held by other programs is taken out of the
+    shares (thread CPU, cores, overlap), not out of the item times.
+
+    Example:
+        >>> alone = [Batch(0, True, 1, 0.05, 0.05, 0, 0.0, 0.05)] + [
+        ...     Batch(0, True, 1, 0.04, 0.04, 0, 0.05 + 0.04 * i, 0.09 + 0.04 * i) for i in range(3)
+        ... ]
+        >>> pair = [Batch(t, False, 1, 0.08, 0.04, 0, 0.17 + 0.08 * i, 0.25 + 0.08 * i)
+        ...         for t in (0, 1) for i in range(2)]
+        >>> s = summarize(alone + pair, cores=1.0, gil=0.98, finished=8, read=8, running=0.0)
+        >>> s.seconds, s.thread_cpu, round(s.overlap, 2), s.first
+        ([0.04, 0.04, 0.04], 1.0, 1.0, 0.05)
+    """
+    solo = [b for b in batches if b.alone and b.items]
+    first = solo[0].wall / solo[0].items if solo else 0.0
+    typical = solo[1:] or solo  # the first batch may have paid one-time costs
+    # Per-item times from the largest batches only: in the first, smaller ones of tiny
+    # items, reading the clocks weighs as much as the items.
+    largest = max((b.items for b in typical), default=0)
+    seconds = [b.wall / b.items for b in typical if b.items == largest]
+    wall = sum(b.wall for b in typical)
+    on_cpu_or_waiting = sum(b.wall - b.starved for b in typical)  # for anything but a CPU
+    thread_cpu = 0.0
+    if on_cpu_or_waiting > 0:
+        thread_cpu = min(1.0, sum(b.cpu for b in typical) / on_cpu_or_waiting)
+    if wall > 0:
+        cores /= max(0.25, on_cpu_or_waiting / wall)
+    overlap = None
+    if seconds:
+        overlap = _overlap(batches, on_cpu_or_waiting / sum(b.items for b in typical))
+    return Sample(
+        finished=finished,
+        read=read,
+        seconds=seconds,
+        thread_cpu=thread_cpu,
+        cores=max(thread_cpu, cores),
+        gil=gil,
+        overlap=overlap,
+        running=running,
+        first=first,
+    )
+
+
+class _Task(NamedTuple):
+    """A batch for a probe thread, and whether it runs alone."""
+
+    chunk: Chunk
+    alone: bool
+
+
+class _Report(NamedTuple):
+    """What a probe thread tells: its batch's outcome and clocks, or (``outcome`` None)
+    that its initializer raised ``error``."""
+
+    thread: int
+    outcome: Done | None
+    batch: Batch | None
+    error: BaseException | None = None
+
+
+class _Clock(NamedTuple):
+    """When the probe began, when it must end, when two threads start, and the cores the
+    process kept busy before it (see :func:`cores_busy`)."""
+
+    began: CpuMark
+    end: float
+    solo_end: float
+    baseline: float
 
 
 class Probe:
-    """Runs ``call`` on the first items, on ``threads`` daemon threads (``settle``: see 1.)."""
+    """Runs ``call`` on the first chunks of ``reader``, on ``threads`` daemon threads
+    (``settle``: see 1.). Only the thread that calls :meth:`run` touches its state."""
 
     def __init__(
         self,
         call: Call,
-        items: Iterator[Any],
+        reader: ChunkReader,
         *,
         threads: int,
         stop_on_error: bool,
@@ -90,59 +225,60 @@ class Probe:
         initargs: tuple[Any, ...] = (),
         settle: bool = False,
     ):
-        self._call, self._items, self._settle = call, items, settle
+        self._call, self._reader, self._settle = call, reader, settle
         self._stop_on_error, self._item_timeout = stop_on_error, item_timeout
-        self._init = (initializer, initargs)
-        self._lock = threading.Condition()
-        self._runners = [_Runner(i) for i in range(max(1, threads))]
-        self._batch, self.next_id = 1, 0  # next_id: the next free chunk id
-        self._paired = self._stopping = self._handed_off = False
-        self._begin = self._end = self._solo_end = 0.0
-        # Batches run alone: items, wall time, thread CPU time, time waiting for a CPU.
-        self._solo: list[tuple[int, float, float, float]] = []
-        self._estimate = 0.0  # seconds per item in the last batch run alone
-        self._solo_cores = 0.0
-        self._cpu_begin = 0.0
-        self._after_first: tuple[float, float] | None = (
-            None  # process CPU time and time after the first batch
-        )
-        self._baseline = 0.0  # cores the process kept busy before the probe (other threads)
-        # Batches run two at once, per thread: items, the first one's start, the last one's
-        # end, time waiting for a CPU; each thread's rate over its span, summed: the pair's.
-        self._pair: list[list[float]] = [[0, 0.0, 0.0, 0.0] for _ in self._runners]
-        self._late: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-        self.read = 0
-        self.exhausted = False
+        self._init = (initializer, tuple(initargs))
+        count = max(1, threads)
+        self._inboxes: list[queue.SimpleQueue[_Task | None]] = [
+            queue.SimpleQueue() for _ in range(count)
+        ]
+        self._slots = [[NO_ITEM, 0] for _ in range(count)]  # item_timeout: see backends.slots
+        self._outbox: queue.SimpleQueue[_Report] = queue.SimpleQueue()
+        self._running: dict[int, Chunk] = {}  # by thread: the batch it runs
+        self._given: dict[int, float] = {}  # by thread: when it was given that batch
+        self._size = 1  # items in the next batch
+        self._paired = False
+        self._stopping = False
+        self._clock = _Clock(CpuMark(0.0, 0.0), 0.0, 0.0, 0.0)
+        self._after_first: CpuMark | None = None
+        self._cores_alone = 0.0
+        self.batches: list[Batch] = []
+        self.finished: list[Outcome] = []  # outcomes of the batches that ended, in order
+        self.kept: list[tuple[Any, Any]] = []  # (item, result) of the first successful items
         self.input_error: Exception | None = None
         self.init_error: BaseException | None = None
-        self.finished: list[Outcome] = []
-        self.running: list[Chunk] = []  # batches still running when the probe stopped
-        self.kept: list[tuple[Any, Any]] = []  # (item, result) of the first successful items
+
+    @property
+    def read(self) -> int:
+        return self._reader.read
+
+    @property
+    def exhausted(self) -> bool:
+        return self._reader.exhausted
+
+    @property
+    def running(self) -> list[Chunk]:
+        """The batches still running (after :meth:`run`: handed over, not waited for)."""
+        return list(self._running.values())
 
     # -- the caller's side -----------------------------------------------------------------
     def run(self, seconds: float, deadline: float | None = None) -> Sample:
         """Probe for ``seconds`` at most (and not past ``deadline``); the caller's thread
         samples the GIL meanwhile. Batches still running then go on (:attr:`running`)."""
         sampler = GilSampler()
-        self._baseline = sampler.calibrate()
-        self._begin = now = time.monotonic()
-        self._end = now + seconds if deadline is None else min(now + seconds, deadline)
-        self._solo_end = now + SOLO_SHARE * (self._end - now)
-        self._cpu_begin = time.process_time()
-        for runner in self._runners:
+        baseline = sampler.calibrate()
+        now = time.monotonic()
+        end = now + seconds if deadline is None else min(now + seconds, deadline)
+        self._clock = _Clock(CpuMark.now(), end, now + SOLO_SHARE * (end - now), baseline)
+        for index in range(len(self._inboxes)):
             threading.Thread(
-                target=self._work,
-                args=(runner,),
-                daemon=True,
-                name=f"fastparallel-probe-{runner.index}",
+                target=self._work, args=(index,), daemon=True, name=f"fastparallel-probe-{index}"
             ).start()
         try:
-            while self._going():
-                if sampler.enabled:
-                    sampler.nap(2 if self._paired else min(1, len(self._solo)))
-                else:
-                    with self._lock:
-                        self._lock.wait(0.005)
+            self._next(0, now)
+            while self._running and time.monotonic() < end:
+                for report in self._wait(sampler):
+                    self._receive(report, time.monotonic())
                 self._expire_during_run(time.monotonic())
         except BaseException:
             self.abandon()
@@ -151,267 +287,210 @@ class Probe:
             sampler.starved.close()
         return self._hand_off(sampler)
 
-    def _going(self) -> bool:
-        """Whether to go on sampling: until the time is up, or the threads have stopped and
-        no batch runs any more."""
-        with self._lock:
-            if time.monotonic() >= self._end:
-                return False
-            return not self._stopping or any(
-                r.chunk is not None and not r.abandoned for r in self._runners
-            )
+    def _wait(self, sampler: GilSampler) -> list[_Report]:
+        """Reports, waiting a nap at a time while sampling the GIL, else until the end
+        (or the next item deadline)."""
+        if sampler.enabled:
+            phase = 2 if self._paired else min(1, len(self.batches))
+            return sampler.wait(self._outbox, phase)
+        until = self._clock.end
+        limit = self.deadline()
+        if limit is not None:
+            until = min(until, limit)
+        return wait_and_drain(self._outbox, max(0.0, until - time.monotonic()))
 
     def _hand_off(self, sampler: GilSampler) -> Sample:
-        with self._lock:
-            now = time.monotonic()
-            if not self._paired:
-                self._solo_cores = self._cores(now)
-            self._stopping = self._handed_off = True
-            self.running = [
-                r.chunk for r in self._runners if r.chunk is not None and not r.abandoned
-            ]
-            longest = max(
-                (now - r.began for r in self._runners if r.chunk is not None and not r.abandoned),
-                default=0.0,
-            )
-            self._lock.notify_all()
-            return self._sample(sampler, longest)
-
-    def _sample(self, sampler: GilSampler, longest: float) -> Sample:
-        """The measurements; the time threads waited for a CPU held by other programs is
-        taken out of the shares (thread CPU, cores, overlap), not out of the item times."""
-        solo = self._solo
-        first = solo[0][1] / solo[0][0] if solo else 0.0
-        typical = solo[1:] or solo  # the first batch may have paid one-time costs
-        # Per-item times from the largest batches only: in the first, smaller ones of tiny
-        # items, reading the clocks weighs as much as the items.
-        largest = max(b[0] for b in typical) if typical else 0
-        seconds = [wall / n for n, wall, _, _ in typical if n == largest]
-        wall = sum(b[1] for b in typical)
-        running = sum(b[1] - b[3] for b in typical)  # on a CPU, or waiting for anything but a CPU
-        thread_cpu = min(1.0, sum(b[2] for b in typical) / running) if running > 0 else 0.0
-        cores = self._solo_cores / max(0.25, running / wall) if wall > 0 else self._solo_cores
-        overlap = None
-        rates = [
-            n / (end - start - starved)
-            for n, start, end, starved in self._pair
-            if n and end - start > starved
-        ]
-        if seconds and len(rates) == 2:
-            overlap = sum(rates) * running / sum(b[0] for b in typical)
-        finished = sum(len(o.values) for o in self.finished if isinstance(o, Done))
+        now = time.monotonic()
+        if not self._paired:
+            self._cores_alone = self._cores(now)
+        self._stop()
+        longest = max((now - self._given[t] for t in self._running), default=0.0)
         gil = sampler.share(1) if sampler.total[1] > WARM_SPAN else sampler.share(0)
-        return Sample(
-            finished,
-            self.read,
-            seconds,
-            thread_cpu,
-            max(thread_cpu, cores),
+        finished = sum(len(o.values) for o in self.finished if isinstance(o, Done))
+        return summarize(
+            self.batches,
+            self._cores_alone,
             gil,
-            overlap,
-            longest,
-            first,
+            finished=finished,
+            read=self.read,
+            running=longest,
         )
 
     def late(self, timeout: float | None) -> list[Outcome]:
         """Outcomes of :attr:`running` batches that ended, waiting up to ``timeout`` for one."""
-        return wait_and_drain(self._late, timeout)
-
-    @property
-    def pending(self) -> bool:
-        """Whether a batch that was running at the hand-off has not reported yet."""
-        with self._lock:
-            return any(r.chunk is not None and not r.abandoned for r in self._runners)
+        outcomes: list[Outcome] = []
+        for report in wait_and_drain(self._outbox, timeout):
+            outcome = report.outcome
+            if outcome is not None and self._running.get(report.thread) is outcome.chunk:
+                del self._running[report.thread]
+                outcomes.append(outcome)
+        return outcomes
 
     def abandon(self) -> None:
         """Start nothing more; batches still running end in their threads (a batch is one
         item, or a few milliseconds of them), their results dropped."""
-        with self._lock:
-            self._stopping = self._handed_off = True
-            for runner in self._runners:
-                runner.abandoned = True
-            self._lock.notify_all()
+        self._stop()
+        self._running.clear()
+
+    def _stop(self) -> None:
+        """No batch starts any more: each thread ends once its batch is over."""
+        if not self._stopping:
+            self._stopping = True
+            for inbox in self._inboxes:
+                inbox.put(None)
 
     # -- item_timeout ----------------------------------------------------------------------
+    def _running_items(self, now: float) -> list[Any]:
+        return [running_item(self._slots[t], c, now) for t, c in self._running.items()]
+
     def deadline(self) -> float | None:
         """With ``item_timeout``: when the earliest running item becomes overdue."""
-        limit = self._item_timeout
-        if limit is None:
+        if self._item_timeout is None or not self._running:
             return None
         now = time.monotonic()
-        with self._lock:
-            started = [
-                read_slot(r.slot, now)[1]
-                for r in self._runners
-                if r.chunk is not None and not r.abandoned
-            ]
-        return min(started) + limit if started else None
+        return next_deadline(self._running_items(now), self._item_timeout, now)
 
     def overdue(self, now: float) -> list[Outcome]:
         """Abandon the threads whose item ran past ``item_timeout``; their items fail."""
-        limit = self._item_timeout
         outcomes: list[Outcome] = []
+        limit = self._item_timeout
         if limit is None:
             return outcomes
-        with self._lock:
-            for runner in self._runners:
-                chunk = runner.chunk
-                if chunk is None or runner.abandoned:
-                    continue
-                index, started = read_slot(runner.slot, now)
-                if index >= 0 and now >= started + limit:  # batches hold one item with item_timeout
-                    runner.abandoned = True
-                    error = item_timeout_error(chunk.start, chunk.items[0], limit, _ABANDONED)
-                    outcomes.append(Crashed(chunk, 0, error))
+        for thread, chunk in list(self._running.items()):
+            item = running_item(self._slots[thread], chunk, now)
+            if is_overdue(item, limit, now):  # batches hold one item with item_timeout
+                del self._running[thread]
+                error = item_timeout_error(chunk.start, chunk.items[0], limit, _ABANDONED)
+                outcomes.append(Crashed(chunk, 0, error))
         return outcomes
 
     def _expire_during_run(self, now: float) -> None:
         overdue = self.overdue(now)
         if overdue:
-            with self._lock:
-                self.finished.extend(overdue)
-                self._stopping = True  # an item that hangs says enough
+            self.finished.extend(overdue)
+            self._stop()  # an item that hangs says enough
+
+    # -- deciding what runs next (in the caller's thread) ----------------------------------
+    def _receive(self, report: _Report, now: float) -> None:
+        if report.outcome is None:  # the initializer raised
+            self.init_error = self.init_error or report.error
+            self._running.pop(report.thread, None)
+            self._stop()
+            return
+        chunk = report.outcome.chunk
+        if self._running.get(report.thread) is not chunk:
+            return  # given up on (item_timeout)
+        del self._running[report.thread]
+        outcome, batch = report.outcome, report.batch
+        assert batch is not None
+        self.finished.append(outcome)
+        failed = {o for o, _ in outcome.errors}
+        ok = ((chunk.items[o], v) for o, v in enumerate(outcome.values) if o not in failed)
+        self.kept += itertools.islice(ok, max(0, KEPT - len(self.kept)))
+        if outcome.values:
+            self.batches.append(batch)
+            if batch.alone and len(self.batches) == 1:
+                self._after_first = CpuMark.now()
+            if batch.alone and batch.wall < BATCH_SECONDS and self._item_timeout is None:
+                self._size = min(MAX_BATCH, 2 * self._size)
+        if outcome.errors and self._stop_on_error:
+            self._stop()
+        self._next(report.thread, now)
+
+    def _next(self, thread: int, now: float) -> None:
+        """Give ``thread`` its next batch, start the second thread when it is time, or stop."""
+        if self._stopping or self.exhausted:
+            self._stop()
+            return
+        alone = [b for b in self.batches if b.alone]
+        if self._settle and not self._paired and items_wait(alone, self._cores(now)):
+            self._stop()
+            return
+        estimate = alone[-1].wall / alone[-1].items if alone else 0.0
+        late = bool(alone) and now + self._size * estimate > self._clock.end
+        # The first call often pays one-time costs (imports, caches): one more item
+        # alone, even one expected to end late, tells whether the first was typical.
+        second = len(alone) == 1 and not self._paired and thread == 0
+        if late and not second:
+            self._stop()  # it would not end in time
+            return
+        pair = not self._paired and alone and now >= self._clock.solo_end and not late
+        if pair and len(self._inboxes) > 1:
+            self._cores_alone = self._cores(now)
+            self._paired = True
+            if self._give(thread, now):
+                self._next(1, now)
+            return
+        if not self._give(thread, now):
+            self._stop()
+
+    def _give(self, thread: int, now: float) -> bool:
+        """Read the next batch and hand it to ``thread``; False if there is none."""
+        try:
+            chunk = self._reader.next_chunk(self._size)
+        except Exception as exc:
+            self.input_error = exc
+            return False
+        if chunk is None:
+            return False
+        self._running[thread] = chunk
+        self._given[thread] = now
+        self._inboxes[thread].put(_Task(chunk, not self._paired))
+        return True
+
+    def _cores(self, now: float) -> float:
+        """The process's cores busy while items ran alone (after the first batch, if later
+        ones ran a while)."""
+        start = self._clock.began
+        if self._after_first is not None and now - self._after_first.at > WARM_SPAN:
+            start = self._after_first
+        return cores_busy(start, CpuMark(time.process_time(), now), self._clock.baseline)
 
     # -- the probe threads -----------------------------------------------------------------
-    def _work(self, runner: _Runner) -> None:
+    def _work(self, thread: int) -> None:
         initializer, initargs = self._init
         if initializer is not None:
             try:
                 initializer(*initargs)
             except BaseException as exc:
-                with self._lock:
-                    self.init_error = self.init_error or exc
-                    self._stopped()
+                self._outbox.put(_Report(thread, None, None, exc))
                 return
+        inbox, slot = self._inboxes[thread], self._slots[thread]
         timed = self._item_timeout is not None
         starved = StarvedClock()
         try:
             while True:
-                taken = self._take(runner)
-                if taken is None:
+                task = inbox.get()
+                if task is None:
                     return
-                chunk, solo = taken
-                wall, cpu, waited = time.perf_counter(), time.thread_time(), starved()
+                chunk = task.chunk
+                began = time.monotonic()
+                wall = time.perf_counter()
+                cpu = time.thread_time()
+                waited = starved()
                 run = run_chunk(
                     self._call,
                     chunk.items,
                     chunk.start,
                     self._stop_on_error,
-                    current_item=runner.slot if timed else None,
+                    current_item=slot if timed else None,
                     timed=timed,
                 )
-                times = (
-                    time.perf_counter() - wall,
-                    time.thread_time() - cpu,
-                    starved() - waited,
-                    run.seconds,
+                batch = Batch(
+                    thread=thread,
+                    alone=task.alone,
+                    items=len(run.values),
+                    wall=time.perf_counter() - wall,
+                    cpu=time.thread_time() - cpu,
+                    starved=starved() - waited,
+                    began=began,
+                    ended=time.monotonic(),
                 )
-                self._finish(runner, chunk, run.values, run.errors, times, solo)
+                errors = [
+                    (o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in run.errors
+                ]
+                self._outbox.put(
+                    _Report(thread, Done(chunk, run.values, errors, run.seconds), batch)
+                )
         finally:
             starved.close()
-
-    def _take(self, runner: _Runner) -> tuple[Chunk, bool] | None:
-        """The next batch for ``runner`` and whether it runs alone, or None: stop."""
-        with self._lock:
-            while runner.index > 0 and not self._paired and not self._stopping:
-                self._lock.wait()
-            now = time.monotonic()
-            if self._stopping or self.exhausted or runner.abandoned or self._waits(now):
-                return self._stopped()
-            late = bool(self._solo) and now + self._batch * self._estimate > self._end
-            # The first call often pays one-time costs (imports, caches): one more item
-            # alone, even one expected to end late, tells whether the first was typical.
-            second = len(self._solo) == 1 and not self._paired and runner.index == 0
-            if late and not second:
-                return self._stopped()  # it would not end in time
-            if (
-                not self._paired
-                and self._solo
-                and now >= self._solo_end
-                and len(self._runners) > 1
-                and not (late and second)
-            ):
-                self._start_pair(now)
-            try:
-                items = list(itertools.islice(self._items, self._batch))
-            except Exception as exc:
-                self.input_error = exc
-                return self._stopped()
-            self.exhausted = len(items) < self._batch
-            if not items:
-                return self._stopped()
-            chunk = Chunk(self.next_id, self.read, items)
-            self.next_id += 1
-            self.read += len(items)
-            runner.chunk, runner.began = chunk, now
-            return chunk, not self._paired
-
-    def _waits(self, now: float) -> bool:
-        """With ``settle``: whether batches alone, the first aside, show items that wait."""
-        typical = self._solo[1:]
-        if not self._settle or self._paired or len(typical) < WAITING_BATCHES:
-            return False
-        busy = sum(b[2] for b in typical) / max(sum(b[1] for b in typical), 1e-9)
-        return busy < WAITING_SHARE and self._cores(now) < WAITING_SHARE
-
-    def _stopped(self) -> tuple[Chunk, bool] | None:
-        """A thread that stops taking items ends the probe for every thread (under the lock)."""
-        self._stopping = True
-        self._lock.notify_all()
-        return None
-
-    def _start_pair(self, now: float) -> None:
-        self._solo_cores = self._cores(now)
-        self._paired = True
-        self._lock.notify_all()
-
-    def _cores(self, now: float) -> float:
-        """The process's CPU seconds per second while items ran alone (after the first
-        batch, if later ones ran a while), beyond what it used before the probe (a
-        library's threads that still spin after earlier work, say)."""
-        cpu, began = self._cpu_begin, self._begin
-        if self._after_first is not None and now - self._after_first[1] > WARM_SPAN:
-            cpu, began = self._after_first
-        return (time.process_time() - cpu) / max(now - began, 1e-9) - self._baseline
-
-    def _finish(
-        self,
-        runner: _Runner,
-        chunk: Chunk,
-        values: list[Any],
-        errors: list[tuple[int, BaseException]],
-        times: tuple[float, float, float, float],
-        solo: bool,
-    ) -> None:
-        wall, cpu, waited, seconds = times
-        errors = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in errors]
-        outcome = Done(chunk, values, errors, seconds)
-        with self._lock:
-            runner.chunk, runner_began = None, runner.began
-            if runner.abandoned:
-                return  # reported as timed out, or given up on
-            if self._handed_off:
-                self._late.put(outcome)
-            else:
-                self.finished.append(outcome)
-            failed = {o for o, _ in errors}
-            ok = ((chunk.items[o], v) for o, v in enumerate(values) if o not in failed)
-            self.kept += itertools.islice(ok, max(0, KEPT - len(self.kept)))
-            if solo and values:
-                self._solo.append((len(values), wall, cpu, waited))
-                self._estimate = wall / len(values)
-                if len(self._solo) == 1:
-                    self._after_first = (time.process_time(), time.monotonic())
-                if wall < BATCH_SECONDS and self._item_timeout is None:
-                    self._batch = min(MAX_BATCH, 2 * self._batch)
-            elif values:
-                n, began, _, starved = self._pair[runner.index]
-                self._pair[runner.index] = [
-                    n + len(values),
-                    began or runner_began,
-                    time.monotonic(),
-                    starved + waited,
-                ]
-            if errors and self._stop_on_error:
-                self._stopping = True
-            self._lock.notify_all()  # the caller may be waiting for the last batch

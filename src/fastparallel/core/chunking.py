@@ -80,29 +80,40 @@ class ChunkSizer:
 
 
 class ChunkReader:
-    """Reads chunks from an iterator on demand; never reads further than asked."""
+    """Reads chunks from an iterator on demand; never reads further than asked.
 
-    def __init__(
-        self, items: Iterator[Any], sizer: ChunkSizer, *, start: int = 0, first_id: int = 0
-    ):
-        """``start``: the input index of the first item of ``items`` (the items before it
-        were read elsewhere, by ``threadpool="auto"``'s probe); ``first_id``: the first chunk id."""
+    ``sizer`` chooses the size of each chunk; it may be set later (``threadpool="auto"``
+    reads its first chunks, of sizes of its own, before the mode and so the sizer are
+    known). An input that raised raises the same exception again when read again.
+    """
+
+    def __init__(self, items: Iterator[Any], sizer: ChunkSizer | None = None):
         self._items = items
-        self._sizer = sizer
-        self._next_id = first_id
-        self.read = start  # items read so far
+        self.sizer = sizer
+        self._next_id = 0
+        self.read = 0  # items read so far
         self.exhausted = False
+        self._error: Exception | None = None
 
     def next_chunk(self, size: int | None = None) -> Chunk | None:
-        """The next chunk, or None when the input is exhausted.
+        """The next chunk (of ``size`` items, else as the sizer says), or None when the
+        input is exhausted.
 
         Exceptions raised by the input iterator propagate unchanged.
         """
+        if self._error is not None:
+            raise self._error
         if self.exhausted:
             return None
-        n = self._sizer.next_size() if size is None else size
-        batch = list(itertools.islice(self._items, n))
-        if len(batch) < n:
+        if size is None:
+            assert self.sizer is not None, "a chunk size, or a sizer"
+            size = self.sizer.next_size()
+        try:
+            batch = list(itertools.islice(self._items, size))
+        except Exception as exc:
+            self._error = exc
+            raise
+        if len(batch) < size:
             self.exhausted = True
         if not batch:
             return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastparallel import logs
 from fastparallel.backends import registry
@@ -37,9 +37,6 @@ from fastparallel.core.progress import Progress, make_progress
 from fastparallel.core.retries import RetryQueue
 from fastparallel.errors import ItemTimeoutError, ParallelTimeoutError, add_note
 from fastparallel.options import BackendName, Options
-
-if TYPE_CHECKING:
-    from fastparallel.auto.choose import Handoff
 
 __all__ = ["Dispatcher", "Piece", "run"]
 
@@ -78,43 +75,39 @@ def run(
 ) -> Iterator[Piece]:
     """Run ``call`` over ``items``; yields pieces (in input order if ``ordered``).
 
-    With ``threadpool="auto"`` the first items run in :func:`.auto.choose`'s probe, which
-    chooses the mode; its outcomes are handled first and the input resumes after them.
+    With ``threadpool="auto"`` the first chunks run in :func:`.auto.choose`'s probe, which
+    chooses the mode; the chunks it ran come first, to a backend that knows their outcomes.
     """
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
+    reader = ChunkReader(items)
     handoff = None
     if options.auto:
-        from fastparallel.auto.choose import (
-            choose,
-        )  # only for threadpool="auto": the probe, the cost model
+        from fastparallel.auto.choose import choose  # only for threadpool="auto"
 
-        handoff = choose(call, items, options, deadline, pools.has_idle("processes"))
-        options, items = handoff.options, handoff.rest
+        handoff = choose(call, reader, options, deadline, pools.has_idle("processes"))
+        options = handoff.options
     name = _backend_name(options)
     n_workers = 1 if name == "serial" else registry.default_workers(options)
-    read = 0 if handoff is None else handoff.read
-    total = None if options.total is None else max(0, options.total - read)
+    total = None if options.total is None else max(0, options.total - reader.read)
     if total is not None:
         n_workers = max(1, min(n_workers, total))
     # pause spaces the starts of items, so every chunk holds one item, whatever chunksize says.
     sizer = ChunkSizer(1 if options.pause else options.chunksize, total, n_workers)
     if options.max_tasks_per_child is not None:  # a chunk must fit in one worker's allowance
         sizer.cap = min(sizer.cap, options.max_tasks_per_child)
-    reader = ChunkReader(
-        items, sizer, start=read, first_id=0 if handoff is None else handoff.next_id
-    )
+    reader.sizer = sizer
     head = _read_head(reader, n_workers)  # one chunk per worker
-    if not head and (handoff is None or not handoff.finished and not handoff.running):
+    ran = [] if handoff is None else handoff.chunks  # by auto's probe, or still running there
+    if not head and not ran:
         return
     if reader.exhausted:
         n_workers = max(1, len(head))
-    idle = handoff is not None and not head and not _may_retry(handoff, options)
-    if idle:
+    if not head:
         name = "serial"  # the probe read everything: no pool to start, no initializer to run
     with pools.checkout(registry.pool_spec(name, options)) as backend:
         if handoff is not None:
-            backend = handoff.wrap(backend)
-        if not idle:
+            backend = handoff.around(backend)
+        if head or options.retries:  # (what the probe ran may run again)
             sizer.resume(backend.begin(call, n_workers, options))
         try:
             # Streamed in order, a slow item holds back the pieces after it; the window
@@ -127,22 +120,16 @@ def run(
                 sizer,
                 options,
                 n_workers=n_workers,
-                head=head,
+                head=ran + head,
                 window=window,
                 ordered=ordered,
                 deadline=deadline,
-                handoff=handoff,
+                note="" if handoff is None else handoff.note,
             )
             yield from dispatcher.run()
         finally:
             sizer.remember()
             backend.end()
-
-
-def _may_retry(handoff: Handoff, options: Options) -> bool:
-    """Whether an item the probe ran (or still runs) may have to run again elsewhere."""
-    failed = any(not isinstance(o, Done) or o.errors for o in handoff.finished)
-    return bool(options.retries) and (failed or bool(handoff.running))
 
 
 class Dispatcher:
@@ -160,7 +147,7 @@ class Dispatcher:
         window: int | None,
         ordered: bool,
         deadline: float | None,
-        handoff: Handoff | None = None,
+        note: str = "",
     ):
         self.backend = backend
         self.reader = reader
@@ -175,14 +162,7 @@ class Dispatcher:
         self.max_inflight = n_workers if self.pause else backend.chunks_per_worker * n_workers
         self.todo: deque[Chunk] = deque(head)  # read or requeued, not yet submitted
         self.inflight: dict[int, Chunk] = {}  # submitted, no outcome yet
-        # threadpool="auto": the probe's outcomes, handled first; the chunks it still runs
-        # are in flight beside the backend's (and take their room: a process pool given
-        # more chunks than it has room for would start another worker), and the progress
-        # bar says what was chosen.
-        self.probed: list[Outcome] = [] if handoff is None else list(handoff.finished)
-        self.note = "" if handoff is None else handoff.summary
-        if handoff is not None:
-            self.inflight.update((chunk.id, chunk) for chunk in handoff.running)
+        self.note = note  # for the progress bar: threadpool="auto"'s choice
         self.parked: dict[int, list[Any]] = {}  # ordered: finished pieces waiting for earlier ones
         self.next_out = 0  # ordered: input index of the next item to yield
         self.done_items = 0
@@ -199,9 +179,6 @@ class Dispatcher:
         if self.progress is not None and self.note:
             self.progress.comment(self.note)
         try:
-            probed, self.probed = self.probed, []
-            for outcome in probed:
-                yield from self._handle(outcome)
             while self._submit_while_room():
                 for outcome in self._wait():
                     yield from self._handle(outcome)
