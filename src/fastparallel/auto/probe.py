@@ -38,7 +38,16 @@ from fastparallel.backends.slots import NO_ITEM, is_overdue, next_deadline, runn
 from fastparallel.core.chunking import ChunkReader
 from fastparallel.errors import item_error, item_timeout_error
 
-__all__ = ["Batch", "CpuMark", "Probe", "Sample", "cores_busy", "items_wait", "summarize"]
+__all__ = [
+    "Batch",
+    "CpuMark",
+    "Probe",
+    "Sample",
+    "cores_busy",
+    "items_wait",
+    "pair_due",
+    "summarize",
+]
 
 SOLO_SHARE = 0.4  # the share of the probe's time in which items run alone
 BATCH_SECONDS = 0.002  # shorter items run in batches of about this long
@@ -118,6 +127,32 @@ def items_wait(batches: Sequence[Batch], cores: float) -> bool:
         return False
     busy = sum(b.cpu for b in typical) / max(sum(b.wall for b in typical), 1e-9)
     return busy < WAITING_SHARE and cores < WAITING_SHARE
+
+
+def pair_due(alone: Sequence[Batch], now: float, solo_end: float, sampling_gil: bool) -> bool:
+    """Whether the second thread starts now, after the batches run ``alone``.
+
+    Where the GIL is sampled, items run alone until ``solo_end``, so that the sampler
+    sees them hold it or not. Without a GIL (a free-threaded build) there is nothing to
+    sample, and every moment alone leaves a CPU idle: the pair starts as soon as one
+    batch alone was long enough to time (``BATCH_SECONDS``) and showed items that
+    compute; items that wait get a second batch alone first (``settle`` may end the
+    probe on it: threads run them anyway).
+
+    Example:
+        >>> computed = Batch(0, True, 1, wall=0.06, cpu=0.06, starved=0, began=0, ended=0.06)
+        >>> pair_due([computed], now=0.06, solo_end=0.08, sampling_gil=True)
+        False
+        >>> pair_due([computed], now=0.06, solo_end=0.08, sampling_gil=False)
+        True
+    """
+    if not alone:
+        return False
+    if sampling_gil:
+        return now >= solo_end
+    last = alone[-1]
+    computes = len(alone) > 1 or last.cpu >= WAITING_SHARE * last.wall
+    return now >= solo_end or (last.wall >= BATCH_SECONDS and computes)
 
 
 def _overlap(batches: Sequence[Batch], per_item_alone: float) -> float | None:
@@ -242,6 +277,7 @@ class Probe:
         self._clock = _Clock(CpuMark(0.0, 0.0), 0.0, 0.0, 0.0)
         self._after_first: CpuMark | None = None
         self._cores_alone = 0.0
+        self._sampling = True  # the GIL is sampled (not on a free-threaded build)
         self.batches: list[Batch] = []
         self.finished: list[Outcome] = []  # outcomes of the batches that ended, in order
         self.kept: list[tuple[Any, Any]] = []  # (item, result) of the first successful items
@@ -266,6 +302,7 @@ class Probe:
         """Probe for ``seconds`` at most (and not past ``deadline``); the caller's thread
         samples the GIL meanwhile. Batches still running then go on (:attr:`running`)."""
         sampler = GilSampler()
+        self._sampling = sampler.enabled
         baseline = sampler.calibrate()
         now = time.monotonic()
         end = now + seconds if deadline is None else min(now + seconds, deadline)
@@ -414,7 +451,8 @@ class Probe:
         if late and not second:
             self._stop()  # it would not end in time
             return
-        pair = not self._paired and alone and now >= self._clock.solo_end and not late
+        solo_end = self._clock.solo_end
+        pair = not self._paired and not late and pair_due(alone, now, solo_end, self._sampling)
         if pair and len(self._inboxes) > 1:
             self._cores_alone = self._cores(now)
             self._paired = True
