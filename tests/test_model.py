@@ -174,7 +174,7 @@ def test_the_probe_never_waits_for_a_long_item_nor_starts_another():
     began = time.monotonic()
     try:
         sample = probe.run(0.2)
-        assert time.monotonic() - began < 1.0
+        assert time.monotonic() - began < 10  # not the 30 s item 0 waits
         assert read == [0] and [c.items for c in probe.running] == [
             [0]
         ]  # one item read, still running
@@ -242,7 +242,7 @@ def test_with_settle_the_probe_ends_once_items_are_seen_to_wait(settle):
     sample = probe.run(1.0)
     spent = time.monotonic() - began
     if settle:  # two items alone (the first, then one more) showed the thread off the CPU
-        assert sample.read == 2 and sample.overlap is None and spent < 0.6, (sample, spent)
+        assert sample.read == 2 and sample.overlap is None and spent < 0.9, (sample, spent)
     else:  # it measures both phases, for its whole time
         assert sample.read > 10 and sample.overlap is not None and spent >= 0.95, (sample, spent)
 
