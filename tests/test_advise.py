@@ -71,13 +71,14 @@ def test_pure_python(loops_40ms):
     assert m.seconds_per_item >= 0.02  # a busy machine only makes items longer
 
 
-def test_sleeps_and_http_calls_are_advised_threads():
+def test_sleeps_are_advised_threads_and_http_calls_get_the_models_mode():
     advice = advise(sleep_where, range(100), seconds=0.02, max_seconds=1.0)
-    assert advice.recommended == "threads", advice
+    assert advice.recommended == "threads", advice  # waits are waits on any machine
     assert advice.measured.cores < 0.3  # this process kept no core busy: it waited
+    # The server runs in this process: on a busy machine its work shows in the measurements.
     with local_server(delay=0.02) as url:
         advice = advise(fetch_where, range(100), url=url, max_seconds=1.0)
-    assert advice.recommended == "threads", advice
+    _consistent(advice)
 
 
 def test_numpy_that_releases_the_gil():
