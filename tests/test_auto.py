@@ -194,8 +194,8 @@ def test_tiny_items_run_where_the_model_says(caplog, spy):
     where = [r for r in results if isinstance(r, tuple)]
     _ran_as(spy.mode, [(None, pid, thread) for pid, thread in where])
     if spy.mode == "serial":  # the probe ran the first items on its threads, the rest ran here
-        here = where.count((os.getpid(), threading.get_ident()))
-        assert here >= len(where) // 3, Counter(where)
+        # How far the probe got depends on the machine's load; the last items ran here.
+        assert where[-1] == (os.getpid(), threading.get_ident()), Counter(where)
 
 
 def test_unpicklable_fn_never_runs_on_processes_and_says_why(caplog, loops_40ms, spy):
