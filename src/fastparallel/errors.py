@@ -8,6 +8,7 @@ process to the caller is in :mod:`.remote_errors`.
 
 from __future__ import annotations
 
+import contextlib
 import reprlib
 import sys
 from functools import lru_cache
@@ -30,6 +31,8 @@ __all__ = [
     "initializer_error",
     "item_error",
     "item_timeout_error",
+    "set_attribute",
+    "set_cause",
     "start_crash_error",
     "worker_start_error",
 ]
@@ -171,28 +174,76 @@ def describe_item(index: int, item: Any) -> str:
 
 
 def add_note(exc: BaseException, note: str) -> None:
-    """``exc.add_note(note)``, also on Python 3.10 (where notes are stored but not printed)."""
-    if hasattr(exc, "add_note"):
-        exc.add_note(note)
-    else:  # pragma: no cover - Python 3.10
+    """``exc.add_note(note)``, also on Python 3.10 (where notes are stored but not printed).
+
+    Never raises, and never replaces what the user put in ``__notes__``: an exception that
+    refuses attributes (a frozen dataclass) still gets the note, a tuple of notes becomes a
+    longer tuple, and one that refuses every way (a ``__notes__`` that is not a sequence, or
+    a property that raises) goes on without it. The exception itself is what matters.
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Frozen(Exception):
+        ...     code: int
+        >>> exc = Frozen(7)
+        >>> add_note(exc, "raised by fn on item 3 (3)")
+        >>> exc.__notes__
+        ['raised by fn on item 3 (3)']
+    """
+    try:
+        exc.add_note(note)  # type: ignore[attr-defined]
+        return
+    except Exception:  # refused (a frozen dataclass, a tuple of notes), or Python 3.10
+        pass
+    try:
         notes = getattr(exc, "__notes__", None)
-        try:
-            if notes is None:
-                exc.__notes__ = [note]  # type: ignore[attr-defined]
-            else:
-                notes.append(note)
-        except Exception:
-            pass
+        if isinstance(notes, list):
+            notes.append(note)
+            return
+        if notes is not None and not isinstance(notes, tuple):
+            raise TypeError(f"__notes__ is a {type(notes).__name__}, not a list or a tuple")
+        set_attribute(exc, "__notes__", [note] if notes is None else (*notes, note))
+    except Exception as refused:
+        import logging
+
+        logging.getLogger("fastparallel").debug(
+            "fastparallel: could not add the note %r to a %s: %r",
+            note,
+            type(exc).__qualname__,
+            refused,
+        )
+
+
+def set_attribute(exc: BaseException, name: str, value: Any) -> None:
+    """``setattr(exc, name, value)``, also on an exception that refuses attributes (a frozen
+    dataclass, a ``__setattr__`` that raises): the user's exception is delivered as it is,
+    and what fastparallel attaches to it (a note, the worker's traceback) goes around it."""
+    try:
+        setattr(exc, name, value)
+    except Exception:
+        object.__setattr__(exc, name, value)
+
+
+def set_cause(exc: BaseException, cause: BaseException) -> None:
+    """``exc.__cause__ = cause``, even where ``exc`` refuses attributes; never raises."""
+    with contextlib.suppress(Exception):
+        set_attribute(exc, "__cause__", cause)
 
 
 def _deliverable(exc: BaseException, origin: str) -> BaseException:
-    """``exc`` with a note saying where it came from, or wrapped if it would end the caller."""
+    """``exc`` with a note saying where it came from, or wrapped if it would end the caller.
+
+    Never raises: whatever ``exc`` refuses, the caller gets it (or its wrapper)."""
     if isinstance(exc, Exception):
         add_note(exc, f"fastparallel: {origin}")
         return exc
+    try:
+        first = short_repr(exc.args[0]) if exc.args else ""
+    except Exception:
+        first = ""
     wrapped = TaskExitError(
-        f"{type(exc).__name__}({short_repr(exc.args[0]) if exc.args else ''}) {origin}; "
-        "fastparallel stopped it from ending the caller"
+        f"{type(exc).__name__}({first}) {origin}; fastparallel stopped it from ending the caller"
     )
     wrapped.__cause__ = exc
     return wrapped

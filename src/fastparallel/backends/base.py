@@ -15,6 +15,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from fastparallel.backends.runner import Call
+from fastparallel.errors import FastParallelError, describe_item
 
 if TYPE_CHECKING:
     from fastparallel.options import Options
@@ -31,6 +32,7 @@ __all__ = [
     "Requeue",
     "Split",
     "Started",
+    "internal_failure",
     "wait_and_drain",
 ]
 
@@ -200,3 +202,19 @@ def wait_and_drain(inbox: queue.SimpleQueue[T], timeout: float | None) -> list[T
             got.append(inbox.get_nowait())
         except queue.Empty:
             return got
+
+
+def internal_failure(chunk: Chunk, exc: BaseException) -> Done:
+    """The outcome of a chunk whose worker thread hit a fault of fastparallel's own (never
+    one of ``fn``'s, which the per-item loop records): every item of the chunk fails with
+    a :class:`~fastparallel.FastParallelError` caused by ``exc``. Reported so that the
+    call ends with an error rather than wait forever for a thread that died."""
+    error = FastParallelError(
+        f"fastparallel failed while running the chunk of {len(chunk.items)} items from "
+        f"{describe_item(chunk.start, chunk.items[0])}: {type(exc).__name__}; "
+        "this is a bug in fastparallel, please report it"
+    )
+    error.__cause__ = exc
+    return Done(
+        chunk, [None] * len(chunk.items), [(o, error) for o in range(len(chunk.items))], 0.0
+    )

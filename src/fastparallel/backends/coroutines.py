@@ -32,7 +32,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fastparallel import logs
-from fastparallel.backends.base import Chunk, Done, Outcome, PoolSpec, Started, wait_and_drain
+from fastparallel.backends.base import (
+    Chunk,
+    Done,
+    Outcome,
+    PoolSpec,
+    Started,
+    internal_failure,
+    wait_and_drain,
+)
 from fastparallel.backends.runner import Call
 from fastparallel.errors import item_error, item_timeout_error
 
@@ -158,6 +166,15 @@ class EventLoopThread:
         """Await ``fn`` on each item of ``chunk`` in turn; report the outcome."""
         if report_start:
             self._outcomes.put(Started(chunk, time.monotonic()))
+        try:
+            outcome = await self._run_items(call, chunk, stop_on_error)
+        except asyncio.CancelledError:  # abort(): nobody waits for this chunk any more
+            raise
+        except BaseException as exc:  # never fn's (recorded per item): a fault of ours
+            outcome = internal_failure(chunk, exc)
+        self._outcomes.put(outcome)
+
+    async def _run_items(self, call: Call, chunk: Chunk, stop_on_error: bool) -> Done:
         fn, args, kwargs = call
         one = partial(fn, *args, **kwargs) if args or kwargs else fn
         limit = self._item_timeout
@@ -182,7 +199,7 @@ class EventLoopThread:
             errors.append((offset, error))
             if stop_on_error:
                 break
-        self._outcomes.put(Done(chunk, values, errors, time.perf_counter() - began))
+        return Done(chunk, values, errors, time.perf_counter() - began)
 
     def poll(self, timeout: float | None) -> list[Outcome]:
         return wait_and_drain(self._outcomes, timeout)

@@ -29,6 +29,7 @@ from fastparallel.backends.base import (
     Outcome,
     PoolSpec,
     Started,
+    internal_failure,
     wait_and_drain,
 )
 from fastparallel.backends.runner import Call, run_chunk
@@ -141,22 +142,30 @@ class ThreadPool:
             worker.chunk = chunk
             if report_start:
                 self._outcomes.put(Started(chunk, time.monotonic()))
-            run = run_chunk(
-                call,
-                chunk.items,
-                chunk.start,
-                stop_on_error,
-                cancelled=worker.stop,
-                current_item=worker.slot if timed else None,
-                timed=timed,
-                into=worker.finished if timed else None,
-            )
-            errors = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in run.errors]
+            try:
+                outcome = self._run(worker, call, chunk, stop_on_error, timed)
+            except BaseException as exc:  # never fn's (run_chunk records those): a fault of ours
+                outcome = internal_failure(chunk, exc)
             with self._lock:
                 if worker.abandoned:
                     return  # its item ran past item_timeout: already reported, and replaced
                 worker.chunk = None
-                self._outcomes.put(Done(chunk, run.values, errors, run.seconds))
+                self._outcomes.put(outcome)
+
+    @staticmethod
+    def _run(worker: _Worker, call: Call, chunk: Chunk, stop_on_error: bool, timed: bool) -> Done:
+        run = run_chunk(
+            call,
+            chunk.items,
+            chunk.start,
+            stop_on_error,
+            cancelled=worker.stop,
+            current_item=worker.slot if timed else None,
+            timed=timed,
+            into=worker.finished if timed else None,
+        )
+        errors = [(o, item_error(e, chunk.start + o, chunk.items[o])) for o, e in run.errors]
+        return Done(chunk, run.values, errors, run.seconds)
 
     # -- one call --------------------------------------------------------------------
     def begin(self, call: Call, n_workers: int, options: Options) -> None:

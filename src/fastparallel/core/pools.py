@@ -19,8 +19,7 @@ import atexit
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import Hashable
 
 from fastparallel import logs
 from fastparallel.backends.base import Backend, Pool, PoolSpec
@@ -67,10 +66,13 @@ def exiting() -> bool:
     return _exiting
 
 
-@contextmanager
-def checkout(spec: PoolSpec) -> Iterator[Backend]:
+class checkout:  # lower case: it is used as a function, ``with checkout(spec) as backend``
     """A backend for one call: an idle pool kept under ``spec.key`` if there is one, else
     ``spec.create()``; kept for a later call afterwards if it may serve again.
+
+    A class rather than ``@contextmanager``: the user's exceptions pass through it, and
+    contextlib's generator wrapper assigns their ``__traceback__``, which an exception
+    that refuses attributes (a frozen dataclass) turns into a ``FrozenInstanceError``.
 
     Example:
         >>> from fastparallel.backends.threads import ThreadPool
@@ -78,18 +80,31 @@ def checkout(spec: PoolSpec) -> Iterator[Backend]:
         ...     pool.reusable
         True
     """
-    if spec.joins_children:
-        _install_multiprocessing_hook()
-    record = _take_idle(spec.key)
-    if record is None:
-        pool = spec.create()
-        with _registry.lock:
-            record = PoolRecord(pool, spec.key, _registry.generation)
-            _registry.in_use.add(record)
-    try:
-        yield record.pool  # type: ignore[misc]
-    finally:
-        _check_in(record)
+
+    __slots__ = ("_record", "_spec")
+
+    def __init__(self, spec: PoolSpec) -> None:
+        self._spec = spec
+        self._record: PoolRecord | None = None
+
+    def __enter__(self) -> Backend:
+        spec = self._spec
+        if spec.joins_children:
+            _install_multiprocessing_hook()
+        record = _take_idle(spec.key)
+        if record is None:
+            pool = spec.create()
+            with _registry.lock:
+                record = PoolRecord(pool, spec.key, _registry.generation)
+                _registry.in_use.add(record)
+        self._record = record
+        return record.pool  # type: ignore[return-value]
+
+    def __exit__(self, *exc_info: object) -> None:
+        record = self._record
+        self._record = None
+        if record is not None:
+            _check_in(record)
 
 
 def has_idle(kind: str) -> bool:

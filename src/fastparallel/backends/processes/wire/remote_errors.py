@@ -1,7 +1,7 @@
 """How an exception raised in a worker process travels back to the caller.
 
-A worker turns an exception into a *packed* exception, a plain tuple of picklable parts
-(:func:`pack_exception`), and reports what failed as an :class:`ErrorKind`. The caller
+A worker turns an exception into a *packed* exception, a record of picklable parts
+(:func:`pack_exception`, :class:`PackedException`), and reports what failed as an :class:`ErrorKind`. The caller
 rebuilds the exception with its original type where it can (:func:`unpack_exception`),
 attaches the worker's traceback as ``__cause__``, and adds a note naming the item
 (:func:`remote_item_error`). The public exception classes are in :mod:`.errors`.
@@ -10,21 +10,49 @@ attaches the worker's traceback as ``__cause__``, and adds a note naming the ite
 from __future__ import annotations
 
 import pickle
+from collections import namedtuple
 from enum import IntEnum
 
-from fastparallel.errors import RemoteError, add_note, describe_item, item_error, short_repr
+from fastparallel.errors import (
+    RemoteError,
+    add_note,
+    describe_item,
+    item_error,
+    set_attribute,
+    set_cause,
+    short_repr,
+)
 
 TYPE_CHECKING = False  # worker processes import this module: no typing at run time
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, NamedTuple
 
     Dumps = Callable[[Any], bytes]
-    PackedException = tuple[Any, ...]
+
+    class PackedException(NamedTuple):
+        """An exception in picklable parts: ``blob``, the whole exception pickled (None
+        where it does not round-trip); else ``cls_blob`` (its class) and ``parts_blob``
+        (its arguments and attributes), each None where it could not be pickled. ``name``,
+        ``message`` and ``traceback`` (the worker's, formatted) always travel."""
+
+        blob: bytes | None
+        cls_blob: bytes | None
+        parts_blob: bytes | None
+        name: str
+        message: str
+        traceback: str
+else:  # worker processes import this module: no typing at run time
+    PackedException = namedtuple(
+        "PackedException",
+        "blob cls_blob parts_blob name message traceback",
+        module=__name__,
+    )
 
 __all__ = [
     "ITEM_NOT_PICKLABLE",
     "ErrorKind",
+    "PackedException",
     "pack_exception",
     "remote_item_error",
     "unpack_exception",
@@ -78,74 +106,101 @@ def _round_trips(blob: bytes) -> bool:
 
 
 def _picklable_or_repr(value: Any, dumps: Dumps) -> Any:
+    """``value`` if it pickles and unpickles, else its short repr."""
     try:
-        dumps(value)
-        return value
+        if _round_trips(dumps(value)):
+            return value
     except Exception:
-        return short_repr(value)
+        pass
+    return short_repr(value)
+
+
+def _format_traceback(exc: BaseException) -> str:
+    import traceback
+
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception as failed:  # a hostile __notes__ or __cause__: the frames at least
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        return f"Traceback (most recent call last):\n{frames}<formatting it failed: {failed!r}>\n"
+
+
+def _parts(exc: BaseException, dumps: Dumps) -> bytes | None:
+    """``exc``'s arguments and attributes pickled, each replaced by its repr where it
+    cannot travel; None where even that fails."""
+    try:
+        args = tuple(_picklable_or_repr(a, dumps) for a in exc.args)
+        state = {k: _picklable_or_repr(v, dumps) for k, v in vars(exc).items()}
+        return dumps((args, state))
+    except Exception:
+        return None
 
 
 def pack_exception(exc: BaseException, dumps: Dumps) -> PackedException:
-    """Turn ``exc`` into picklable parts; never raises.
+    """Turn ``exc`` into a :class:`PackedException`; never raises.
 
     ``dumps`` is the serializer to use (plain pickle with a cloudpickle fallback). An
-    exception that pickles and unpickles travels whole; otherwise its class, arguments
-    and attributes travel separately, each replaced by a repr where it cannot.
+    exception that pickles and unpickles travels whole; otherwise (its ``__reduce__``
+    raises, an attribute cannot be pickled, its constructor needs other arguments than
+    ``args``, it refuses ``__setstate__``) its class, arguments and attributes travel
+    separately, each replaced by a repr where it cannot. Its name, message and
+    traceback always travel, for the :class:`~fastparallel.RemoteError` that stands in
+    when nothing else can be rebuilt in the caller.
     """
-    import traceback
-
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        blob = dumps(exc)
-        if _round_trips(blob):
-            return ("pickled", blob, tb)
-    except Exception:
-        pass
     cls = type(exc)
     name = f"{cls.__module__}.{cls.__qualname__}"
     try:
         message = str(exc)
     except Exception:
         message = f"<{cls.__qualname__} whose str() failed>"
+    tb = _format_traceback(exc)
+    try:
+        blob: bytes | None = dumps(exc)
+    except Exception:
+        blob = None
+    if blob is not None and _round_trips(blob):
+        return PackedException(blob, None, None, name, message, tb)
     try:
         cls_blob: bytes | None = dumps(cls)
     except Exception:
         cls_blob = None
-    try:
-        args = tuple(_picklable_or_repr(a, dumps) for a in exc.args)
-        state = {k: _picklable_or_repr(v, dumps) for k, v in vars(exc).items()}
-        parts_blob: bytes | None = dumps((args, state))
-    except Exception:
-        parts_blob = None
-    return ("rebuilt", cls_blob, parts_blob, name, message, tb)
+    return PackedException(None, cls_blob, _parts(exc, dumps), name, message, tb)
 
 
-def _rebuild(packed: PackedException) -> BaseException:
-    if packed[0] == "pickled":
-        _, blob, tb = packed
+def _rebuild(packed: PackedException) -> BaseException | None:
+    """The exception of ``packed`` with its original class, or None where it cannot be."""
+    if packed.blob is not None:
         try:
-            exc: BaseException = pickle.loads(blob)
+            exc: BaseException = pickle.loads(packed.blob)
             return exc
-        except Exception:
-            return RemoteError(f"an exception that could not be unpickled:\n{tb}")
-    _, cls_blob, parts_blob, name, message, _ = packed
+        except Exception:  # its class or an attribute is not importable here
+            return None
     try:
-        cls = pickle.loads(cls_blob) if cls_blob is not None else None
-        args, state = pickle.loads(parts_blob) if parts_blob is not None else ((message,), {})
+        cls = pickle.loads(packed.cls_blob) if packed.cls_blob is not None else None
+        if packed.parts_blob is None:
+            args, state = (packed.message,), {}
+        else:
+            args, state = pickle.loads(packed.parts_blob)
         if isinstance(cls, type) and issubclass(cls, BaseException):
+            # As pickle rebuilds an exception, without calling __init__ (which may need
+            # other arguments) or __setattr__ (which a frozen dataclass refuses).
             exc = cls.__new__(cls, *args)
-            exc.args = args
+            set_attribute(exc, "args", args)
             exc.__dict__.update(state)
             return exc
     except Exception:
         pass
-    return RemoteError(f"{name}: {message}", type_name=name)
+    return None
 
 
 def unpack_exception(packed: PackedException) -> BaseException:
-    """Rebuild an exception packed by :func:`pack_exception`, worker traceback as ``__cause__``."""
+    """Rebuild an exception packed by :func:`pack_exception`, worker traceback as
+    ``__cause__``: with its original class where it can be, else a
+    :class:`~fastparallel.RemoteError` naming it. Never raises."""
     exc = _rebuild(packed)
-    exc.__cause__ = _RemoteTraceback(f'\n"""\n{packed[-1]}"""')
+    if exc is None:
+        exc = RemoteError(f"{packed.name}: {packed.message}", type_name=packed.name)
+    set_cause(exc, _RemoteTraceback(f'\n"""\n{packed.traceback}"""'))
     return exc
 
 

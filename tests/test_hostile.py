@@ -1,0 +1,201 @@
+"""Exceptions, results and descriptors that refuse what fastparallel does to them.
+
+Whatever the user's exception refuses (attributes, notes, pickling, ``str()``), the caller
+gets it, with its type, message and (from a worker process) the worker's traceback; the
+note naming the item is added where it can be, and a pool thread never dies of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # workers import hostile_helpers
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import hostile_helpers as hh
+
+from fastparallel import FastParallelError, RemoteError, parallel
+from fastparallel.errors import add_note, item_error
+
+NW = 2
+ITEMS = range(4)
+
+# How each backend is asked for; "auto" decides on its own, after its probe threads.
+BACKENDS: dict[str, dict[str, Any]] = {
+    "serial": {"n_workers": 0},
+    "threads": {"threadpool": True, "n_workers": NW},
+    "auto": {"threadpool": "auto", "n_workers": NW},
+    "processes": {"n_workers": NW},
+}
+
+
+def _notes(exc: BaseException) -> str:
+    return "\n".join(getattr(exc, "__notes__", ()))
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return "<str() failed>"
+
+
+def _caught(fn: Any, **kwargs: Any) -> BaseException:
+    with pytest.raises(BaseException) as info:
+        parallel(fn, ITEMS, progress=False, **kwargs)
+    return info.value
+
+
+# -- unit: the note never costs the user's exception --------------------------------------
+
+
+class _NotesIsAString(Exception):
+    def __init__(self) -> None:
+        super().__init__("notes are a str")
+        self.__notes__ = "not a sequence of notes"
+
+
+class _NotesPropertyRaises(Exception):
+    @property
+    def __notes__(self) -> list[str]:
+        raise RuntimeError("no notes here")
+
+    @__notes__.setter
+    def __notes__(self, value: Any) -> None:
+        raise RuntimeError("no notes here")
+
+
+@pytest.mark.unit
+def test_add_note_gets_a_note_onto_a_frozen_dataclass_exception() -> None:
+    exc = hh.FrozenError(7)
+    add_note(exc, "item 3")
+    assert exc.__notes__ == ["item 3"]
+
+
+@pytest.mark.unit
+def test_add_note_makes_a_tuple_of_notes_a_longer_tuple() -> None:
+    exc = hh.TupleNotesError("x")
+    add_note(exc, "item 3")
+    assert exc.__notes__ == ("the user's own note", "item 3")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("cls", [_NotesIsAString, _NotesPropertyRaises])
+def test_add_note_leaves_alone_notes_it_cannot_extend(cls: type[Exception]) -> None:
+    exc = cls()
+    add_note(exc, "item 3")  # does not raise
+    if cls is _NotesIsAString:
+        assert exc.__notes__ == "not a sequence of notes"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("kind", ["frozen", "tuple_notes", "hostile_str", "required_args"])
+def test_item_error_returns_the_users_exception(kind: str) -> None:
+    exc = hh.make(kind)
+    assert item_error(exc, 3, "abc") is exc
+    assert "item 3 ('abc')" in _notes(exc)
+
+
+# -- fault 1: exceptions that refuse notes, on every backend ----------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("kind", ["frozen", "tuple_notes"])
+def test_an_exception_that_refuses_notes_reaches_the_caller(kind: str, backend: str) -> None:
+    fn = functools.partial(hh.raise_on_one, kind=kind)
+    exc = _caught(fn, **BACKENDS[backend])
+    assert type(exc) is type(hh.make(kind))
+    assert _message(exc) == _message(hh.make(kind))
+    assert "item 1 (1)" in _notes(exc)
+    if kind == "frozen":
+        assert exc.code == 7
+    else:
+        assert exc.__notes__[0] == "the user's own note"
+    if backend == "processes":
+        assert "raise_on_one" in str(exc.__cause__)  # the worker's traceback
+    else:
+        assert exc.__traceback__ is not None
+    # The pool that ran it still serves: no thread died of it.
+    assert parallel(fn, [0, 2, 3], progress=False, **BACKENDS[backend]) == [0, 2, 3]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("n_workers", [0, NW])
+@pytest.mark.parametrize("kind", ["frozen", "tuple_notes"])
+def test_a_coroutine_that_raises_an_exception_refusing_notes(kind: str, n_workers: int) -> None:
+    fn = functools.partial(hh.araise_on_one, kind=kind)
+    exc = _caught(fn, n_workers=n_workers)
+    assert type(exc) is type(hh.make(kind))
+    assert "item 1 (1)" in _notes(exc)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_return_exceptions_keeps_a_frozen_exception_in_its_slot(backend: str) -> None:
+    fn = functools.partial(hh.raise_on_one, kind="frozen")
+    out = parallel(fn, ITEMS, return_exceptions=True, progress=False, **BACKENDS[backend])
+    assert out[0] == 0 and out[2:] == [2, 3]
+    assert type(out[1]) is hh.FrozenError and out[1].code == 7
+    assert "item 1 (1)" in _notes(out[1])
+
+
+# -- the sweep: exceptions that refuse pickling, str(), their constructor ----------------------
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "kind", ["refuses_pickling", "hostile_str", "locked_attribute", "required_args"]
+)
+def test_a_worker_exception_that_refuses_pickling_keeps_its_type(kind: str) -> None:
+    fn = functools.partial(hh.raise_on_one, kind=kind)
+    exc = _caught(fn, n_workers=NW)
+    assert type(exc) is type(hh.make(kind))
+    assert _message(exc) == _message(hh.make(kind))
+    assert "item 1 (1)" in _notes(exc)
+    assert "raise_on_one" in str(exc.__cause__)
+    if kind == "locked_attribute":
+        assert exc.detail == "kept" and "lock" in exc.lock  # what cannot travel: its repr
+    if kind == "required_args":
+        assert (exc.a, exc.b) == (1, 2)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_an_exception_that_cannot_be_rebuilt_here_names_its_type_and_message() -> None:
+    fn = functools.partial(hh.raise_on_one, kind="only_in_worker", caller=os.getpid())
+    exc = _caught(fn, n_workers=NW)
+    assert type(exc) is RemoteError
+    assert exc.type_name == "hostile_helpers.OnlyInWorkerError"
+    assert str(exc) == "hostile_helpers.OnlyInWorkerError: rebuilt only in the worker"
+    assert "item 1 (1)" in _notes(exc)
+    assert "raise_on_one" in str(exc.__cause__)
+
+
+# -- a fault of fastparallel's own in a pool thread ends the call, never hangs it --------------
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_pool_thread_that_fails_reports_its_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastparallel.backends import threads
+
+    def broken(exc: BaseException, index: int, item: Any) -> BaseException:
+        raise RuntimeError("a bug in fastparallel")
+
+    monkeypatch.setattr(threads, "item_error", broken)
+    fn = functools.partial(hh.raise_on_one, kind="frozen")
+    exc = _caught(fn, threadpool=True, n_workers=NW)
+    assert type(exc) is FastParallelError
+    assert "bug in fastparallel" in str(exc)
+    assert isinstance(exc.__cause__, RuntimeError)
