@@ -111,3 +111,36 @@ def raise_on_one(x: int, kind: str, caller: int = 0) -> int:
 
 async def araise_on_one(x: int, kind: str, caller: int = 0) -> int:
     return raise_on_one(x, kind, caller)
+
+
+# -- results and items that need many descriptors ------------------------------------------
+
+ARRAYS = 30  # large buffers per result: each travels in its own shared memory
+ARRAY_BYTES = 256 * 1024
+
+
+def many_arrays(i: int) -> list[Any]:
+    import numpy as np
+
+    return [np.full(ARRAY_BYTES // 8, i, dtype=np.float64) for _ in range(ARRAYS)]
+
+
+def total(arrays: list[Any]) -> float:
+    return float(sum(a.sum() for a in arrays))
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd")) - 1
+
+
+def leave_room(room: int) -> None:
+    """Lower this process's soft RLIMIT_NOFILE to ``room`` descriptors above those open."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_descriptors() + room, hard))
+
+
+def leave_four() -> None:
+    """An initializer: the worker is left 4 descriptors."""
+    leave_room(4)

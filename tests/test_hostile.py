@@ -199,3 +199,76 @@ def test_a_pool_thread_that_fails_reports_its_chunk(monkeypatch: pytest.MonkeyPa
     assert type(exc) is FastParallelError
     assert "bug in fastparallel" in str(exc)
     assert isinstance(exc.__cause__, RuntimeError)
+
+
+# -- fault 2: no result is lost for lack of descriptors -------------------------------------------
+
+_SHORT_OF_DESCRIPTORS = """
+import logging
+import hostile_helpers as hh
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+if __name__ == "__main__":
+    records = Records()
+    logging.getLogger("fastparallel").addHandler(records)
+    logging.getLogger("fastparallel").setLevel(logging.DEBUG)
+    if sys.argv[2] == "dropped":  # no room check before the call: the kernel drops descriptors
+        import fastparallel.backends.processes.pool as pool
+        pool._passable_fds = lambda: 253
+    parallel(abs, range(4), n_workers=2, progress=False)  # the workers start with room
+    hh.leave_room(12)
+    before = hh.open_descriptors()
+    out = parallel(hh.many_arrays, range(6), n_workers=2, progress=False, return_exceptions=True)
+    report = {
+        "results": [[float(a[0]) for a in r] if isinstance(r, list) else repr(r) for r in out],
+        "leaked": hh.open_descriptors() - before,
+        "log": records.messages,
+    }
+    print(json.dumps(report))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+@pytest.mark.parametrize(
+    ("how", "logged"),
+    [
+        ("room_checked", "descriptors free under RLIMIT_NOFILE"),
+        ("dropped", "descriptors passed with a message were dropped"),
+    ],
+)
+def test_results_come_through_the_pipe_when_the_caller_is_short_of_descriptors(
+    tmp_path: Path, how: str, logged: str
+) -> None:
+    pytest.importorskip("numpy")
+    import json
+
+    from faults_helpers import run_script
+
+    done = run_script(tmp_path, _SHORT_OF_DESCRIPTORS, timeout=150, args=[how])
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["results"] == [[float(i)] * hh.ARRAYS for i in range(6)]
+    assert report["leaked"] == 0
+    assert any(logged in message for message in report["log"]), report["log"]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_items_go_through_the_pipe_when_a_worker_is_short_of_descriptors() -> None:
+    np = pytest.importorskip("numpy")
+    items = [
+        [np.full(hh.ARRAY_BYTES // 8, i, dtype=np.float64) for _ in range(hh.ARRAYS)]
+        for i in range(4)
+    ]
+    out = parallel(hh.total, items, n_workers=NW, initializer=hh.leave_four, progress=False)
+    assert out == [float(i * hh.ARRAYS * hh.ARRAY_BYTES // 8) for i in range(4)]

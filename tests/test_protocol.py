@@ -14,6 +14,7 @@ import pytest
 from fastparallel.backends.processes.launch import enlarge_pipe
 from fastparallel.backends.processes.wire.buffers import close_all, share
 from fastparallel.backends.processes.wire.channel import (
+    BuffersLost,
     Channel,
     Pickled,
     new_passers,
@@ -188,3 +189,61 @@ def test_buffers_have_the_size_sent_even_if_their_memory_is_larger(passing_pipe)
     close_all(fds)
     _, buffers = reader.recv()
     assert [b.nbytes for b in buffers] == [len(data), 8 * len(data)] and bytes(buffers[0]) == data
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists /proc/self/fd")
+def test_dropped_descriptors_raise_buffers_lost_and_close_those_that_came(
+    passing_pipe, monkeypatch
+):
+    reader, writer = passing_pipe
+    send_fds = socket.send_fds
+
+    def drop_last(sock, buffers, fds):  # as the kernel does when the receiver has no room
+        return send_fds(sock, buffers, fds[:-1])
+
+    monkeypatch.setattr(socket, "send_fds", drop_last)
+    data = [bytearray(b"d" * 200_000) for _ in range(3)]
+    fds = share([pickle.PickleBuffer(d) for d in data])
+    writer.send(b"frame", fds=fds, sizes=[len(d) for d in data])
+    close_all(fds)
+    with pytest.raises(BuffersLost) as lost:
+        reader.recv()
+    assert lost.value.frame == b"frame" and "RLIMIT_NOFILE" in str(lost.value)
+    assert _memfds() == []
+
+
+class _BreaksAfterTheDescriptors:
+    """A passer whose sizes come apart and whose connection then breaks."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def recvmsg(self, *args):
+        data, ancillary, flags, address = self.sock.recvmsg(*args)
+        return data[:4], ancillary, flags, address
+
+    def recv(self, n):
+        raise ConnectionResetError("the worker went away")
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists /proc/self/fd")
+def test_a_read_that_fails_after_the_descriptors_closes_them(passing_pipe):
+    reader, writer = passing_pipe
+    reader.passer = _BreaksAfterTheDescriptors(reader.passer)
+    data = [bytearray(b"p" * 200_000) for _ in range(2)]
+    fds = share([pickle.PickleBuffer(d) for d in data])
+    writer.send(b"frame", fds=fds, sizes=[len(d) for d in data])
+    close_all(fds)
+    with pytest.raises(ConnectionResetError):
+        reader.recv()
+    assert _memfds() == []
+
+
+def test_a_chunk_header_carries_the_descriptors_a_result_may_pass():
+    header = ChunkHeader(3, 10, True, False, 2, False, False, 6)
+    _, decoded, _ = decode(bytearray(encode(Kind.CHUNK, header)))
+    assert decoded.max_fds == 6
+    assert ChunkHeader(3, 10, True, False, 2).max_fds == 253  # by default, all it can pass

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
+from fastparallel import logs
 from fastparallel.backends.base import (
     Chunk,
     Done,
@@ -40,12 +41,18 @@ from fastparallel.backends.processes.launch import (
     WorkerProcess,
     make_launcher,
 )
-from fastparallel.backends.processes.wire.channel import send_with_buffers
+from fastparallel.backends.processes.wire.channel import (
+    BuffersLost,
+    descriptor_room,
+    send_with_buffers,
+)
 from fastparallel.backends.processes.wire.protocol import (
+    OUT_OF_BAND,
     ChunkHeader,
     ContextTracker,
     DoneHeader,
     Kind,
+    LostHeader,
     StartedHeader,
     StartStage,
     decode,
@@ -66,7 +73,7 @@ from fastparallel.backends.slots import (
     running_item,
 )
 from fastparallel.errors import start_crash_error, worker_start_error
-from fastparallel.serialize.pickling import loads
+from fastparallel.serialize.pickling import MAX_OUT_OF_BAND, loads
 
 if TYPE_CHECKING:
     from fastparallel.backends.processes.wire.channel import Broadcast
@@ -117,6 +124,23 @@ def _running(worker: _PoolProcess, now: float) -> RunningItem | None:
     return running_item(worker.process.current_item, chunk, now)
 
 
+def _passable_fds() -> int:
+    """How many descriptors a worker may pass with one DONE: half of this process's room
+    under its ``RLIMIT_NOFILE`` soft limit (the rest of the process keeps the other half),
+    at most what one message can pass. A result with more large buffers comes through
+    the pipe: the kernel would drop the descriptors this process has no room for."""
+    room = descriptor_room()
+    passable = min(MAX_OUT_OF_BAND, room // 2)
+    if passable < MAX_OUT_OF_BAND:
+        logs.debug(
+            "fastparallel: %d descriptors free under RLIMIT_NOFILE: a result with more than "
+            "%d large buffers comes through the pipe rather than in shared memory",
+            room,
+            passable,
+        )
+    return passable
+
+
 class ProcessPool:
     """Worker processes started by ``launcher``; serves one call at a time."""
 
@@ -144,6 +168,8 @@ class ProcessPool:
         self._stop_on_error = True
         self._report_starts = False
         self._item_timeout: float | None = None
+        self._max_fds = MAX_OUT_OF_BAND  # descriptors a DONE may pass (see _passable_fds)
+        self._items_out_of_band = OUT_OF_BAND  # false once a worker could not take them
         self._n_workers = 0
         self._closed = False
         self._killed_at_exit = False
@@ -240,6 +266,8 @@ class ProcessPool:
         ):
             self._call_version += 1
         self._context.refresh()
+        self._max_fds = _passable_fds()
+        self._items_out_of_band = OUT_OF_BAND
         self._stop_on_error = options.stop_chunk_on_error
         self._report_starts = bool(options.pause)
         self._item_timeout = options.item_timeout
@@ -285,7 +313,9 @@ class ProcessPool:
         return min(candidates, key=lambda w: len(w.chunks))
 
     def submit(self, chunk: Chunk) -> None:
-        pickled, has_bad_items = encode_items(chunk, self._stop_on_error, self._launcher.forks)
+        pickled, has_bad_items = encode_items(
+            chunk, self._stop_on_error, self._launcher.forks, self._items_out_of_band
+        )
         worker = self._pick(len(chunk.items))
         worker.chunks[chunk.id] = chunk
         worker.assigned += len(chunk.items)
@@ -306,6 +336,7 @@ class ProcessPool:
                 self._n_workers,
                 self._report_starts,
                 self._item_timeout is not None,
+                self._max_fds,
             )
             send_with_buffers(outbox, encode(Kind.CHUNK, header), pickled)
         except OSError:
@@ -331,11 +362,18 @@ class ProcessPool:
         inbox = worker.process.inbox
         try:
             while not worker.stopped and wait_ready([inbox.fd], 0):
-                frame, buffers = inbox.recv()
+                try:
+                    frame, buffers = inbox.recv()
+                except BuffersLost as lost:
+                    self._buffers_lost(worker, lost, outcomes)
+                    continue
                 kind, header, body = decode(frame)
                 if kind == Kind.DONE:
                     assert isinstance(header, DoneHeader)
                     self._chunk_done(worker, header, body, buffers, outcomes)
+                elif kind == Kind.LOST:  # the worker is short of descriptors
+                    assert isinstance(header, LostHeader)
+                    self._resend_in_band(worker.chunks.pop(header.chunk_id), outcomes)
                 elif kind == Kind.STARTED:
                     assert isinstance(header, StartedHeader)
                     outcomes.append(Started(worker.chunks[header.chunk_id], header.time))
@@ -345,6 +383,32 @@ class ProcessPool:
                     raise worker_start_error(unpack_exception(packed), StartStage(stage).name)
         except (EOFError, OSError):
             self._worker_died(worker, outcomes)
+
+    def _buffers_lost(self, worker: _Worker, lost: BuffersLost, outcomes: list[Outcome]) -> None:
+        """A DONE whose buffers the kernel dropped (this process is at its limit of open
+        files): the chunk runs again, and this call's results come through the pipe."""
+        kind, header, _ = decode(lost.frame)
+        if kind != Kind.DONE:  # only DONE passes buffers
+            raise lost
+        assert isinstance(header, DoneHeader)
+        self._max_fds = 0
+        logs.debug(
+            "fastparallel: %s; the chunk runs again, and this call's results come through "
+            "the pipe rather than in shared memory",
+            lost,
+        )
+        outcomes.append(Requeue(worker.chunks.pop(header.chunk_id)))
+
+    def _resend_in_band(self, chunk: Chunk, outcomes: list[Outcome]) -> None:
+        """A chunk whose buffers a worker could not take (at its limit of open files): it
+        goes again, and this call's items go through the pipe."""
+        self._items_out_of_band = False
+        logs.debug(
+            "fastparallel: a worker process was short of file descriptors for the shared "
+            "memory of %d items: this call's items go through the pipe",
+            len(chunk.items),
+        )
+        outcomes.append(Requeue(chunk))
 
     def _chunk_done(
         self,

@@ -29,6 +29,7 @@ import time
 
 from fastparallel import cpus
 from fastparallel.backends.processes.wire.channel import (
+    BuffersLost,
     Channel,
     Pickled,
     channel_from,
@@ -39,6 +40,7 @@ from fastparallel.backends.processes.wire.protocol import (
     Context,
     DoneHeader,
     Kind,
+    LostHeader,
     StartedHeader,
     StartStage,
     Unpicklable,
@@ -59,7 +61,8 @@ if TYPE_CHECKING:
     from fastparallel.backends.processes.wire.protocol import PackedErrors
     from fastparallel.backends.runner import CurrentItem
 
-    Received = tuple[bytearray, list[memoryview]]  # a frame and its out-of-band buffers
+    # a frame and its out-of-band buffers (or why they were lost)
+    Received = tuple[bytearray, list[memoryview] | BuffersLost]
 
 __all__ = [
     "apply_context",
@@ -130,12 +133,34 @@ def _read_inbound(inbound: Channel, inbox: queue.SimpleQueue[Received], parent_p
         while True:
             ready, _, _ = select.select([inbound], [], [], _PARENT_CHECK_SECONDS)
             if ready:
-                inbox.put(inbound.recv())
+                inbox.put(_receive(inbound))
             elif os.getppid() != parent_pid:
                 break
     except (EOFError, OSError):
         pass
     _exit_now()
+
+
+def _receive(inbound: Channel) -> Received:
+    """The next message and its buffers; for one whose buffers were dropped (this worker
+    is at its limit of open files), the :class:`BuffersLost` in their place, once this
+    worker has raised its soft limit as far as it may (a CHUNK is then sent again in
+    band; a SETUP fails every item of its call with it)."""
+    try:
+        return inbound.recv()
+    except BuffersLost as lost:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return lost.frame, lost
+
+
+def _or_raise(buffers: list[memoryview] | BuffersLost) -> list[memoryview]:
+    if isinstance(buffers, BuffersLost):
+        raise buffers
+    return buffers
 
 
 def _exit_now(code: int = 0) -> NoReturn:
@@ -213,13 +238,17 @@ def _run_chunk_message(
 def _send_done(
     outbound: Channel, header: ChunkHeader, values: list[Any], errors: PackedErrors, seconds: float
 ) -> None:
-    """Send a chunk's results; large buffers among them in shared memory where possible."""
+    """Send a chunk's results; large buffers among them in shared memory where possible:
+    at most ``header.max_fds`` of them, else all through the pipe."""
     head = encode(Kind.DONE, DoneHeader(header.chunk_id, seconds))
-    if not outbound.passes_buffers:
+    if not outbound.passes_buffers or not header.max_fds:
         outbound.send(head, encode_result(values, errors))
         return
     buffers: list[PickleBuffer] = []
     body = encode_result(values, errors, buffers)
+    if len(buffers) > header.max_fds:  # more than the caller has room for: through the pipe
+        outbound.send(head, encode_result(values, errors))
+        return
     send_with_buffers(outbound, head, Pickled(body, buffers, lambda: encode_result(values, errors)))
 
 
@@ -242,6 +271,9 @@ def serve(inbound: Channel, outbound: Channel, current_item: memoryview) -> None
         kind, header, body = decode(frame)
         if kind == Kind.CHUNK:
             assert isinstance(header, ChunkHeader)
+            if isinstance(buffers, BuffersLost):  # the caller sends it again, in band
+                outbound.send(encode(Kind.LOST, LostHeader(header.chunk_id)))
+                continue
             values, errors, seconds = _run_chunk_message(
                 call, header, body, buffers, current_item, outbound
             )
@@ -252,7 +284,7 @@ def serve(inbound: Channel, outbound: Channel, current_item: memoryview) -> None
             current_item[0] = NO_ITEM  # started: a crash from here on is pinned on the call's items
             call = RuntimeError("the call could not be unpickled")  # the previous one goes first
             try:
-                call = Call(*loads(body, buffers=buffers))
+                call = Call(*loads(body, buffers=_or_raise(buffers)))
             except BaseException as exc:
                 call = exc
         elif kind == Kind.CONTEXT:

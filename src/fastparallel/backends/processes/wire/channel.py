@@ -28,11 +28,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Broadcast",
+    "BuffersLost",
     "BuffersRefused",
     "Channel",
     "Pickled",
     "can_pass_buffers",
     "channel_from",
+    "descriptor_room",
     "new_passers",
     "send_with_buffers",
 ]
@@ -42,11 +44,26 @@ _COUNT_SHIFT = 48
 _SIZE_MASK = (1 << _COUNT_SHIFT) - 1
 _NO_BUFFERS: list[memoryview] = []  # never appended to: what frames without buffers come with
 _CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+_PLENTY = 1 << 30  # descriptor_room() where the limit is unknown or infinite
 
 
 class BuffersRefused(Exception):
     """The kernel would not pass a message's descriptors (too many in flight); nothing was
     sent: the message may go in band instead."""
+
+
+class BuffersLost(Exception):
+    """Fewer descriptors arrived with a frame than were passed: the kernel drops those it
+    cannot install, when the receiver is at its ``RLIMIT_NOFILE`` soft limit. The
+    buffers are gone (every descriptor that did arrive is closed): the message must be
+    sent again, in band. ``frame`` is the frame they came with."""
+
+    def __init__(self, frame: bytearray, passed: int, arrived: int):
+        super().__init__(
+            f"{passed - arrived} of the {passed} shared-memory descriptors passed with a "
+            "message were dropped: this process is at its limit of open files (RLIMIT_NOFILE)"
+        )
+        self.frame = frame
 
 
 class Channel:
@@ -110,23 +127,31 @@ class Channel:
 
     def recv(self) -> tuple[bytearray, list[memoryview]]:
         """The next frame and its out-of-band buffers (:func:`.buffers.receive`); ``EOFError``
-        once the other end is closed. Descriptors are closed here, whatever happens."""
+        once the other end is closed, :class:`BuffersLost` where descriptors were dropped.
+        Descriptors are closed here, whatever happens."""
         (word,) = _WORD.unpack(self._read_exactly(_WORD.size))
         frame = self._read_exactly(word & _SIZE_MASK)
         count = word >> _COUNT_SHIFT
         if not count:
             return frame, _NO_BUFFERS
-        return frame, self._receive_buffers(count)
+        return frame, self._receive_buffers(frame, count)
 
-    def _receive_buffers(self, count: int) -> list[memoryview]:
-        # Fewer than ``count`` (out of descriptors here): the pickle then fails to load.
+    def _receive_buffers(self, frame: bytearray, count: int) -> list[memoryview]:
+        """The buffers passed with ``frame``: ``BuffersLost`` if some descriptors were dropped."""
         assert self.passer is not None
         data, fds, _, _ = socket.recv_fds(self.passer, 8 * count, count, _CLOEXEC)
-        while 0 < len(data) < 8 * count:  # the rest of the sizes, should they come apart
-            more = self.passer.recv(8 * count - len(data))
-            data += more
-            if not more:
-                break
+        try:
+            while 0 < len(data) < 8 * count:  # the rest of the sizes, should they come apart
+                more = self.passer.recv(8 * count - len(data))
+                data += more
+                if not more:
+                    break
+        except BaseException:
+            close_all(fds)
+            raise
+        if len(fds) < count:
+            close_all(fds)
+            raise BuffersLost(frame, count, len(fds))
         sizes = struct.unpack(f"<{len(data) // 8}Q", data[: len(data) // 8 * 8])
         return receive(fds, sizes)
 
@@ -222,6 +247,26 @@ class Broadcast:
 def can_pass_buffers() -> bool:
     """Whether buffers can travel by shared memory here (else they stay in the pickle)."""
     return available() and hasattr(socket, "send_fds") and hasattr(socket, "AF_UNIX")
+
+
+def descriptor_room() -> int:
+    """How many more descriptors this process may open under its ``RLIMIT_NOFILE`` soft
+    limit, now; a large number where it cannot tell (about 10 us: the open ones are listed)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return _PLENTY
+    if soft == resource.RLIM_INFINITY or soft >= _PLENTY:
+        return _PLENTY
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            used = len(os.listdir(listing)) - 1  # less the one listdir held open
+        except OSError:
+            continue
+        return max(0, soft - used)
+    return _PLENTY
 
 
 def new_passers() -> tuple[socket.socket, socket.socket] | tuple[None, None]:

@@ -8,9 +8,11 @@ frame. A frame is a message: its :class:`Kind` (one byte), a fixed header for th
                        INIT                                    body: pickled (initializer, initargs)
                        SETUP                                   body: pickled (fn, args, kwargs)
                        CHUNK  ChunkHeader(chunk_id, start, stop_on_error, has_bad_items,
-                                          pool_size, report_start, timed)  body: pickled list of items
+                                          pool_size, report_start, timed, max_fds)
+                                                               body: pickled list of items
                        STOP
     worker -> caller   STARTED StartedHeader(chunk_id, time)   (only if report_start: pause)
+                       LOST   LostHeader(chunk_id)   the chunk's buffers were dropped: send it in band
                        DONE   DoneHeader(chunk_id, seconds)    body: pickled (values, errors)
                        INIT_FAILED                             body: pickled (StartStage, packed exception)
 
@@ -39,7 +41,7 @@ from fastparallel.backends.processes.wire.remote_errors import (
     remote_item_error,
 )
 from fastparallel.errors import add_note, describe_item
-from fastparallel.serialize.pickling import dumps, dumps_values, loads
+from fastparallel.serialize.pickling import MAX_OUT_OF_BAND, dumps, dumps_values, loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -58,6 +60,7 @@ __all__ = [
     "ContextTracker",
     "DoneHeader",
     "Kind",
+    "LostHeader",
     "StartStage",
     "StartedHeader",
     "Unpicklable",
@@ -85,6 +88,7 @@ class Kind(IntEnum):
     CONTEXT = 6
     INIT = 7
     STARTED = 8
+    LOST = 9
 
 
 class StartStage(IntEnum):
@@ -108,10 +112,16 @@ if TYPE_CHECKING:
         pool_size: int  # workers in the pool: nested pools share the machine
         report_start: bool = False  # pause: send STARTED right before calling fn
         timed: bool = False  # item_timeout: write each item's start time into the slot
+        # The most descriptors the DONE may pass (the caller's room under RLIMIT_NOFILE);
+        # results with more large buffers come through the pipe.
+        max_fds: int = MAX_OUT_OF_BAND
 
     class StartedHeader(NamedTuple):
         chunk_id: int
         time: float  # time.monotonic() when the chunk's item started (system-wide clock)
+
+    class LostHeader(NamedTuple):
+        chunk_id: int  # a chunk whose descriptors the worker could not take (RLIMIT_NOFILE)
 
     class DoneHeader(NamedTuple):
         chunk_id: int
@@ -136,12 +146,13 @@ if TYPE_CHECKING:
 else:
     ChunkHeader = namedtuple(
         "ChunkHeader",
-        "chunk_id start stop_on_error has_bad_items pool_size report_start timed",
-        defaults=(False, False),
+        "chunk_id start stop_on_error has_bad_items pool_size report_start timed max_fds",
+        defaults=(False, False, MAX_OUT_OF_BAND),
         module=__name__,
     )
     StartedHeader = namedtuple("StartedHeader", "chunk_id time", module=__name__)
     DoneHeader = namedtuple("DoneHeader", "chunk_id seconds", module=__name__)
+    LostHeader = namedtuple("LostHeader", "chunk_id", module=__name__)
     Context = namedtuple("Context", "cwd path environ argv", module=__name__)
     ChunkResult = namedtuple("ChunkResult", "values errors nbytes", module=__name__)
 
@@ -189,13 +200,14 @@ class ContextTracker:
 
 
 _HEADERS: dict[Kind, tuple[struct.Struct, type[Any]]] = {
-    Kind.CHUNK: (struct.Struct("<BqqBBIBB"), ChunkHeader),
+    Kind.CHUNK: (struct.Struct("<BqqBBIBBH"), ChunkHeader),
     Kind.DONE: (struct.Struct("<Bqd"), DoneHeader),
     Kind.STARTED: (struct.Struct("<Bqd"), StartedHeader),
+    Kind.LOST: (struct.Struct("<Bq"), LostHeader),
 }
 _BARE = struct.Struct("<B")
 if TYPE_CHECKING:
-    Header = ChunkHeader | DoneHeader | StartedHeader | None
+    Header = ChunkHeader | DoneHeader | StartedHeader | LostHeader | None
 
 
 def encode(kind: Kind, header: Header = None) -> bytes:
@@ -261,10 +273,12 @@ def _as_list(values: list[Any]) -> list[Any]:
     return values
 
 
-def encode_items(chunk: Chunk, stop_on_error: bool, forks: bool) -> tuple[Pickled, bool]:
-    """A chunk's items pickled (large buffers out of band where they can be), and whether
-    some had to be replaced by :class:`Unpicklable`."""
-    buffers: list[PickleBuffer] | None = [] if OUT_OF_BAND else None
+def encode_items(
+    chunk: Chunk, stop_on_error: bool, forks: bool, out_of_band: bool = OUT_OF_BAND
+) -> tuple[Pickled, bool]:
+    """A chunk's items pickled (large buffers out of band where they can be, unless
+    ``out_of_band`` is false), and whether some had to be replaced by :class:`Unpicklable`."""
+    buffers: list[PickleBuffer] | None = [] if out_of_band else None
     try:
         body = dumps_values(chunk.items, _as_list, forks, buffers)
         return Pickled(body, buffers, lambda: dumps_values(chunk.items, _as_list, forks)), False
