@@ -184,3 +184,30 @@ def test_threadpool_auto_says_what_it_chose(executed):
     html = "".join(o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {}))
     assert "auto: " in html and "items take" in html, outputs
     assert "same results as before: True" in _cell_text(executed, "auto")
+
+
+@pytest.mark.timeout(300)
+def test_bar_renders_without_matplotlib(tmp_path, monkeypatch):
+    # fastprogress 1.0.x imports matplotlib when it finds a notebook and, without it, warns
+    # that bars "will use console behavior"; fastparallel's bar is HTML all the same, and
+    # the warning (wrong for fastparallel's bar) does not reach the notebook.
+    monkeypatch.setenv("JUPYTER_PATH", str(_install_kernelspec(tmp_path)))
+    pythonpath = os.environ.get("PYTHONPATH")
+    src = str(ROOT / "src")
+    monkeypatch.setenv("PYTHONPATH", src if not pythonpath else os.pathsep.join([src, pythonpath]))
+    monkeypatch.delenv("CI", raising=False)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import sys\nsys.modules['matplotlib'] = None"),
+        nbformat.v4.new_code_cell(
+            "from fastparallel import parallel\n"
+            "print(sum(parallel(abs, range(-50, 50), threadpool=True, progress=True)))"
+        ),
+    ]
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=240).execute()
+    outputs = nb.cells[1].outputs
+    html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any("<progress" in h for h in html), outputs
+    assert "2500" in "".join(_text(o) for o in outputs)
+    stderr = [o for o in outputs if o.get("output_type") == "stream" and o["name"] == "stderr"]
+    assert stderr == [], stderr

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from fastparallel.options import ProgressCallback
@@ -61,16 +61,27 @@ class CallbackProgress:
         pass
 
 
+def _bar_class(notebook: bool) -> Any:
+    """fastprogress's notebook (HTML) or console bar, imported on the first bar."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # fastprogress 1.0 imports matplotlib when it finds a notebook and, without it, warns
+        # that bars fall back to the console: not so for ours, which picks NBProgressBar.
+        warnings.filterwarnings("ignore", message="Couldn't import ipywidgets")
+        from fastprogress.fastprogress import ConsoleProgressBar, NBProgressBar
+    return NBProgressBar if notebook else ConsoleProgressBar
+
+
 class BarProgress:
     """A fastprogress bar: HTML in a notebook, a redrawn line in a terminal."""
 
     min_interval = 0.1
 
     def __init__(self, total: int | None, notebook: bool):
-        from fastprogress.fastprogress import ConsoleProgressBar, NBProgressBar
-
-        cls = NBProgressBar if notebook else ConsoleProgressBar
-        self._bar = cls(None, total=total if total is not None else "noinfer", leave=True)
+        self._bar = _bar_class(notebook)(
+            None, total=total if total is not None else "noinfer", leave=True
+        )
         self._total = total
         self._last = 0.0
         self._done = 0
