@@ -17,8 +17,10 @@ import pytest
 
 import fastparallel
 from fastparallel import ParallelTimeoutError, num_cpus, parallel, shutdown
+from fastparallel.backends.base import Started
 from fastparallel.backends.processes.wire.remote_errors import _RemoteTraceback
 from fastparallel.core.chunking import ChunkSizer
+from fastparallel.core.dispatch import Dispatcher
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +65,7 @@ def record_start(path, x):
         time.monotonic()
     )  # before opening the file: a first open in a new worker can take a while
     with open(path, "a") as f:
-        f.write(f"{started}\n")
+        f.write(f"{x} {started}\n")
     return x
 
 
@@ -491,22 +493,51 @@ PAUSE_CASES = {
 }
 
 
+@pytest.fixture
+def reported_starts(monkeypatch):
+    """The start of each item as its worker reported it to the dispatcher (item -> time).
+
+    pause's clock: the dispatcher releases an item only ``pause`` after the previous
+    one reported its start. A reading taken inside ``fn`` comes a little later, and on a
+    busy machine its delay differs from item to item, so two such readings can be closer
+    than ``pause`` although the library spaced the items as it says.
+    """
+    starts = {}
+    handle = Dispatcher._handle
+
+    def recording(self, outcome):
+        if isinstance(outcome, Started):
+            starts[outcome.chunk.start] = outcome.time
+        return handle(self, outcome)
+
+    monkeypatch.setattr(Dispatcher, "_handle", recording)
+    return starts
+
+
 @pytest.mark.parametrize("case", list(PAUSE_CASES))
-def test_pause_spaces_the_starts_of_any_two_items(tmp_path, case):
+def test_pause_spaces_the_starts_of_any_two_items(tmp_path, case, reported_starts):
     kw = {"n_workers": 3, **PAUSE_CASES[case]}
     fn = kw.pop("fn", record_start)
     if kw.pop("cold", False) or "initializer" in kw:
         shutdown()  # workers start (and run the initializer) while the first items wait for them
     else:
         parallel(square, range(5), **kw)  # warm
+    reported_starts.clear()
     log = tmp_path / "starts"
     pause = 0.15
     assert parallel(fn, range(5), log, pause=pause, **kw) == list(range(5))
-    starts = sorted(float(t) for t in log.read_text().split())
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert len(starts) == 5
-    assert min(gaps) >= 0.9 * pause, gaps
-    assert starts[-1] - starts[0] < 4 * pause + 5  # generous: the pauses and some slack
+    in_fn = {int(x): float(t) for x, t in (line.split() for line in log.read_text().splitlines())}
+    assert sorted(reported_starts) == sorted(in_fn) == list(range(5))
+    order = sorted(reported_starts, key=reported_starts.get)
+    for before, after in itertools.pairwise(order):
+        # The library's promise, on its clock, and so the next item's fn began no sooner
+        # than pause after the previous item was handed to its fn.
+        assert reported_starts[after] >= reported_starts[before] + pause, reported_starts
+        assert in_fn[after] >= reported_starts[before] + pause, (in_fn, reported_starts)
+    for item, reported in reported_starts.items():
+        assert in_fn[item] >= reported  # reported right before fn is called
+    span = reported_starts[order[-1]] - reported_starts[order[0]]
+    assert span < 4 * pause + 5  # generous: the pauses and some slack
 
 
 @pytest.mark.parametrize("threadpool", [False, True])
