@@ -79,7 +79,10 @@ def shmem_kib() -> int:
 
 
 def dev_shm() -> list[str]:
-    return sorted(os.listdir("/dev/shm"))
+    """The entries of /dev/shm that fastparallel may make (named POSIX shared memory, where
+    there is no memfd: ``fp`` and 16 hex digits). /dev/shm is the machine's: other programs'
+    entries (multiprocessing's ``sem.mp-*``, joblib's) come and go while a test runs."""
+    return sorted(n for n in os.listdir("/dev/shm") if re.fullmatch(r"fp[0-9a-f]{16}", n))
 
 
 # -- what workers run ----------------------------------------------------------------------------
