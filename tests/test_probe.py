@@ -19,6 +19,7 @@ from fastparallel.auto.probe import (
     cores_busy,
     items_wait,
     pair_due,
+    second_alone,
     summarize,
 )
 from fastparallel.backends.base import Chunk, Done, Started
@@ -103,6 +104,14 @@ def test_pair_due():
     # ...and a second batch alone first for items that wait (settle may end the probe there).
     assert not pair_due([slept], now=0.03, solo_end=0.08, sampling_gil=False)
     assert pair_due([slept, slept], now=0.06, solo_end=0.08, sampling_gil=False)
+
+
+def test_a_second_batch_alone_unless_no_gil_and_items_compute():
+    computed, slept = _alone(0.06), _alone(0.03, cpu=0.0)
+    assert second_alone([computed], sampling_gil=True)
+    assert not second_alone([computed], sampling_gil=False)  # a CPU would idle meanwhile
+    assert second_alone([slept], sampling_gil=False)  # settle may end the probe on it
+    assert not second_alone([computed, computed], sampling_gil=True)
 
 
 def test_cores_busy():

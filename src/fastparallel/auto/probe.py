@@ -46,6 +46,7 @@ __all__ = [
     "cores_busy",
     "items_wait",
     "pair_due",
+    "second_alone",
     "summarize",
 ]
 
@@ -151,8 +152,26 @@ def pair_due(alone: Sequence[Batch], now: float, solo_end: float, sampling_gil: 
     if sampling_gil:
         return now >= solo_end
     last = alone[-1]
-    computes = len(alone) > 1 or last.cpu >= WAITING_SHARE * last.wall
+    computes = len(alone) > 1 or _computes(last)
     return now >= solo_end or (last.wall >= BATCH_SECONDS and computes)
+
+
+def second_alone(alone: Sequence[Batch], sampling_gil: bool) -> bool:
+    """Whether one more batch runs alone after the first even if expected to end late:
+    the first often pays one-time costs (imports, caches), and a second tells whether
+    it was typical. Without a GIL, items seen to compute skip it: a CPU would idle
+    meanwhile, and whatever the first paid, threads run them on every CPU.
+
+    Example:
+        >>> computed = Batch(0, True, 1, wall=0.06, cpu=0.06, starved=0, began=0, ended=0.06)
+        >>> second_alone([computed], sampling_gil=True), second_alone([computed], sampling_gil=False)
+        (True, False)
+    """
+    return len(alone) == 1 and (sampling_gil or not _computes(alone[0]))
+
+
+def _computes(batch: Batch) -> bool:
+    return batch.cpu >= WAITING_SHARE * batch.wall
 
 
 def _overlap(batches: Sequence[Batch], per_item_alone: float) -> float | None:
@@ -445,9 +464,7 @@ class Probe:
             return
         estimate = alone[-1].wall / alone[-1].items if alone else 0.0
         late = bool(alone) and now + self._size * estimate > self._clock.end
-        # The first call often pays one-time costs (imports, caches): one more item
-        # alone, even one expected to end late, tells whether the first was typical.
-        second = len(alone) == 1 and not self._paired and thread == 0
+        second = not self._paired and thread == 0 and second_alone(alone, self._sampling)
         if late and not second:
             self._stop()  # it would not end in time
             return
