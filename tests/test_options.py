@@ -353,10 +353,11 @@ def test_the_public_names_are_written_once_and_dir_shows_only_them():
 
 def test_the_types_users_annotate_with_are_public():
     import fastparallel
-    from fastparallel.auto.model import Measurements, PickleCost
+    from fastparallel.auto.model import Measurements, PickleCost, StartSource
     from fastparallel.options import ProgressCallback, ReturnAs, Threadpool
 
     assert fastparallel.ReturnAs is ReturnAs and fastparallel.Threadpool is Threadpool
     assert fastparallel.ProgressCallback is ProgressCallback
     assert fastparallel.Measurements is Measurements and fastparallel.PickleCost is PickleCost
+    assert fastparallel.StartSource is StartSource  # Measurements.start_source
     assert "fastparallel.Measurements" in fastparallel.Advice.__doc__

@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs (``as``: re-exported); the same 
     from fastparallel.auto.advice import Advice as Advice
     from fastparallel.auto.model import Measurements as Measurements
     from fastparallel.auto.model import PickleCost as PickleCost
+    from fastparallel.auto.model import StartCaveat as StartCaveat
+    from fastparallel.auto.model import StartHow as StartHow
+    from fastparallel.auto.model import StartSource as StartSource
     from fastparallel.core.pools import shutdown as shutdown
     from fastparallel.cpus import num_cpus as num_cpus
     from fastparallel.errors import FastParallelError as FastParallelError
@@ -44,6 +47,9 @@ _WHERE = {
     "Advice": "fastparallel.auto.advice",
     "Measurements": "fastparallel.auto.model",  # Advice.measured
     "PickleCost": "fastparallel.auto.model",  # Measurements.item and .result
+    "StartSource": "fastparallel.auto.model",  # Measurements.start_source
+    "StartHow": "fastparallel.auto.model",  # StartSource.how
+    "StartCaveat": "fastparallel.auto.model",  # StartSource.caveat
     "parallel_async": "fastparallel.aio",
     "parallel_async_gen": "fastparallel.aio",
     "parallel_async_dict": "fastparallel.aio",

@@ -95,9 +95,14 @@ class StartCaveat(enum.Enum):
 
 
 class StartSource(NamedTuple):
-    """How :attr:`Measurements.start_seconds` was found (``str()`` of it in
-    :mod:`.explain`): ``how``, with ``workers`` started (measured), and ``caveat``,
-    why a measurement was not made (None: nothing to say)."""
+    """How :attr:`Measurements.start_seconds` was found: ``how``, the workers started
+    where :func:`~fastparallel.advise` timed it, and ``caveat``, why it kept the
+    estimate instead (None: nothing to say). ``Advice.reasons`` say it in words.
+
+    Example:
+        >>> StartSource(StartHow.MEASURED_STARTED, workers=2)
+        StartSource(how=<StartHow.MEASURED_STARTED: 'measured started'>, workers=2, caveat=None)
+    """
 
     how: StartHow
     workers: int = 0
