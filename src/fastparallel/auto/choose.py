@@ -144,7 +144,7 @@ class Handoff(NamedTuple):
         if self.probe is None or not self.chunks:
             return backend
         # HandedOver copies the wrapped backend's class-level constants onto itself.
-        return HandedOver(backend, self.probe)  # type: ignore[return-value]
+        return HandedOver(backend, self.probe)
 
 
 def choose(

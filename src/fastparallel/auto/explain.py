@@ -81,9 +81,10 @@ class Why(enum.Enum):
 
 
 class Failure(NamedTuple):
-    """The first item that failed while measuring: its input index, its error's type name."""
+    """The first item that failed while measuring: its input index (``item``) and its
+    error's type name."""
 
-    index: int
+    item: int
     error: str
 
 
@@ -177,7 +178,7 @@ def summary_text(s: Summary) -> str:
         return "auto: serial — n_workers=0"
     if s.why is Why.FAILED:
         assert s.failed is not None
-        failed = f"item {s.failed.index} raised {s.failed.error}"
+        failed = f"item {s.failed.item} raised {s.failed.error}"
         return f"auto: serial — {failed} while measuring; that ends the call"
     if s.why is Why.RAN_WHOLE:
         assert s.behaviour is not None

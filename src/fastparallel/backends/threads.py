@@ -153,7 +153,9 @@ class ThreadPool:
                 self._outcomes.put(outcome)
 
     @staticmethod
-    def _run(worker: _Worker, call: Call, chunk: Chunk, stop_on_error: bool, timed: bool) -> Done:
+    def _run(
+        worker: _PoolThread, call: Call, chunk: Chunk, stop_on_error: bool, timed: bool
+    ) -> Done:
         run = run_chunk(
             call,
             chunk.items,

@@ -384,7 +384,9 @@ class ProcessPool:
         except (EOFError, OSError):
             self._worker_died(worker, outcomes)
 
-    def _buffers_lost(self, worker: _Worker, lost: BuffersLost, outcomes: list[Outcome]) -> None:
+    def _buffers_lost(
+        self, worker: _PoolProcess, lost: BuffersLost, outcomes: list[Outcome]
+    ) -> None:
         """A DONE whose buffers the kernel dropped (this process is at its limit of open
         files): the chunk runs again, and this call's results come through the pipe."""
         kind, header, _ = decode(lost.frame)
