@@ -1,4 +1,6 @@
-"""How worker processes start by default: forks of fastparallel's template process.
+"""How worker processes start from fastparallel's template process (``method="template"``,
+set for this module by ``FASTPARALLEL_METHOD``; the default forks the caller when that is
+safe, see test_fork.py).
 
 Scripts without a ``__main__`` guard, a top level that runs once, workers that follow the
 caller's working directory, ``sys.path`` and environment, multiprocessing left alone in
@@ -33,6 +35,12 @@ from fastparallel import WorkerDiedError, parallel
 from fastparallel.backends.processes.wire.remote_errors import _RemoteTraceback
 
 TEMPLATE_MODULE = "fastparallel.backends.processes.template.server"
+
+
+@pytest.fixture(autouse=True)
+def _template_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call here (and every script it runs) starts workers from the template."""
+    monkeypatch.setenv("FASTPARALLEL_METHOD", "template")
 
 
 def _run(

@@ -9,6 +9,7 @@ backend could not honour (rather than ignoring them silently), and resolves the 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -361,6 +362,40 @@ def _loose_flag(name: str, value: Any, expected: str = "True or False (or 1, 0, 
     raise TypeError(f"{name} must be {expected}, got {value!r:.60}")
 
 
+METHOD_VARIABLE = "FASTPARALLEL_METHOD"
+
+
+def method_from_environment() -> str | None:
+    """The start method :data:`METHOD_VARIABLE` asks for (None: unset or empty), checked.
+
+    Example:
+        >>> import os
+        >>> os.environ.pop("FASTPARALLEL_METHOD", None) and None
+        >>> method_from_environment() is None
+        True
+    """
+    value = os.environ.get(METHOD_VARIABLE, "").strip()
+    if not value:
+        return None
+    methods = _start_methods()
+    if value not in methods:
+        raise ValueError(
+            f"{METHOD_VARIABLE}={value!r} is not a start method: use one of {methods}, "
+            f"or leave it unset (fork the caller when that is safe, else the template)"
+        )
+    return value
+
+
+def _start_methods() -> list[str]:
+    """The names ``method=`` and :data:`METHOD_VARIABLE` accept here."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods:
+        methods.insert(methods.index("fork") + 1, "template")  # fastparallel's own
+    return methods
+
+
 def _is_context(method: Any) -> bool:
     """A multiprocessing context, recognised without importing multiprocessing."""
     return all(hasattr(method, name) for name in ("Process", "Pipe", "get_start_method"))
@@ -447,6 +482,8 @@ class Options:
         else:
             backend = "threads" if self.threadpool else "processes"
         self._set("backend", backend)
+        if backend == "processes" and self.method is None:
+            self._set("method", method_from_environment())
         if (
             self.n_workers is None and self.executor is None
         ):  # an executor's: the dispatcher asks it
@@ -558,9 +595,7 @@ class Options:
                     f"method must be a start method name, a multiprocessing context or None, "
                     f"got {method!r:.60}"
                 )
-            import multiprocessing
-
-            methods = multiprocessing.get_all_start_methods()
+            methods = _start_methods()
             if method not in methods:
                 raise ValueError(f"unknown start method {method!r}; use one of {methods}")
         if self.initializer is not None and not callable(self.initializer):

@@ -147,8 +147,11 @@ def run_chunk(
                     index += 1
                     append(one(item))
             elif current_item is not None:
+                stop = _NEVER if cancelled is None else cancelled
                 index = start + len(values)
                 for item in remaining:
+                    if stop[0]:
+                        break
                     current_item[0] = index
                     index += 1
                     append(one(item))

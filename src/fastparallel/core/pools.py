@@ -16,6 +16,7 @@ processes, and ``threadpool="auto"``'s memory of earlier choices.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import sys
 import threading
 from collections import OrderedDict
@@ -255,6 +256,17 @@ def _at_exit() -> None:
 
 
 def _forget_after_fork() -> None:
-    """In a forked child the parent's pools are not ours: forget them without touching them."""
+    """In a forked child the parent's pools are not ours: forget them, closing (our copies
+    of) their descriptors without telling their workers anything. A child that lives on
+    must not hold the write ends of the parent's workers' pipes: they would outlive the
+    parent, even one killed by SIGKILL."""
     global _registry
+    old = _registry
     _registry = _Registry()
+    pools = [record.pool for group in old.idle.values() for record in group]
+    pools.extend(record.pool for record in old.in_use)
+    for pool in pools:
+        forget = getattr(pool, "forget_in_child", None)
+        if forget is not None:
+            with contextlib.suppress(Exception):  # best effort in a child
+                forget()

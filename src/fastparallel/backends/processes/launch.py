@@ -5,14 +5,17 @@ process with a channel each way and a shared slot where it writes the index of t
 it is running. The process pool (:mod:`.processes`) never needs to know how the process
 was started. There are two launchers:
 
-* ``TemplateLauncher`` (:mod:`.template_launcher`), the default where ``os.fork``
-  exists: workers are forks of fastparallel's own template process;
+* ``DefaultLauncher`` (:mod:`.forking`), the default on Linux: workers are forks of
+  the caller when that is safe, else of fastparallel's template process;
+* ``TemplateLauncher`` (:mod:`.template.launcher`), ``method="template"`` and the
+  default elsewhere where ``os.fork`` exists (macOS): forks of the template;
 * :class:`MultiprocessingLauncher`, for ``method='fork' | 'spawn' | 'forkserver'`` or a
   multiprocessing context (and the default where there is no ``fork``: Windows).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Hashable
 from typing import Any, Protocol
 
@@ -58,6 +61,9 @@ class WorkerProcess(Protocol):
     def close(self) -> None:
         """Release the channels and whatever else it holds (after it has ended)."""
 
+    def forget_in_child(self) -> None:
+        """In a forked child of the caller: close the caller's descriptors of it."""
+
 
 class Launcher(Protocol):
     forks: bool
@@ -65,6 +71,13 @@ class Launcher(Protocol):
 
     def expect(self, fn: object) -> None:
         """A call of ``fn`` is about to start workers: prepare what they will need."""
+
+    def preload(self, modules: list[str]) -> None:
+        """The call needs these modules (names in the caller's ``sys.modules``): have
+        them imported where workers fork from, if that is not the caller."""
+
+    def describe(self) -> str:
+        """How workers start, in a few words (with the reason, where there is a choice)."""
 
     def start(self) -> WorkerProcess: ...
 
@@ -78,16 +91,50 @@ def resolve_context(method: Any) -> tuple[str, Any]:
     return method.get_start_method(), method
 
 
+_SCANNED_BYTES = 1 << 16  # the part of a pickled call searched for module names
+
+
+def needed_modules(pickled: bytes | memoryview) -> list[str]:
+    """The modules a pickled call refers to, as this process's ``sys.modules`` names them
+    (the module of ``fn``, of the globals and arguments that travel with it).
+
+    Example:
+        >>> import pickle, json
+        >>> needed_modules(pickle.dumps((json.dumps, [1])))
+        ['json']
+    """
+    data = bytes(pickled[:_SCANNED_BYTES])
+    modules = sys.modules
+    found: dict[str, None] = {}
+    at = data.find(b"\x8c")  # SHORT_BINUNICODE: how protocol 4+ writes a module's name
+    while 0 <= at < len(data) - 1:
+        name = data[at + 2 : at + 2 + data[at + 1]]
+        at = data.find(b"\x8c", at + 1)
+        try:
+            text = name.decode()
+        except UnicodeDecodeError:
+            continue
+        if text in modules and text != "__main__" and not text.startswith("fastparallel"):
+            found[text] = None
+    return list(found)
+
+
 def make_launcher(method: Any) -> tuple[Launcher, Hashable]:
     """The launcher for ``method=``, and a key that tells its pools apart from others'.
 
-    ``None`` is fastparallel's template process where the platform can fork, else
-    ``spawn``: both are safe when the caller runs threads.
+    ``None``: on Linux, forks of the caller when that is safe, else of fastparallel's
+    template process (:mod:`.forking`); the template where the platform can fork but
+    forking the caller is not sane (macOS); else ``spawn``. ``"template"``: always the
+    template.
     """
-    if method is None:
+    if method in (None, "template"):
         from fastparallel.backends.processes.template import client as template_client
 
         if template_client.available():
+            if method is None and sys.platform.startswith("linux"):
+                from fastparallel.backends.processes.forking import DefaultLauncher
+
+                return DefaultLauncher(), "default"
             from fastparallel.backends.processes.template.launcher import TemplateLauncher
 
             return TemplateLauncher(), "template"
@@ -133,6 +180,10 @@ class MultiprocessingWorker:
         self.outbox.close()
         self.process.close()
 
+    def forget_in_child(self) -> None:
+        self.inbox.close()
+        self.outbox.close()
+
 
 class MultiprocessingLauncher:
     """Starts workers with a :mod:`multiprocessing` context (fork, spawn or forkserver)."""
@@ -145,6 +196,12 @@ class MultiprocessingLauncher:
 
     def expect(self, fn: object) -> None:
         pass
+
+    def preload(self, modules: list[str]) -> None:
+        pass  # fork: the caller's modules; spawn and forkserver import in each worker
+
+    def describe(self) -> str:
+        return f"multiprocessing {self.ctx.get_start_method()}"
 
     def start(self) -> MultiprocessingWorker:
         import multiprocessing.context

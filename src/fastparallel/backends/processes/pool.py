@@ -40,6 +40,7 @@ from fastparallel.backends.processes.launch import (
     MultiprocessingLauncher,
     WorkerProcess,
     make_launcher,
+    needed_modules,
 )
 from fastparallel.backends.processes.wire.channel import (
     BuffersLost,
@@ -173,6 +174,7 @@ class ProcessPool:
         self._n_workers = 0
         self._closed = False
         self._killed_at_exit = False
+        self._announced = ""  # how workers start, as last logged
 
     # -- workers -------------------------------------------------------------------
     def _start_worker(self) -> _PoolProcess:
@@ -251,12 +253,15 @@ class ProcessPool:
     def begin(self, call: Call, n_workers: int, options: Options) -> Measured | None:
         """Pickle the call (sent to each worker once), take the caller's context, and start
         missing workers; returns the chunk measurements remembered for this call."""
-        if len(self._workers) < n_workers:
-            self._launcher.expect(
-                call.fn
-            )  # before pickling: the template may import cloudpickle meanwhile
+        starting = len(self._workers) < n_workers
+        if starting:
+            # Before pickling: the template may import cloudpickle meanwhile.
+            self._launcher.expect(call.fn)
         previous, self._setup = self._setup, setup_message(tuple(call), self._launcher.forks)
         body = self._setup.pickled.body
+        if starting:
+            self._announce(n_workers)
+            self._launcher.preload(needed_modules(body))
         # Out of band, equal pickles may stand for different arrays (and the last ones' memory is gone).
         if (
             previous is None
@@ -289,6 +294,26 @@ class ProcessPool:
             return None
         # A large pickled call is not hashed: it is remembered while it stays the current one.
         return self._sizes.get(body if len(body) <= _REMEMBERED_BLOB_BYTES else self._call_version)
+
+    def _announce(self, n_workers: int) -> None:
+        """Say how workers start, once per pool and again when that changes."""
+        how = self._launcher.describe()
+        if how != self._announced:
+            self._announced = how
+            logs.info("processes: %d workers start as %s", n_workers, how)
+
+    def forget_in_child(self) -> None:
+        """In a child forked from the caller: close this pool's descriptors (without telling
+        the workers anything), so that the workers still see the caller's end."""
+        for worker in [*self._workers, *self._stopping]:
+            with contextlib.suppress(OSError, ValueError, BufferError):
+                worker.process.forget_in_child()
+        if self._setup is not None:
+            self._setup.close()
+        self._workers = []
+        self._active = []
+        self._stopping = []
+        self._closed = True
 
     def _fits(self, worker: _PoolProcess, size: int) -> bool:
         """Whether ``worker`` may take ``size`` more items under ``max_tasks_per_child``."""

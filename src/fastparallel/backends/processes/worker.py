@@ -28,6 +28,7 @@ import threading
 import time
 
 from fastparallel import cpus
+from fastparallel.backends.processes.forksafe import mark_fork_safe
 from fastparallel.backends.processes.wire.channel import (
     BuffersLost,
     Channel,
@@ -52,6 +53,7 @@ from fastparallel.backends.processes.wire.remote_errors import ErrorKind, pack_e
 from fastparallel.backends.runner import Call, run_chunk
 from fastparallel.backends.slots import NO_ITEM
 from fastparallel.serialize.pickling import dumps, loads
+from fastparallel.worker_state import at_fork_in_child
 
 TYPE_CHECKING = False  # no typing at run time: it would add ~10 ms to every worker start
 if TYPE_CHECKING:
@@ -75,6 +77,21 @@ __all__ = [
 
 _PARENT_CHECK_SECONDS = 0.25
 
+# True in a child process that fn forked and that returned into this loop: it runs no
+# more items, reports nothing and exits (the worker itself goes on).
+_forked = [False]
+_held: list[int] = []  # the worker's descriptors: closed in such a child
+
+
+def _after_fork_in_child() -> None:
+    _forked[0] = True
+    for fd in _held:
+        try:  # noqa: SIM105 - no contextlib in worker processes (its import costs every start)
+            os.close(fd)
+        except OSError:
+            pass
+    _held.clear()
+
 
 def run_items(
     call: Call | BaseException,
@@ -92,7 +109,15 @@ def run_items(
     if isinstance(call, BaseException):
         return [None], [(0, ErrorKind.SETUP, pack_exception(call, dumps))], 0.0
     if not has_bad_items:
-        run = run_chunk(call, items, start, stop_on_error, current_item=current_item, timed=timed)
+        run = run_chunk(
+            call,
+            items,
+            start,
+            stop_on_error,
+            current_item=current_item,
+            cancelled=_forked,
+            timed=timed,
+        )
         return (
             run.values,
             [(o, ErrorKind.FN, pack_exception(e, dumps)) for o, e in run.errors],
@@ -107,7 +132,13 @@ def run_items(
             errors.append((offset, ErrorKind.ITEM, item.packed))
         else:
             run = run_chunk(
-                call, [item], start + offset, stop_on_error, current_item=current_item, timed=timed
+                call,
+                [item],
+                start + offset,
+                stop_on_error,
+                current_item=current_item,
+                cancelled=_forked,
+                timed=timed,
             )
             values.extend(run.values)
             errors.extend((offset, ErrorKind.FN, pack_exception(e, dumps)) for _, e in run.errors)
@@ -163,6 +194,10 @@ def _or_raise(buffers: list[memoryview] | BuffersLost) -> list[memoryview]:
     return buffers
 
 
+def _always() -> bool:
+    return True
+
+
 def _exit_now(code: int = 0) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -188,22 +223,62 @@ def report_start_failure(outbound: Channel, exc: BaseException, stage: StartStag
 
 
 def apply_context(body: memoryview) -> None:
-    """Take over the caller's working directory, ``sys.path``, environment and ``sys.argv``."""
+    """Take over the caller's working directory, ``sys.path``, environment, ``sys.argv``
+    and warnings filters.
+
+    The first context is taken whole; a later one brings only what the caller changed
+    since the previous one, so that what the initializer (or ``fn``) set in this worker
+    (a variable, a ``sys.path`` entry, the working directory) lasts for its life.
+    """
     context = Context(*loads(body))
-    if context.cwd is not None:
+    last = _received[0]
+    _received[0] = context
+    if last is None or context.cwd != last.cwd:
+        _change_directory(context.cwd)
+    if last is None or context.path != last.path:
+        own = [] if last is None else [p for p in sys.path if p not in last.path]
+        sys.path[:] = own + [p for p in context.path if p not in own]
+    if last is None or context.argv != last.argv:
+        sys.argv[:] = context.argv
+    _apply_environ(context.environ, None if last is None else last.environ)
+    if last is None or context.warnings != last.warnings:
+        _apply_warnings(context.warnings)
+    importlib.invalidate_caches()  # modules written since the last call are found
+
+
+_received: list[Context | None] = [None]  # the last context the caller sent
+
+
+def _change_directory(cwd: str | None) -> None:
+    if cwd is not None:
         try:  # noqa: SIM105 - no contextlib in worker processes (its import costs every start)
-            os.chdir(context.cwd)
+            os.chdir(cwd)
         except OSError:
             pass  # removed or unreachable: relative paths fail as they would in the caller
-    sys.path[:] = context.path
-    sys.argv[:] = context.argv
+
+
+def _apply_environ(new: dict[str, str], last: dict[str, str] | None) -> None:
+    """The caller's environment: all of it the first time, then what changed in it."""
     environ = os.environ
-    for name in [name for name in environ if name not in context.environ]:
-        del environ[name]
-    for name, value in context.environ.items():
-        if environ.get(name) != value:
+    before = environ if last is None else last
+    for name in [name for name in before if name not in new]:
+        environ.pop(name, None)
+    for name, value in new.items():
+        if (last is None or last.get(name) != value) and environ.get(name) != value:
             environ[name] = value
-    importlib.invalidate_caches()  # modules written since the last call are found
+
+
+def _apply_warnings(filters: tuple[Any, ...]) -> None:
+    """The caller's warnings filters (those whose category cannot be found here are left out)."""
+    import warnings
+
+    warnings.resetwarnings()
+    for action, message, (module_name, qualname), module, lineno in reversed(filters):
+        category: Any = sys.modules.get(module_name)
+        for part in qualname.split("."):
+            category = getattr(category, part, None)
+        if isinstance(category, type) and issubclass(category, Warning):
+            warnings.filterwarnings(action, message, category, module, lineno)
 
 
 def _run_chunk_message(
@@ -252,19 +327,33 @@ def _send_done(
     send_with_buffers(outbound, head, Pickled(body, buffers, lambda: encode_result(values, errors)))
 
 
-def serve(inbound: Channel, outbound: Channel, current_item: memoryview) -> None:
+def serve(
+    inbound: Channel, outbound: Channel, current_item: memoryview, held: list[int] | None = None
+) -> None:
     """The worker's life: take the caller's context, run the initializer, then chunks
-    until STOP or the caller goes away."""
+    until STOP or the caller goes away.
+
+    ``held``: more descriptors of this worker that a process ``fn`` forks must not keep
+    (the channels' are closed there anyway), so that the worker's end is seen.
+    """
     # A terminal Ctrl-C goes to the whole process group; only the caller should react.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _forked[0] = False  # a worker forked from a worker starts afresh
+    _received[0] = None
+    _held[:] = [inbound.fd, outbound.fd, *(held or ())]
+    if outbound.passer is not None:
+        _held.append(outbound.passer.fileno())
+    at_fork_in_child(_after_fork_in_child)
     faulthandler.enable()
     inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
-    threading.Thread(
+    reader = threading.Thread(
         target=_read_inbound,
         args=(inbound, inbox, os.getppid()),
         daemon=True,
         name="fastparallel-inbound",
-    ).start()
+    )
+    mark_fork_safe(reader, _always)  # it waits in select(), holding nothing: fn may fork
+    reader.start()
     call: Call | BaseException = RuntimeError("no SETUP message before the first chunk")
     while True:
         frame, buffers = inbox.get()
@@ -278,6 +367,8 @@ def serve(inbound: Channel, outbound: Channel, current_item: memoryview) -> None
                 call, header, body, buffers, current_item, outbound
             )
             del frame, body, buffers
+            if _forked[0]:
+                _exit_now(0)  # a child of fn's: the worker itself reports this chunk
             _send_done(outbound, header, values, errors, seconds)
             del values, errors  # before waiting for the next chunk: release the results' memory
         elif kind == Kind.SETUP:

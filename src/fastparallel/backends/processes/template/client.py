@@ -26,6 +26,7 @@ __all__ = [
     "available",
     "fork_worker",
     "preload_cloudpickle",
+    "preload_modules",
     "running",
     "start_early",
     "stop_template",
@@ -53,12 +54,17 @@ class _Template:
 
         ours, theirs = _socket.socketpair()
         path_r, path_w = os.pipe()  # sys.path travels here: it may be too long for a command line
+        self.preloaded: set[str] = set()  # modules it was asked to import
+        self.last_preload: list[str] = []
         try:
             self.process = subprocess.Popen(
                 _command(theirs.fileno(), path_r),
                 pass_fds=[theirs.fileno(), path_r],
                 close_fds=True,
                 stdin=subprocess.DEVNULL,
+                # Its own session: a terminal's Ctrl-C, sent to the caller's process group,
+                # never reaches it, not even while its interpreter starts.
+                start_new_session=True,
             )
         except BaseException:
             ours.close()
@@ -67,14 +73,26 @@ class _Template:
         finally:
             theirs.close()
             os.close(path_r)
+        try:
+            self._boot(ours, path_w)
+        except BaseException:  # Ctrl-C while it boots: leave nothing behind, print nothing
+            ours.close()
+            control = getattr(self, "control", None)
+            if control is not None:
+                control.close()
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def _boot(self, ours: _socket.socket, path_w: int) -> None:
         import socket  # now that it boots
 
-        self.control = socket.socket(fileno=ours.detach())
         try:
             with open(path_w, "wb") as path:
                 path.write(marshal.dumps(_template_path()))
         except BrokenPipeError:
             pass  # it died at once: the first request finds out and says so
+        self.control = socket.socket(fileno=ours.detach())
         logs.debug("started the template process %s", self.process.pid)
 
     def request(self, fds: list[int]) -> tuple[int, int | None]:
@@ -146,7 +164,10 @@ def _command(control_fd: int, path_fd: int) -> list[str]:
     code = (
         "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
         "import marshal, os, sys\n"
-        f"with open({path_fd}, 'rb') as path: sys.path[:] = marshal.loads(path.read())\n"
+        f"with open({path_fd}, 'rb') as path: data = path.read()\n"
+        # No path: the caller was interrupted while starting it; it wants nothing of us.
+        "if not data: os._exit(0)\n"
+        "sys.path[:] = marshal.loads(data)\n"
         f"from fastparallel.backends.processes.template.server import main; main({control_fd})\n"
     )
     flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
@@ -161,6 +182,7 @@ class _Templates:
         self.current: _Template | None = None
         self.retired: list[_Template] = []
         self.closed = False  # the interpreter is exiting: start no new template
+        self.refused: set[str] = set()  # modules whose import started threads in a template
 
     def fork_worker(self, fds: list[int]) -> tuple[int, int | None]:
         """A worker forked with these worker-side descriptors: its pid and pidfd."""
@@ -181,12 +203,43 @@ class _Templates:
                 except BaseException:
                     self._retire()  # interrupted between request and reply: the two are out of step
                     raise
+                if pid == 0:  # what it imported for us started threads: forks are unsafe
+                    self.refuse_preloads(template)
+                    if attempt == 1:
+                        continue
+                    raise RuntimeError("fastparallel: the template process cannot fork safely")
                 if pid < 0:
                     raise OSError(
                         -pid, f"fastparallel: could not fork a worker process: {os.strerror(-pid)}"
                     )
                 return pid, pidfd
         raise AssertionError("unreachable")
+
+    def preload(self, modules: list[str]) -> None:
+        """Ask the template to import these modules (those it was not asked for yet)."""
+        with self.lock:
+            template = self.running()
+            new = [m for m in modules if m not in template.preloaded and m not in self.refused]
+            if not new:
+                return
+            from fastparallel.backends.processes.template.messages import IMPORT, SIZE
+
+            payload = marshal.dumps(new)
+            try:
+                template.control.sendall(IMPORT + SIZE.pack(len(payload)) + payload)
+            except OSError:
+                return  # it died: the next request finds out
+            template.preloaded.update(new)
+            template.last_preload = new
+
+    def refuse_preloads(self, template: _Template) -> None:
+        """The modules last imported in ``template`` started threads there: never again."""
+        self.refused.update(template.last_preload)
+        logs.info(
+            "template: importing %s there started threads; workers will import it themselves",
+            ", ".join(template.last_preload) or "modules",
+        )
+        self._retire()
 
     def running(self) -> _Template:
         if self.closed:
@@ -247,6 +300,13 @@ def preload_cloudpickle() -> None:
                 template.control.send(PRELOAD)
             except OSError:
                 pass  # it died: the next request finds out
+
+
+def preload_modules(modules: list[str]) -> None:
+    """Have the template import these modules (the caller's ``sys.modules`` names), once,
+    before it forks the next workers, so that they start with them loaded."""
+    if modules:
+        _templates.preload(modules)
 
 
 def fork_worker(fds: list[int]) -> tuple[int, int | None]:

@@ -16,7 +16,11 @@ import signal
 
 from fastparallel import logs
 from fastparallel.backends.processes.fds import enlarge_pipe, wait_ready
-from fastparallel.backends.processes.template.client import fork_worker, preload_cloudpickle
+from fastparallel.backends.processes.template.client import (
+    fork_worker,
+    preload_cloudpickle,
+    preload_modules,
+)
 from fastparallel.backends.processes.template.messages import STATUS
 from fastparallel.backends.processes.wire.channel import Channel, new_passers
 from fastparallel.backends.slots import new_slot_memory
@@ -101,6 +105,9 @@ class TemplateWorker:
         self.current_item.release()
         self._memory.close()
 
+    # In a forked child of the caller, closing our copies tells the worker nothing.
+    forget_in_child = close
+
 
 class TemplateLauncher:
     """Starts workers as forks of the template process (the default where ``os.fork`` exists)."""
@@ -110,6 +117,12 @@ class TemplateLauncher:
     def expect(self, fn: object) -> None:
         if needs_cloudpickle(fn):
             preload_cloudpickle()
+
+    def preload(self, modules: list[str]) -> None:
+        preload_modules(modules)
+
+    def describe(self) -> str:
+        return "template"
 
     def start(self) -> TemplateWorker:
         worker_in, to_worker = os.pipe()

@@ -7,6 +7,11 @@
     caller -> template   :data:`PRELOAD`, one byte, no descriptors and no answer: the coming
                          workers' function goes by value, import cloudpickle now (the caller
                          is importing it too), so that each worker does not
+    caller -> template   :data:`IMPORT`, one byte, then the size (:data:`SIZE`) and a
+                         marshalled list of module names, no answer: import them before
+                         forking the next worker. If that started threads (forks would be
+                         unsafe), the template answers the next request with pid 0 and
+                         forks no more
     template -> caller   the worker's pid (:data:`PID`; negative: -errno, the fork failed),
                          with a pidfd attached where the platform has them
 
@@ -19,10 +24,12 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["PID", "PRELOAD", "REQUEST", "REQUEST_FDS", "STATUS"]
+__all__ = ["IMPORT", "PID", "PRELOAD", "REQUEST", "REQUEST_FDS", "SIZE", "STATUS"]
 
 REQUEST = b"W"
 PRELOAD = b"P"
+IMPORT = b"I"
+SIZE = struct.Struct("<I")
 REQUEST_FDS = 5
 PID = struct.Struct("<q")
 STATUS = struct.Struct("<i")

@@ -27,10 +27,12 @@ import socket
 import sys
 
 from fastparallel.backends.processes.template.messages import (
+    IMPORT,
     PID,
     PRELOAD,
     REQUEST,
     REQUEST_FDS,
+    SIZE,
     STATUS,
 )
 from fastparallel.backends.slots import SLOT_BYTES
@@ -55,6 +57,7 @@ class _Template:
         self.protocol = protocol
         self.worker = worker
         self.control = control
+        self.unsafe = ""  # why forking this process became unsafe (imports started threads)
         self.statuses: dict[int, int] = {}  # live worker pid -> write end of its status pipe
         self.wake_r, self.wake_w = os.pipe()  # SIGCHLD wakes the loop through it
         os.set_blocking(self.wake_r, False)
@@ -90,11 +93,18 @@ class _Template:
         if message == PRELOAD and not fds:
             _import_cloudpickle()
             return True
+        if message == IMPORT and not fds:
+            return self.import_modules()
         if message != REQUEST or len(fds) != REQUEST_FDS:
             for fd in fds:
                 os.close(fd)
             return False
         inbound, outbound, status, slot, passer = fds
+        if self.unsafe:  # forks of this process are no longer safe: the caller starts another
+            for fd in fds:
+                os.close(fd)
+            self.reply(0)
+            return False
         try:
             pid = os.fork()
         except OSError as exc:
@@ -108,6 +118,39 @@ class _Template:
         else:
             self.statuses[pid] = status
         return self.reply(pid)
+
+    def import_modules(self) -> bool:
+        """Import the modules of an IMPORT message; False once the caller has gone."""
+        import marshal
+        import warnings
+
+        size = self.receive(SIZE.size)
+        payload = None if size is None else self.receive(SIZE.unpack(size)[0])
+        if payload is None:
+            return False
+        with warnings.catch_warnings():  # the workers' business, if they import it again
+            warnings.simplefilter("ignore")
+            for name in marshal.loads(payload):
+                try:  # noqa: SIM105 - no contextlib in worker processes
+                    __import__(name)
+                except (Exception, SystemExit):
+                    pass  # a worker that needs it fails there, with the caller's context
+        from fastparallel.backends.processes.forksafe import unsafe_reason
+
+        self.unsafe = unsafe_reason()
+        return True
+
+    def receive(self, size: int) -> bytes | None:
+        data = b""
+        while len(data) < size:
+            try:
+                more = self.control.recv(size - len(data))
+            except OSError:
+                return None
+            if not more:
+                return None
+            data += more
+        return data
 
     def reply(self, pid: int) -> bool:
         pidfd = _open_pidfd(pid)

@@ -143,6 +143,7 @@ if TYPE_CHECKING:
         path: list[str]  # sys.path
         environ: dict[str, str]
         argv: list[str]
+        warnings: tuple[WarningFilter, ...]  # the caller's warnings filters, first first
 else:
     ChunkHeader = namedtuple(
         "ChunkHeader",
@@ -153,7 +154,7 @@ else:
     StartedHeader = namedtuple("StartedHeader", "chunk_id time", module=__name__)
     DoneHeader = namedtuple("DoneHeader", "chunk_id seconds", module=__name__)
     LostHeader = namedtuple("LostHeader", "chunk_id", module=__name__)
-    Context = namedtuple("Context", "cwd path environ argv", module=__name__)
+    Context = namedtuple("Context", "cwd path environ argv warnings", module=__name__)
     ChunkResult = namedtuple("ChunkResult", "values errors nbytes", module=__name__)
 
 
@@ -176,7 +177,47 @@ def capture_context() -> Context:
     if raw is None or raw != seen:
         environ = dict(os.environ)
         _environ_copy = (None if raw is None else dict(raw), environ)
-    return Context(cwd, list(sys.path), environ, list(sys.argv))
+    return Context(cwd, list(sys.path), environ, list(sys.argv), _warning_filters())
+
+
+# (action, message pattern, category's module and qualified name, module pattern, lineno):
+# the arguments of warnings.filterwarnings, so that a worker rebuilds them with the public API.
+if TYPE_CHECKING:
+    WarningFilter = tuple[str, str, tuple[str, str], str, int]
+_filters_copy: tuple[list[Any], tuple[WarningFilter, ...]] = ([], ())
+
+
+def _warning_filters() -> tuple[WarningFilter, ...]:
+    """``warnings.filters`` as plain values (converted again only when they changed)."""
+    global _filters_copy
+    warnings = sys.modules.get("warnings")
+    filters = [] if warnings is None else warnings.filters
+    seen, plain = _filters_copy
+    if filters != seen:
+        plain = tuple(
+            (
+                action,
+                _pattern(message),
+                (category.__module__, category.__qualname__),
+                _pattern(module),
+                lineno,
+            )
+            for action, message, category, module, lineno in filters
+        )
+        _filters_copy = (list(filters), plain)
+    return plain
+
+
+def _pattern(match: Any) -> str:
+    """A filter's message or module as a pattern: a compiled one's, or an exact string's
+    (the interpreter's own default filters name modules so)."""
+    if match is None:
+        return ""
+    if isinstance(match, str):
+        import re
+
+        return re.escape(match) + r"\Z"
+    return str(match.pattern)
 
 
 class ContextTracker:
