@@ -179,6 +179,10 @@ def getpid(_: Any = None) -> int:
     return os.getpid()
 
 
+def getppid(_: Any = None) -> int:
+    return os.getppid()
+
+
 def pid_and_square(x: int) -> tuple[int, int]:
     return os.getpid(), x * x
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-__all__ = ["PerWorker", "at_fork_in_child", "per_worker"]
+__all__ = ["FORK_SAFE", "PerWorker", "at_fork_in_child", "mark_fork_safe", "per_worker"]
 
 # One registry per thread: objects per thread need no lock, and no two first calls of
 # the same get() can race. Replaced in a forked child (see _forget_objects).
@@ -127,6 +127,22 @@ def at_fork_in_child(forget: Callable[[], None]) -> None:
     if not _forget_in_child and hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
     _forget_in_child.append(forget)
+
+
+FORK_SAFE = "fastparallel_fork_safe"  # the attribute of a thread that mark_fork_safe() sets
+
+
+def mark_fork_safe(thread: threading.Thread, is_safe: Callable[[], bool]) -> None:
+    """Mark one of fastparallel's threads: forking this process is safe while ``is_safe()``
+    is true (an idle pool thread holds no lock that a forked child could need).
+
+    Example:
+        >>> thread = threading.Thread(target=print)
+        >>> mark_fork_safe(thread, lambda: True)
+        >>> getattr(thread, FORK_SAFE)()
+        True
+    """
+    setattr(thread, FORK_SAFE, is_safe)
 
 
 def _after_fork_in_child() -> None:

@@ -43,6 +43,7 @@ from fastparallel.backends.base import (
 )
 from fastparallel.backends.runner import Call
 from fastparallel.errors import item_error, item_timeout_error
+from fastparallel.worker_state import mark_fork_safe
 
 if TYPE_CHECKING:
     from fastparallel.options import Options
@@ -102,7 +103,11 @@ class EventLoopThread:
         self._thread = threading.Thread(
             target=self._serve, name="fastparallel-event-loop", daemon=True
         )
+        mark_fork_safe(self._thread, self._idle)  # an idle loop waits in select(), holding nothing
         self._thread.start()
+
+    def _idle(self) -> bool:
+        return not self._tasks and not self._pending
 
     # -- lifecycle -----------------------------------------------------------------
     def _serve(self) -> None:

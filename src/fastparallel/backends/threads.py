@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fastparallel.backends.base import (
@@ -41,6 +42,7 @@ from fastparallel.backends.slots import (
     running_item,
 )
 from fastparallel.errors import initializer_error, item_error, item_timeout_error
+from fastparallel.worker_state import mark_fork_safe
 
 if TYPE_CHECKING:
     from fastparallel.options import Options
@@ -72,6 +74,10 @@ class _PoolThread:
         self.finished: tuple[list[Any], list[tuple[int, BaseException]]] = ([], [])
         self.began = 0.0
         self.abandoned = False
+
+
+def _between_chunks(worker: _Worker) -> bool:
+    return worker.chunk is None
 
 
 class ThreadPool:
@@ -122,6 +128,8 @@ class ThreadPool:
                 daemon=True,
                 name=f"fastparallel-thread-{len(self._workers)}",
             )
+            # Between chunks it waits on the queue, holding nothing a forked child needs.
+            mark_fork_safe(worker.thread, partial(_between_chunks, worker))
             worker.thread.start()
             self._workers.append(worker)
 

@@ -5,7 +5,7 @@
 
 * a Python thread other than the calling one makes it unsafe, unless it is known to be
   fork-safe: fastparallel's own idle threads (they mark themselves, see
-  :func:`mark_fork_safe`) and the I/O threads of an IPython/Jupyter kernel (they hold
+  :func:`fastparallel.worker_state.mark_fork_safe`) and the I/O threads of an IPython/Jupyter kernel (they hold
   no lock a worker needs: ipykernel's output streams detect a forked child and
   forward its output, which is how ``multiprocessing`` on fork works in notebooks);
 * an OpenMP runtime (libgomp, libiomp, LLVM's libomp) with threads started makes it
@@ -29,11 +29,9 @@ import sys
 import threading
 import time
 
-TYPE_CHECKING = False  # the template imports this module: no typing at run time
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from fastparallel.worker_state import FORK_SAFE
 
-__all__ = ["mark_fork_safe", "unsafe_reason"]
+__all__ = ["unsafe_reason"]
 
 _OPENMP = (("libgomp", "libgomp"), ("libiomp", "libiomp"), ("libomp", "LLVM libomp"))
 # Threads started by these packages serve an IPython/Jupyter kernel's I/O.
@@ -47,12 +45,6 @@ _WORDS = struct.Struct(f"<{_STACK_BYTES // 8}Q")
 # The executable mappings of OpenMP runtimes, read from /proc/self/maps again only when
 # the number of imported modules changed (libraries are loaded by imports).
 _openmp_cache: tuple[int, list[tuple[int, int, str]]] = (-1, [])
-
-
-def mark_fork_safe(thread: threading.Thread, is_safe: Callable[[], bool]) -> None:
-    """Mark one of fastparallel's threads: forking is safe while ``is_safe()`` is true
-    (an idle pool thread holds no lock a child could need)."""
-    thread.fastparallel_fork_safe = is_safe  # type: ignore[attr-defined]
 
 
 def unsafe_reason() -> str:
@@ -96,7 +88,7 @@ def _library_reason() -> str:
 
 
 def _thread_reason(thread: threading.Thread) -> str:
-    check = getattr(thread, "fastparallel_fork_safe", None)
+    check = getattr(thread, FORK_SAFE, None)
     if check is not None:
         return "" if check() else f"a thread of fastparallel is busy ({thread.name!r})"
     target = getattr(thread, "_target", None)

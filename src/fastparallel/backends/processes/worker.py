@@ -28,7 +28,6 @@ import threading
 import time
 
 from fastparallel import cpus
-from fastparallel.backends.processes.forksafe import mark_fork_safe
 from fastparallel.backends.processes.wire.channel import (
     BuffersLost,
     Channel,
@@ -53,7 +52,7 @@ from fastparallel.backends.processes.wire.remote_errors import ErrorKind, pack_e
 from fastparallel.backends.runner import Call, run_chunk
 from fastparallel.backends.slots import NO_ITEM
 from fastparallel.serialize.pickling import dumps, loads
-from fastparallel.worker_state import at_fork_in_child
+from fastparallel.worker_state import at_fork_in_child, mark_fork_safe
 
 TYPE_CHECKING = False  # no typing at run time: it would add ~10 ms to every worker start
 if TYPE_CHECKING:

@@ -62,9 +62,7 @@ class _Template:
                 pass_fds=[theirs.fileno(), path_r],
                 close_fds=True,
                 stdin=subprocess.DEVNULL,
-                # Its own session: a terminal's Ctrl-C, sent to the caller's process group,
-                # never reaches it, not even while its interpreter starts.
-                start_new_session=True,
+                **_own_process_group(),
             )
         except BaseException:
             ours.close()
@@ -132,6 +130,13 @@ class _Template:
             return True
         except subprocess.TimeoutExpired:
             return False
+
+
+def _own_process_group() -> dict[str, int]:
+    """Popen's arguments for a process group of its own (Python 3.11+): a terminal's Ctrl-C,
+    sent to the caller's group, never reaches the template, not even while its interpreter
+    starts (before it ignores SIGINT). It stays in the caller's session."""
+    return {"process_group": 0} if sys.version_info >= (3, 11) else {}
 
 
 def _wait_exit(pid: int, timeout: float) -> None:

@@ -1,0 +1,308 @@
+"""The default start (``method=None`` on Linux): fork the caller when that is safe, else the
+template, which preloads the call's modules; ``FASTPARALLEL_METHOD``; what forked workers
+promise (they end with a killed caller, need no ``__main__`` guard, run the top level once,
+see the caller's module state). Synchronisation is by files and events, never by sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork path is Linux's"),
+]
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # workers import faults_helpers by name
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import faults_helpers as h
+
+import fastparallel
+from fastparallel import parallel
+from fastparallel.backends.processes import forksafe
+from fastparallel.backends.processes.launch import needed_modules
+
+TEMPLATE_MODULE = "fastparallel.backends.processes.template.server"
+
+
+@pytest.fixture(autouse=True)
+def _fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FASTPARALLEL_METHOD", raising=False)
+    fastparallel.shutdown()  # each test decides how its pool starts
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def _parents(n: int = 2) -> list[int]:
+    return parallel(h.getppid, range(n), n_workers=n)
+
+
+# -- the choice -----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_workers_are_forks_of_the_caller_when_that_is_safe(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="fastparallel"):
+        assert _parents() == [os.getpid(), os.getpid()]
+    assert "2 workers start as fork of the caller" in caplog.text
+
+
+@pytest.mark.timeout(60)
+def test_a_thread_of_the_callers_sends_workers_to_the_template(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, name="my-thread")
+    thread.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="fastparallel"):
+            parents = _parents()
+    finally:
+        release.set()
+        thread.join()
+    assert parents[0] == parents[1] != os.getpid() and TEMPLATE_MODULE in _cmdline(parents[0])
+    assert "start as template: a Python thread is running ('my-thread')" in caplog.text
+
+
+@pytest.mark.unit
+def test_fastparallels_idle_threads_and_a_kernels_threads_are_fork_safe() -> None:
+    assert parallel(h.square, range(8), threadpool=True, n_workers=2) == [x * x for x in range(8)]
+    assert forksafe.unsafe_reason() == ""  # the idle thread pool's threads do not count
+    release = threading.Event()
+
+    class KernelThread(threading.Thread):  # as ipykernel's IOPub, heartbeat, control threads
+        __module__ = "ipykernel.iostream"
+
+    kernel = KernelThread(target=release.wait)
+    kernel.start()
+    try:
+        assert forksafe.unsafe_reason() == ""
+    finally:
+        release.set()
+        kernel.join()
+
+
+@pytest.mark.timeout(60)
+def test_the_environment_variable_chooses_the_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTPARALLEL_METHOD", "template")
+    template = _parents()[0]
+    assert template != os.getpid() and TEMPLATE_MODULE in _cmdline(template)
+    monkeypatch.setenv("FASTPARALLEL_METHOD", "spawn")  # read at each call
+    assert parallel(h.square, range(3), n_workers=2) == [0, 1, 4]
+    monkeypatch.setenv("FASTPARALLEL_METHOD", "forkk")
+    started: list[int] = []
+    with pytest.raises(ValueError, match=r"FASTPARALLEL_METHOD='forkk' is not a start method"):
+        parallel(started.append, range(3), n_workers=2)
+    assert parallel(h.square, range(3), threadpool=True) == [0, 1, 4]  # threads ignore it
+
+
+@pytest.mark.unit
+def test_the_modules_a_pickled_call_needs_are_named_as_sys_modules_names_them() -> None:
+    import fractions
+    import pickle
+    from functools import partial
+
+    import faults_helpers
+
+    body = pickle.dumps((partial(faults_helpers.square), (fractions.Fraction(1, 3),), {}))
+    assert needed_modules(body) == ["functools", "faults_helpers", "fractions"]
+
+
+# -- module state, top level, __main__ guard, a killed caller -------------------------------
+
+MODULE = """
+SETTING = "as imported"
+def read(_):
+    return SETTING
+"""
+
+
+@pytest.mark.timeout(60)
+def test_module_state_changed_at_run_time_is_seen_by_forked_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mylib_fork.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import mylib_fork
+
+    mylib_fork.SETTING = "changed"
+    assert parallel(mylib_fork.read, range(4), n_workers=2) == ["changed"] * 4
+    monkeypatch.setenv("FASTPARALLEL_METHOD", "template")  # the template imports it afresh
+    assert parallel(mylib_fork.read, range(2), n_workers=2) == ["as imported"] * 2
+
+
+SCRIPT = """
+import os, sys
+from pathlib import Path
+from fastparallel import parallel
+with open(Path(sys.argv[1]) / "top.txt", "a") as f:
+    f.write(f"{os.getpid()}\\n")
+def square(x):
+    return x * x
+print(parallel(square, range(6), n_workers=2), flush=True)
+print(parallel(lambda x: x + 1, range(3), n_workers=2), flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["", "template"])
+def test_a_script_needs_no_main_guard_and_its_top_level_runs_once(
+    method: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "noguard.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    env = {**h.script_env(), "FASTPARALLEL_METHOD": method}
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[0, 1, 4, 9, 16, 25]", "[1, 2, 3]"]
+    assert len((tmp_path / "top.txt").read_text().split()) == 1
+
+
+KILLED = """
+marks = OUT / "marks"
+marks.mkdir()
+dump("parents.json", parallel(h.getppid, range(2), n_workers=2))
+if sys.argv[2] == "busy":
+    parallel(h.mark_then_block, range(2), n_workers=2, marks=str(marks), seconds=120)
+else:
+    parallel(h.mark_then_block, range(2), n_workers=2, marks=str(marks), quick=(0, 1))
+    dump("idle.json", {})
+    time.sleep(120)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("state", ["busy", "idle"])
+def test_forked_workers_end_when_the_caller_is_killed(state: str, tmp_path: Path) -> None:
+    proc = h.start_script(tmp_path, KILLED, [state])
+    try:
+        running = h.wait_marks(tmp_path / "marks", 2, timeout=30)
+        if state == "idle":
+            h.wait_for(lambda: (tmp_path / "idle.json").exists(), 30, "the call to finish")
+        assert json.loads((tmp_path / "parents.json").read_text()) == [proc.pid, proc.pid]
+        workers = {m["pid"] for m in running.values()}
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        h.wait_gone(workers, 10, "the forked workers of the killed caller")
+    finally:
+        h.kill_session(proc.pid)
+        proc.wait()
+
+
+# -- safety: OpenMP threads, a thread that logs and prints, a Jupyter kernel ----------------
+
+OPENMP = """
+import logging
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+X = np.random.default_rng(0).random((400, 5))
+y = (X[:, 0] > 0.5).astype(int)
+def fit(seed):
+    model = HistGradientBoostingClassifier(max_iter=5, random_state=seed)
+    return round(float(model.fit(X, y).score(X, y)), 3)
+first = fit(0)  # GNU OpenMP's threads start here, in the caller
+dump("scores.json", [first, parallel(fit, range(4), n_workers=2)])
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_caller_with_openmp_threads_running_maps_the_same_fit_without_hanging(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("sklearn")
+    done = h.run_script(tmp_path, OPENMP, timeout=240)
+    assert done.returncode == 0, done.stderr
+    first, scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores == [first] * 4
+    assert "start as template: OpenMP threads are running (libgomp)" in done.stderr
+
+
+CHATTY = """
+import logging, threading
+logging.basicConfig(level=logging.INFO, filename=str(OUT / "log.txt"))
+log = logging.getLogger("chatty")
+stop = threading.Event()
+def chatter():
+    while not stop.is_set():
+        log.info("caller thread")
+        print("caller thread", flush=True)
+thread = threading.Thread(target=chatter, name="chatter")
+thread.start()
+def work(x):
+    logging.getLogger("work").warning("item %s", x)
+    print("item", x, flush=True)
+    return x * 2
+results = [parallel(work, range(8), n_workers=2) for _ in range(20)]
+stop.set()
+thread.join()
+dump("results.json", results)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_caller_thread_that_logs_and_prints_never_hangs_twenty_process_calls(
+    tmp_path: Path,
+) -> None:
+    done = h.run_script(tmp_path, CHATTY, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "results.json").read_text()) == [[x * 2 for x in range(8)]] * 20
+    assert "item 7" in done.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_in_a_jupyter_kernel_workers_fork_the_kernel_and_print(tmp_path: Path) -> None:
+    """The decision for notebooks: the kernel's own I/O threads (IOPub, heartbeat, control,
+    history; libzmq's) do not make fork unsafe, as with fastcore and multiprocessing's fork."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    import test_notebook
+
+    cells = [
+        (
+            "import os\nfrom fastparallel import parallel\n"
+            "from fastparallel.backends.processes.forksafe import unsafe_reason\n"
+            "print('reason:', repr(unsafe_reason()))"
+        ),
+        "print('forked:', parallel(lambda x: os.getppid(), range(2), n_workers=2) == [os.getpid()] * 2)",
+        "print('results:', parallel(lambda x: print('worker', x) or x, range(4), n_workers=2))",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    env = pytest.MonkeyPatch()
+    try:
+        env.setenv("JUPYTER_PATH", str(test_notebook._install_kernelspec(tmp_path)))
+        env.setenv("PYTHONPATH", os.pathsep.join([str(h.SRC_DIR), str(h.TESTS_DIR)]))
+        nbclient.NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    finally:
+        env.undo()
+    text = "".join(test_notebook._text(o) for cell in nb.cells for o in cell.outputs)
+    assert "reason: ''" in text
+    assert "forked: True" in text
+    assert "results: [0, 1, 2, 3]" in text
