@@ -76,7 +76,7 @@ class _PoolThread:
         self.abandoned = False
 
 
-def _between_chunks(worker: _Worker) -> bool:
+def _between_chunks(worker: _PoolThread) -> bool:
     return worker.chunk is None
 
 
