@@ -306,3 +306,137 @@ def test_in_a_jupyter_kernel_workers_fork_the_kernel_and_print(tmp_path: Path) -
     assert "reason: ''" in text
     assert "forked: True" in text
     assert "results: [0, 1, 2, 3]" in text
+
+
+# -- issue 21: faults 3 (initializer's context), 4 (a fork of the caller), 5 (fn forks), 7 --
+
+
+def _initializer(path_entry: str, directory: str) -> None:
+    os.environ["SET_BY_INITIALIZER"] = "yes"
+    sys.path.insert(0, path_entry)
+    os.chdir(directory)
+
+
+def _what_a_worker_sees(_: object) -> tuple[str | None, str | None, str, str]:
+    return (
+        os.environ.get("SET_BY_INITIALIZER"),
+        os.environ.get("CHANGED_BY_CALLER"),
+        sys.path[0],
+        os.getcwd(),
+    )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["", "template"])
+def test_what_the_initializer_set_lasts_when_the_caller_changes_its_context(
+    method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FASTPARALLEL_METHOD", method)
+    entry, directory = str(tmp_path / "entry"), str(tmp_path)
+    options = {"n_workers": 2, "initializer": _initializer, "initargs": (entry, directory)}
+    first = parallel(_what_a_worker_sees, range(4), **options)
+    assert first == [("yes", None, entry, directory)] * 4
+    monkeypatch.setenv("CHANGED_BY_CALLER", "1")  # the next call brings this change only
+    assert (
+        parallel(_what_a_worker_sees, range(4), **options) == [("yes", "1", entry, directory)] * 4
+    )
+
+
+FORKS_AND_LIVES = """
+marks = OUT / "marks"
+marks.mkdir()
+parents = parallel(h.getppid, range(2), n_workers=2)
+parallel(h.mark, range(2), str(marks), n_workers=2)
+child = os.fork()
+if child == 0:  # a fork of the caller that outlives it, holding what it inherited
+    time.sleep(120)
+    os._exit(0)
+dump("pids.json", {"parents": parents, "child": child})
+time.sleep(120)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["", "template"])
+def test_workers_end_with_a_killed_caller_whose_fork_lives_on(method: str, tmp_path: Path) -> None:
+    os.environ["FASTPARALLEL_METHOD"] = method  # for the script (the fixture unsets it after)
+    proc = h.start_script(tmp_path, FORKS_AND_LIVES)
+    try:
+        pids = h.wait_for(lambda: (tmp_path / "pids.json").exists(), 30, "the script's fork")
+        pids = json.loads((tmp_path / "pids.json").read_text())
+        workers = h.marked_pids(tmp_path / "marks")
+        assert len(workers) == 2 and h.pid_alive(pids["child"])
+        starters = set(pids["parents"])  # the caller itself, or the template
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        h.wait_gone(workers | starters, 10, "the workers (and template) of the killed caller")
+        assert h.pid_alive(pids["child"])  # it still lives, and held nothing of them
+    finally:
+        os.environ.pop("FASTPARALLEL_METHOD", None)
+        h.kill_session(proc.pid)
+        proc.wait()
+
+
+FN_FORKS = """
+def fork_and_return(x):
+    os.fork()  # the child returns too, into the worker's loop
+    return x * 10
+print(parallel(fork_and_return, range(6), n_workers=2), flush=True)
+print(parallel(fork_and_return, range(6), n_workers=2, chunksize=3), flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["", "template"])
+def test_a_child_that_fn_forks_never_reports_and_exits(method: str, tmp_path: Path) -> None:
+    import subprocess
+
+    script = h.write_script(tmp_path, FN_FORKS)
+    env = {**h.script_env(), "FASTPARALLEL_METHOD": method}
+    # stdout is a pipe, as in `python x.py | tail`: it closes only once every child has exited.
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[0, 10, 20, 30, 40, 50]"] * 2
+    assert "KeyError" not in done.stderr and "Traceback" not in done.stderr
+
+
+INTERRUPTED_START = """
+from fastparallel.backends.processes.template import client
+real = client._template_path
+def interrupted():
+    raise KeyboardInterrupt  # Ctrl-C while the template boots
+client._template_path = interrupted
+try:
+    parallel(h.square, range(4), n_workers=2)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+client._template_path = real
+fastparallel.shutdown()
+children = []
+for task in os.listdir("/proc/self/task"):
+    children += Path(f"/proc/self/task/{task}/children").read_text().split()
+dump("children.json", [h.proc_stat(int(pid)) for pid in children])
+print(parallel(h.square, range(4), n_workers=2), flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_while_the_template_starts_prints_nothing_and_leaves_no_zombie(
+    tmp_path: Path,
+) -> None:
+    os.environ["FASTPARALLEL_METHOD"] = "template"  # for the script
+    try:
+        done = h.run_script(tmp_path, INTERRUPTED_START, timeout=100)
+    finally:
+        os.environ.pop("FASTPARALLEL_METHOD", None)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["interrupted", "[0, 1, 4, 9]"]
+    assert done.stderr == ""
+    assert json.loads((tmp_path / "children.json").read_text()) == []
