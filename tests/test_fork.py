@@ -440,3 +440,79 @@ def test_ctrl_c_while_the_template_starts_prints_nothing_and_leaves_no_zombie(
     assert done.stdout.split("\n")[:2] == ["interrupted", "[0, 1, 4, 9]"]
     assert done.stderr == ""
     assert json.loads((tmp_path / "children.json").read_text()) == []
+
+
+# -- the template preloads what the call needs; the caller's warnings filters ---------------
+
+HEAVY = """
+import os, sys
+with open(os.environ["IMPORTS_LOG"], "a") as log:
+    log.write(f"{__name__} {os.getpid()}\\n")
+if __name__.endswith("threads"):
+    import threading
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+def work(x):
+    return x + 1
+"""
+
+
+@pytest.mark.timeout(120)
+def test_the_template_imports_the_calls_modules_once_and_later_calls_add_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("heavy_one", "heavy_two", "heavy_threads"):
+        (tmp_path / f"{name}.py").write_text(HEAVY)
+    log = tmp_path / "imports.txt"
+    monkeypatch.setenv("IMPORTS_LOG", str(log))
+    monkeypatch.setenv("FASTPARALLEL_METHOD", "template")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import heavy_one
+    import heavy_threads
+    import heavy_two
+
+    def imports(name: str) -> int:
+        return sum(1 for line in log.read_text().splitlines() if line.split()[0] == name)
+
+    assert parallel(heavy_one.work, range(8), n_workers=4) == list(range(1, 9))
+    assert imports("heavy_one") == 2  # the caller, and the template: not each of 4 workers
+    # Another pool (max_tasks_per_child: its own key) from the same template: it adds one.
+    assert parallel(heavy_two.work, range(8), n_workers=4, max_tasks_per_child=99) == list(
+        range(1, 9)
+    )
+    assert imports("heavy_two") == 2
+    importers = {line.split()[1] for line in log.read_text().splitlines()} - {str(os.getpid())}
+    assert len(importers) == 1  # both in the same template
+    # A module whose import starts a thread would make the template's forks unsafe: the
+    # template stops, and its replacement leaves that module to the workers.
+    fastparallel.shutdown()
+    with caplog.at_level(logging.INFO, logger="fastparallel"):
+        assert parallel(heavy_threads.work, range(8), n_workers=4) == list(range(1, 9))
+    assert "importing heavy_threads there started threads" in caplog.text
+    assert imports("heavy_threads") == 2 + 4  # caller, refused template, each worker
+
+
+WARNS = """
+import warnings
+if sys.argv[2] == "ignore":
+    warnings.filterwarnings("ignore", category=FutureWarning)
+def warn(x):
+    warnings.warn("a future change", FutureWarning)
+    return x
+print(parallel(warn, range(4), n_workers=2), flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["", "template"])
+@pytest.mark.parametrize("filters", ["ignore", "default"])
+def test_the_callers_warnings_filters_apply_in_workers(
+    method: str, filters: str, tmp_path: Path
+) -> None:
+    os.environ["FASTPARALLEL_METHOD"] = method
+    try:
+        done = h.run_script(tmp_path, WARNS, timeout=100, args=[filters])
+    finally:
+        os.environ.pop("FASTPARALLEL_METHOD", None)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("[0, 1, 2, 3]")
+    assert ("FutureWarning: a future change" in done.stderr) == (filters == "default")
