@@ -217,9 +217,11 @@ def parallel(
         pause: at least this many seconds between the starts of any two items, over all
             workers (each chunk then holds one item). None: 0. It must stay below ``1e9``
             seconds: ``math.inf`` would never start a second item.
-        method: start method for processes: None (forks of fastparallel's template process
-            where ``os.fork`` exists, else 'spawn'), 'forkserver', 'spawn', 'fork' or a
-            multiprocessing context.
+        method: start method for processes: None (on Linux, forks of the caller when that is
+            safe, else of fastparallel's template process; the template on macOS; else
+            'spawn'), 'template', 'forkserver', 'spawn', 'fork' or a multiprocessing
+            context. None reads the environment variable ``FASTPARALLEL_METHOD`` (the same
+            names) at each call.
         return_exceptions: put an item's exception in its result slot instead of raising it.
         max_tasks_per_child: replace a worker process after it ran this many items.
         initializer: called as ``initializer(*initargs)`` once in each worker.
