@@ -243,7 +243,7 @@ def _load_tqdm() -> SessionFactory:
 # --- the registry -----------------------------------------------------------------------------
 
 DEFAULT_METHOD = multiprocessing.get_start_method()
-FORKSERVER_WORKLOADS = ("tiny_cold", "script", "endtoend", "batches")
+FORKSERVER_WORKLOADS = ("tiny_cold", "script", "endtoend", "batches", "heavy_import")
 """Where the forkserver-based standard-library pools (the defaults from Python 3.14) are measured."""
 
 AUTO_WORKLOADS = ("cpu", "sleep", "batches")

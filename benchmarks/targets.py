@@ -34,6 +34,24 @@ TINY_COLD_P = fp("tiny_cold", "20k", "process")
 
 TARGETS: list[Target] = [
     Target(
+        "a function from a library that takes 1 s to import, first call: vs Pool (fork)",
+        fp("heavy_import", "1s-import", "process"),
+        CaseKey("heavy_import", "1s-import", "process", "mp_pool_fork"),
+        1.3,
+    ),
+    Target(
+        "the same while a thread of the caller's runs: vs Pool (forkserver)",
+        fp("heavy_import", "1s-import-thread", "process"),
+        CaseKey("heavy_import", "1s-import-thread", "process", "mp_pool_forkserver"),
+        0.8,
+    ),
+    Target(
+        "the same, first call: vs fastcore.parallel",
+        fp("heavy_import", "1s-import", "process"),
+        CaseKey("heavy_import", "1s-import", "process", "fastcore"),
+        1.3,
+    ),
+    Target(
         "20k tiny items, processes, cold: vs fastcore.parallel",
         TINY_COLD_P,
         CaseKey("tiny_cold", "20k", "process", "fastcore"),

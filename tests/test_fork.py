@@ -516,3 +516,18 @@ def test_the_callers_warnings_filters_apply_in_workers(
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("[0, 1, 2, 3]")
     assert ("FutureWarning: a future change" in done.stderr) == (filters == "default")
+
+
+def _inner(x: int) -> tuple[int, int]:
+    return x, os.getppid()
+
+
+def _outer(x: int) -> list[tuple[int, int]]:
+    return [
+        (item, parent == os.getpid()) for item, parent in parallel(_inner, range(2), n_workers=2)
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_a_forked_worker_forks_its_own_nested_pool() -> None:
+    assert parallel(_outer, range(2), n_workers=2) == [[(0, True), (1, True)]] * 2

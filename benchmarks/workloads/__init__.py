@@ -9,7 +9,7 @@ from .datasci import IMAGES, TREES
 from .endtoend import END_TO_END
 from .imports import IMPORT
 from .io import HTTP, SLEEP
-from .startup import BATCHES, SCRIPT
+from .startup import BATCHES, HEAVY_IMPORT, SCRIPT
 from .tiny import PROGRESS, TINY_COLD, TINY_WARM
 from .transfer import BIG_ARG, BIG_ITEM, BIG_RESULT, RESULT_SIZES
 
@@ -19,6 +19,7 @@ WORKLOADS: dict[str, Workload] = {
         TINY_COLD,
         TINY_WARM,
         SCRIPT,
+        HEAVY_IMPORT,
         END_TO_END,
         BATCHES,
         CPU,

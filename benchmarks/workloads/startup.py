@@ -117,3 +117,119 @@ BATCHES = MapWorkload(
     quick={"4x16x0.25ms": {"batches": 4, "batch": 16, "ms": 0.25}},
     prepare=_batches,
 )
+
+
+# A library that takes ``import_s`` seconds of CPU to import (as fastai, torch or
+# scikit-learn do), and a function of it that takes ``ms`` of CPU per item.
+_HEAVY_MODULE = """\
+import time
+
+began = time.perf_counter()
+while time.perf_counter() - began < {import_s!r}:
+    pass
+
+
+def work(x):
+    began = time.perf_counter()
+    while time.perf_counter() - began < {ms!r} / 1000:
+        pass
+    return x * 2
+"""
+
+# The script imports numpy at its top level (as most do); main() imports the heavy library
+# and maps its function over processes: the first call is timed, from creating the pool on.
+# With ``thread``, a Python thread of the script's runs meanwhile (fork is then unsafe).
+_HEAVY_SCRIPT = """\
+import sys, threading, time
+
+try:
+    import numpy  # noqa: F401
+except ImportError:
+    pass
+
+
+def main():
+    from benchmarks.contenders import CONTENDERS
+    from benchmarks.core import Job, Measurement
+
+    import heavy_library
+
+    stop = threading.Event()
+    if {thread!r}:
+        threading.Thread(target=stop.wait, daemon=True).start()
+    factory = CONTENDERS[sys.argv[1]].load()
+    items = list(range({n}))
+    start = time.perf_counter()
+    session = factory("process", {workers})
+    try:
+        results = session.map(Job(heavy_library.work, items))
+        seconds = time.perf_counter() - start
+    finally:
+        session.close()
+        stop.set()
+    print(Measurement(seconds, results == [x * 2 for x in items]).to_line(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+class HeavyImportWorkload(Workload):
+    def measure(self, ctx: ChildContext) -> Measurement:
+        params = ctx.params
+        with tempfile.TemporaryDirectory(prefix="fastparallel-bench-") as folder:
+            Path(folder, "heavy_library.py").write_text(
+                _HEAVY_MODULE.format(import_s=float(params["import_s"]), ms=float(params["ms"]))
+            )
+            script = Path(folder) / "heavy_import.py"
+            script.write_text(
+                _HEAVY_SCRIPT.format(
+                    thread=bool(params["thread"]),
+                    n=int(params["n"]),
+                    workers=int(params["workers"]),
+                )
+            )
+            done = subprocess.run(
+                [sys.executable, str(script), ctx.contender.name],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+        found = Measurement.from_output(done.stdout)
+        if found is None:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            found = Measurement(
+                None, False, f"exit {done.returncode}, no result: {' | '.join(tail)}"
+            )
+        return found
+
+
+HEAVY_IMPORT = HeavyImportWorkload(
+    name="heavy_import",
+    title="A function from a library that takes 1 s to import",
+    description=(
+        "A script that imported numpy imports a library whose import takes 1 s of CPU, then maps "
+        "its function (20 ms of CPU per item) over 100 items on 4 worker processes; the first "
+        "call is timed, from creating the pool on. Workers that are forks of the script have the "
+        "library already; a template that preloads it imports it once; forkserver and spawn "
+        "workers each import it. `thread`: a Python thread of the script's runs during the call, "
+        "so forking the script is unsafe (fastparallel then forks its preloading template)."
+    ),
+    modes=("process",),
+    variants={
+        "1s-import": {"import_s": 1.0, "ms": 20, "n": 100, "workers": 4, "thread": False},
+        "1s-import-thread": {"import_s": 1.0, "ms": 20, "n": 100, "workers": 4, "thread": True},
+    },
+    quick={"0.2s-import": {"import_s": 0.2, "ms": 2, "n": 20, "workers": 2, "thread": False}},
+    serial="every worker needs the library; the serial loop imported it once",
+    contenders=(
+        "fastparallel",
+        "fastcore",
+        "mp_pool_fork",
+        "mp_pool_forkserver",
+        "futures_forkserver",
+    ),
+)

@@ -95,6 +95,7 @@ def fork_caller() -> ForkedWorker:
     with _launch_lock:
         pid = _fork()
         if pid == 0:
+            _launch_lock.release()  # the child's copy: it may start pools of its own
             passer.close()
             _become_worker(worker_side, caller_side, worker_passer, memory, deathsig)
     for fd in worker_side:
