@@ -129,13 +129,13 @@ def run_chunk(
     values, errors = ([], []) if into is None else into
     append = values.append
     remaining = iter(items)  # the loops below resume from here after an exception
+    stop = _NEVER if cancelled is None else cancelled
     began = perf_counter()
     while True:
         try:
             # Plain loops rather than one with per-item conditions: this is the
             # innermost hot path, and each check costs as much as a trivial fn.
             if timed and current_item is not None:
-                stop = _NEVER if cancelled is None else cancelled
                 index = start + len(values)
                 for item in remaining:
                     if stop[0]:
@@ -147,7 +147,6 @@ def run_chunk(
                     index += 1
                     append(one(item))
             elif current_item is not None:
-                stop = _NEVER if cancelled is None else cancelled
                 index = start + len(values)
                 for item in remaining:
                     if stop[0]:
