@@ -22,6 +22,10 @@ import threading
 from fastparallel import logs
 from fastparallel.worker_state import at_fork_in_child
 
+TYPE_CHECKING = False  # nothing more on a first call's way than needed
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = [
     "available",
     "fork_worker",
@@ -132,7 +136,7 @@ class _Template:
             return False
 
 
-def _own_process_group() -> dict[str, int]:
+def _own_process_group() -> Any:  # Any: Popen's overloads take no **dict
     """Popen's arguments for a process group of its own (Python 3.11+): a terminal's Ctrl-C,
     sent to the caller's group, never reaches the template, not even while its interpreter
     starts (before it ignores SIGINT). It stays in the caller's session."""
