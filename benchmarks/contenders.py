@@ -57,7 +57,11 @@ def _load_serial() -> SessionFactory:
     return SerialSession
 
 
-def _load_fastparallel(method: str | None = None, threadpool: str | None = None) -> SessionFactory:
+def _load_fastparallel(
+    method: str | None = None,
+    threadpool: str | None = None,
+    inner_threads: int | None = None,
+) -> SessionFactory:
     from fastparallel import parallel, shutdown
 
     class FastparallelSession(Session):
@@ -70,6 +74,7 @@ def _load_fastparallel(method: str | None = None, threadpool: str | None = None)
                     threadpool=self.threads if threadpool is None else threadpool,
                     progress=job.progress,
                     method=method,
+                    inner_threads=inner_threads,
                     **job.kwargs,
                 )
             )
@@ -249,6 +254,9 @@ FORKSERVER_WORKLOADS = ("tiny_cold", "script", "endtoend", "batches", "heavy_imp
 AUTO_WORKLOADS = ("cpu", "sleep", "batches")
 """Where ``threadpool="auto"`` is measured against the mode that suits the work."""
 
+INNER_WORKLOADS = ("inner",)
+"""Where fastparallel without its limit on the native thread pools is measured."""
+
 CONTENDERS: dict[str, Contender] = {
     c.name: c
     for c in [
@@ -293,6 +301,14 @@ CONTENDERS: dict[str, Contender] = {
                 "thread": "parallel(fn, items, threadpool='auto')",
             },
             only_in=AUTO_WORKLOADS,
+        ),
+        Contender(
+            name="fastparallel_oversubscribed",
+            label="fastparallel (inner_threads=cpus: no limit)",
+            load=lambda: _load_fastparallel(inner_threads=os.cpu_count() or 1),
+            apis={"process": "parallel(fn, items, inner_threads=os.cpu_count())"},
+            unsupported={"thread": "threads are left alone unless inner_threads is given"},
+            only_in=INNER_WORKLOADS,
         ),
         Contender(
             name="fastcore",

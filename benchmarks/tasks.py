@@ -87,3 +87,14 @@ def decode_jpeg(path: str) -> Any:
 
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
+
+
+def matmul(seed: int, size: int) -> float:
+    """The trace of the product of two ``size`` x ``size`` random matrices: BLAS work,
+    on as many threads as the process's BLAS pool has."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    a = rng.random((size, size))
+    b = rng.random((size, size))
+    return float(np.trace(a @ b))

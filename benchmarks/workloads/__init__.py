@@ -8,6 +8,7 @@ from .coroutines import COROUTINES
 from .datasci import IMAGES, TREES
 from .endtoend import END_TO_END
 from .imports import IMPORT
+from .inner import INNER
 from .io import HTTP, SLEEP
 from .startup import BATCHES, HEAVY_IMPORT, SCRIPT
 from .tiny import PROGRESS, TINY_COLD, TINY_WARM
@@ -33,6 +34,7 @@ WORKLOADS: dict[str, Workload] = {
         BIG_RESULT,
         RESULT_SIZES,
         SCALING,
+        INNER,
         IMPORT,
         PROGRESS,
     ]

@@ -251,7 +251,10 @@ def parallel(
             MiB, GiB, TiB of 1024). None: what the machine has available (``MemAvailable``,
             or the cgroup's limit minus its usage where lower). Each worker's memory is
             measured as items run, and fewer items run at once (down to one) when the
-            measured need does not fit. Not with ``executor`` or a coroutine function.
+            measured need does not fit (said at INFO). A worker the OOM killer kills is
+            reported as out of memory (``WorkerDiedError``) and its item runs again once,
+            fewer at a time (with ``retries``: as one of its attempts). Only for process
+            workers: not with ``threadpool=True``, ``executor`` or a coroutine function.
         **kwargs: keyword arguments passed to ``fn``.
 
     An error that is final (no retries left, or not a ``retry_on``) ends the call, unless

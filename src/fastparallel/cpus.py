@@ -67,6 +67,7 @@ class Cgroups:
     def __init__(self, root: str = "/sys/fs/cgroup", proc: str = "/proc/self/cgroup"):
         self.root = root
         self.memberships: dict[str, str] = {}  # controller ("" for v2) -> path in its hierarchy
+        self._dirs: dict[str, list[str]] = {}
         try:
             with open(proc) as file:
                 lines = file.read().splitlines()
@@ -78,10 +79,16 @@ class Cgroups:
             for controller in controllers.split(",") if controllers else [""]:
                 self.memberships[controller] = path
 
-    def dirs(self, controller: str) -> Iterator[str]:
+    def dirs(self, controller: str) -> list[str]:
         """This process's cgroup folders for ``controller`` ("cpu", "memory"), its own
         first, then each one above it up to the root: v2's where the unified hierarchy
-        has the controller's files, else v1's."""
+        has the controller's files, else v1's. (Read once: a memory budget is read at
+        every call.)"""
+        if controller not in self._dirs:
+            self._dirs[controller] = list(self._find_dirs(controller))
+        return self._dirs[controller]
+
+    def _find_dirs(self, controller: str) -> Iterator[str]:
         v2 = self.memberships.get("")
         if v2 is not None and os.path.exists(os.path.join(self.root, "cgroup.controllers")):
             yield from _up_from(self.root, v2)

@@ -58,17 +58,23 @@ def _define_worker_died_error(base: type) -> type:
         Attributes:
             indices: input indices of the items that were running in the dead worker.
             exitcode: the process exit code; negative for a signal (``-9`` is SIGKILL).
+            out_of_memory: whether the OOM killer killed it (memory was short then).
         """
 
         def __init__(
-            self, message: str, indices: tuple[int, ...] = (), exitcode: int | None = None
+            self,
+            message: str,
+            indices: tuple[int, ...] = (),
+            exitcode: int | None = None,
+            out_of_memory: bool = False,
         ):
             super().__init__(message)
             self.indices = indices
             self.exitcode = exitcode
+            self.out_of_memory = out_of_memory
 
         def __reduce__(self) -> Any:
-            return (type(self), (str(self), self.indices, self.exitcode))
+            return (type(self), (str(self), self.indices, self.exitcode, self.out_of_memory))
 
     WorkerDiedError.__module__ = __name__
     WorkerDiedError.__qualname__ = "WorkerDiedError"
@@ -81,9 +87,14 @@ if TYPE_CHECKING:
     class WorkerDiedError(FastParallelError, BrokenProcessPool):
         indices: tuple[int, ...]
         exitcode: int | None
+        out_of_memory: bool
 
         def __init__(
-            self, message: str, indices: tuple[int, ...] = (), exitcode: int | None = None
+            self,
+            message: str,
+            indices: tuple[int, ...] = (),
+            exitcode: int | None = None,
+            out_of_memory: bool = False,
         ): ...
 
 
@@ -166,6 +177,19 @@ def short_repr(obj: Any) -> str:
     except Exception:
         text = f"<{type(obj).__name__} object>"
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def bytes_text(nbytes: float) -> str:
+    """A size in words, in decimal units as memory is sold.
+
+    Example:
+        >>> bytes_text(3.1e9), bytes_text(35_200_000), bytes_text(210_000_000), bytes_text(999)
+        ('3.1 GB', '35.2 MB', '210 MB', '999 B')
+    """
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes:.0f} B"
 
 
 def describe_item(index: int, item: Any) -> str:
@@ -312,6 +336,14 @@ def describe_exit(exitcode: int | None) -> str:
             text += " (a segmentation fault; the worker's Python traceback is on stderr)"
         return text
     return f"exited with code {exitcode}"
+
+
+def out_of_memory_words(exitcode: int | None) -> str:
+    """What happened to a worker the OOM killer killed, in words."""
+    return (
+        f"{describe_exit(exitcode).split(' (')[0]}: out of memory (the OOM killer killed it "
+        "while memory was short; fewer items run at once from now on)"
+    )
 
 
 def item_timeout_error(index: int, item: Any, seconds: float, consequence: str) -> ItemTimeoutError:

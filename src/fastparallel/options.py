@@ -212,8 +212,11 @@ OPTIONS: tuple[Option, ...] = (
         '"12GB", "500MiB" or "1.5 GiB" (kB, MB, GB, TB are powers of 1000; KiB, MiB, GiB, TiB '
         "of 1024). None: what the machine has available (``MemAvailable``, or the cgroup's "
         "limit minus its usage where lower). Each worker's memory is measured as items run, "
-        "and fewer items run at once (down to one) when the measured need does not fit. Not "
-        "with ``executor`` or a coroutine function.",
+        "and fewer items run at once (down to one) when the measured need does not fit (said "
+        "at INFO). A worker the OOM killer kills is reported as out of memory "
+        "(``WorkerDiedError``) and its item runs again once, fewer at a time (with "
+        "``retries``: as one of its attempts). Only for process workers: not with "
+        "``threadpool=True``, ``executor`` or a coroutine function.",
         stored="int | None",
         advise="the memory the workers may use together, as in ``parallel()``.",
     ),
@@ -525,6 +528,7 @@ class Options:
             n_workers=0 if mode == "serial" else self.n_workers,
             method=self.method if mode == "processes" else None,
             max_tasks_per_child=self.max_tasks_per_child if mode == "processes" else None,
+            max_memory=self.max_memory if mode == "processes" else None,
         )
 
     def _normalise_loose_values(self) -> None:
@@ -668,10 +672,13 @@ class Options:
                     "when an item starts there, nor stop it, nor limit their threads or memory; "
                     "configure the workers there (put a timeout inside fn), or leave executor=None"
                 )
-        elif self.threadpool and given and self.n_workers != 0:
-            raise ValueError(
-                f"{', '.join(given)} applies to worker processes, not to threadpool=True"
-            )
+        elif self.threadpool and self.n_workers != 0:
+            if self.max_memory is not None:  # threads share one process: no item's own RSS
+                given.append("max_memory")
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} applies to worker processes, not to threadpool=True"
+                )
 
 
 _DEFAULTS: dict[str, Any] = {

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
+from fastparallel import cpus
 from fastparallel.auto.choose import measure, workers_for
-from fastparallel.auto.explain import bytes_text, reasons, seconds_text
+from fastparallel.auto.explain import bytes_text, memory_text, reasons, seconds_text
 from fastparallel.auto.model import (
     MODES,
     UNKNOWN_ITEMS,
@@ -53,8 +55,13 @@ class Advice:
             spread, GIL share, cores, overlap, pickled sizes and times, start and round
             trip costs): a :class:`fastparallel.Measurements`.
         n_items: the number of items (``len(items)`` or ``total=``), None if unknown.
-        n_workers: the workers each mode was predicted with.
+        n_workers: the workers each mode was predicted with (fewer than the CPUs allow
+            where the items' memory does not fit more at once).
         seconds: how long ``advise()`` took.
+        memory_per_item: bytes this process grew by per item running while the sample
+            ran (its peak resident memory, over the items that ran at once), None where
+            it cannot be read. (Measuring it resets this process's peak-RSS counter,
+            ``VmHWM`` and ``ru_maxrss``, to its current RSS.)
 
     ``str(advice)`` is a short table with the reasons; in a notebook it shows as HTML.
     """
@@ -66,6 +73,7 @@ class Advice:
     n_items: int | None
     n_workers: dict[Mode, int]
     seconds: float
+    memory_per_item: int | None = None
 
     def __repr__(self) -> str:
         predicted = {mode: round(seconds, 3) for mode, seconds in self.predicted.items()}
@@ -113,6 +121,8 @@ class Advice:
         facts.append(
             f"process start {seconds_text(m.start_seconds)}, round trip {seconds_text(m.round_trip)}"
         )
+        if self.memory_per_item is not None:
+            facts.append(f"memory {bytes_text(self.memory_per_item)} per item")
         return "; ".join(facts)
 
     def __str__(self) -> str:
@@ -164,21 +174,55 @@ def measure_advice(
     workers = workers_for(n_workers)
     threads = 1 if num_cpus() == 1 or n_workers == 1 else 2
     probe = Probe(call, ChunkReader(iter(items)), threads=threads, stop_on_error=False)
+    cpus.reset_peak_rss()  # the peak while the sample runs, not the process's lifetime
+    before = cpus.rss(os.getpid())
     sample = probe.run(PROBE_SHARE * max_seconds)
+    peak = cpus.peak_rss()
     probe.abandon()  # items still running go on in their threads; their results are not kept
     m = measure(call, probe.kept, sample, workers["processes"], idle_pool)
     m = _time_processes(m, call, workers["processes"], began + max_seconds, run, idle_pool)
+    per_item = None
+    if before is not None and peak is not None:  # spread over the items that ran at once
+        per_item = max(0, peak - before) // (1 if m.overlap is None else threads)
+    fit = MemoryFit.of(per_item, options.max_memory, workers)
     n_items = total if total is not None else (sample.read if probe.exhausted else None)
-    mode, predicted = recommend(m, n_items if n_items is not None else UNKNOWN_ITEMS, workers)
+    mode, predicted = recommend(m, n_items if n_items is not None else UNKNOWN_ITEMS, fit.workers)
+    said = reasons(m, mode, predicted, n_items, fit.workers)
+    if fit.limited:  # before the verdict, which comes last
+        said.insert(-1, memory_text(fit.per_item, fit.budget, fit.workers, workers))
     return Advice(
         mode,
         predicted,
-        tuple(reasons(m, mode, predicted, n_items, workers)),
+        tuple(said),
         m,
         n_items,
-        workers,
+        fit.workers,
         time.monotonic() - began,
+        per_item,
     )
+
+
+class MemoryFit(NamedTuple):
+    """How many items fit in memory at once: ``workers`` per mode, within ``budget``
+    (``max_memory``, or what is available) at ``per_item`` bytes each; ``limited``
+    where that is fewer processes than the CPUs allow (threads are fitted quietly)."""
+
+    per_item: int
+    budget: int
+    workers: dict[Mode, int]
+    limited: bool
+
+    @classmethod
+    def of(
+        cls, per_item: int | None, max_memory: int | None, workers: dict[Mode, int]
+    ) -> MemoryFit:
+        budget = max_memory if max_memory is not None else cpus.available_memory(cpus.Cgroups())
+        if not per_item or budget is None:
+            return cls(per_item or 0, budget or 0, workers, False)
+        fits = max(1, budget // per_item)
+        fitted: dict[Mode, int] = {mode: min(n, fits) for mode, n in workers.items()}
+        fitted["serial"] = workers["serial"]
+        return cls(per_item, budget, fitted, fitted["processes"] < workers["processes"])
 
 
 def check_advise_arguments(fn: Any, max_seconds: Any, given: dict[str, Any]) -> Options:

@@ -25,6 +25,7 @@ from fastparallel.auto.model import (
     classify,
     predict,
 )
+from fastparallel.errors import bytes_text
 from fastparallel.options import Mode
 
 __all__ = [
@@ -109,13 +110,6 @@ def seconds_text(seconds: float) -> str:
             value = seconds / scale
             return f"{value:.2f} {unit}" if value < 10 else f"{value:.3g} {unit}"
     raise AssertionError("unreachable")
-
-
-def bytes_text(nbytes: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.3g} {unit}"
-    return f"{nbytes:.0f} B"
 
 
 def _time_phrase(b: Behaviour) -> str:
@@ -228,6 +222,17 @@ def reasons(
         out.append(overheads)
     out.append(_verdict(mode, predicted, n_items))
     return out
+
+
+def memory_text(
+    per_item: int, budget: int, fitted: dict[Mode, int], workers: dict[Mode, int]
+) -> str:
+    """Why memory, not CPU, limits the speedup: the items that fit at once."""
+    return (
+        f"Memory, not CPU, limits the speedup: each item needs about {bytes_text(per_item)}, "
+        f"so {bytes_text(budget)} fit {fitted['processes']} at once where the CPUs would keep "
+        f"{workers['processes']} busy (parallel() runs that many at a time, measuring as it goes)."
+    )
 
 
 def _timing(m: Measurements) -> str:

@@ -52,12 +52,16 @@ class Measured:
     results ``nbytes`` pickled bytes. A warm pool keeps one per recent call, so that a
     later call of the same function sizes its chunks from the start."""
 
-    __slots__ = ("items", "nbytes", "seconds")
+    __slots__ = ("items", "nbytes", "rss_idle", "rss_need", "seconds")
 
     def __init__(self) -> None:
         self.items = 0
         self.seconds = 0.0
         self.nbytes = 0
+        # Process pools under a memory budget: a worker's RSS between items, and the most
+        # an item added to it (-1: not measured).
+        self.rss_idle = 0
+        self.rss_need = -1
 
 
 class Done(NamedTuple):

@@ -16,9 +16,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from fastparallel import logs
+from fastparallel import logs, native_threads
 from fastparallel.backends import registry
 from fastparallel.backends.base import (
     Backend,
@@ -104,7 +105,10 @@ def run(
         n_workers = max(1, len(head))
     if not head:
         name = "serial"  # the probe read everything: no pool to start, no initializer to run
-    with pools.checkout(registry.pool_spec(name, options)) as backend:
+    with (
+        _native_limits(options, name),
+        pools.checkout(registry.pool_spec(name, options)) as backend,
+    ):
         if handoff is not None:
             backend = handoff.around(backend)
         if head or options.retries:  # (what the probe ran may run again)
@@ -130,6 +134,28 @@ def run(
         finally:
             sizer.remember()
             backend.end()
+
+
+@contextmanager
+def _native_limits(options: Options, name: BackendName) -> Iterator[None]:
+    """``inner_threads`` for a call that runs in this process (threads, serial,
+    coroutines): the process's native pools take that size for the call's length.
+    (Worker processes get theirs from their environment: see the process pool.)"""
+    if options.inner_threads is None or name in ("processes", "external"):
+        yield
+        return
+    limiter = native_threads.limit_here(options.inner_threads)
+    if limiter is None:
+        logs.warning(
+            "inner_threads=%d in this process needs threadpoolctl (pip install threadpoolctl): "
+            "the native thread pools are left as they are",
+            options.inner_threads,
+        )
+    try:
+        yield
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
 
 
 class Dispatcher:
@@ -173,6 +199,7 @@ class Dispatcher:
         self.item_timeout = options.item_timeout
         self.retry = RetryQueue(options) if options.retries else None
         self.timed_out = 0  # item attempts that ran past item_timeout
+        self.out_of_memory: set[int] = set()  # items run again once: the OOM killer hit them
 
     def run(self) -> Iterator[Piece]:
         ok = False
@@ -330,9 +357,24 @@ class Dispatcher:
                 raise outcome.error
             self.todo.extend(self._singles(chunk))
             return []
+        if self._again_for_memory(chunk.start + culprit, outcome.error):
+            self.todo.extend(self._singles(chunk))
+            return []
         final = self._failed(chunk, culprit, outcome.error)
         self.todo.extend(self._singles(chunk, skip=culprit))
         return [] if final is None else [(chunk.start + culprit, [final])]
+
+    def _again_for_memory(self, index: int, error: BaseException) -> bool:
+        """Whether the item at ``index``, whose worker the OOM killer killed, runs again
+        for free: once, without ``retries`` (with them, it is one of its attempts). The
+        pool runs fewer items at once by then."""
+        if self.retry is not None or not getattr(error, "out_of_memory", False):
+            return False
+        if index in self.out_of_memory:
+            return False
+        self.out_of_memory.add(index)
+        logs.info("item %d runs again, with fewer items at once: %s", index, error)
+        return True
 
     def _failed(self, chunk: Chunk, offset: int, error: BaseException) -> BaseException | None:
         """An attempt of the item at ``offset`` in ``chunk`` raised ``error``: None if the

@@ -14,13 +14,20 @@ from fastparallel import logs
 from fastparallel.backends.base import Chunk, Crashed
 from fastparallel.backends.processes.launch import WorkerProcess
 from fastparallel.backends.slots import RunningItem
-from fastparallel.errors import describe_exit, describe_item, item_timeout_error, worker_died_error
+from fastparallel.errors import (
+    describe_exit,
+    describe_item,
+    item_timeout_error,
+    out_of_memory_words,
+    worker_died_error,
+)
 
 __all__ = ["crash_outcome", "timeout_outcome"]
 
 
-def crash_outcome(process: WorkerProcess, running: Chunk) -> Crashed:
-    """The outcome for ``running``, the chunk ``process`` was running when it died."""
+def crash_outcome(process: WorkerProcess, running: Chunk, out_of_memory: bool = False) -> Crashed:
+    """The outcome for ``running``, the chunk ``process`` was running when it died
+    (``out_of_memory``: killed by the OOM killer, as the pool's memory governor tells)."""
     index = process.current_item[0]
     culprit: int | None = (
         index - running.start if 0 <= index - running.start < len(running.items) else None
@@ -33,10 +40,12 @@ def crash_outcome(process: WorkerProcess, running: Chunk) -> Crashed:
         what = f"items {running.start}-{last} (first: {describe_item(running.start, running.items[0])})"
         indices = tuple(range(running.start, last + 1))
     exitcode = process.exitcode()
+    how = out_of_memory_words(exitcode) if out_of_memory else describe_exit(exitcode)
     error = worker_died_error()(
-        f"a worker process (pid {process.pid}) {describe_exit(exitcode)} while running {what}",
+        f"a worker process (pid {process.pid}) {how} while running {what}",
         indices,
         exitcode,
+        out_of_memory,
     )
     logs.info("%s", error)
     return Crashed(running, culprit, error)

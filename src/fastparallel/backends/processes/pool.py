@@ -17,8 +17,9 @@ to exit, or killed), then joined.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,7 @@ from fastparallel.backends.processes.launch import (
     make_launcher,
     needed_modules,
 )
+from fastparallel.backends.processes.memory import MemoryGovernor, memory_budget
 from fastparallel.backends.processes.wire.channel import (
     BuffersLost,
     descriptor_room,
@@ -73,7 +75,9 @@ from fastparallel.backends.slots import (
     next_deadline,
     running_item,
 )
+from fastparallel.cpus import num_cpus, rss
 from fastparallel.errors import start_crash_error, worker_start_error
+from fastparallel.native_threads import worker_variables
 from fastparallel.serialize.pickling import MAX_OUT_OF_BAND, loads
 
 if TYPE_CHECKING:
@@ -108,7 +112,15 @@ class RecentMeasurements:
 class _PoolProcess:
     """A worker process and the chunks it holds, in the order it runs them."""
 
-    __slots__ = ("assigned", "call_version", "chunks", "context_version", "process", "stopped")
+    __slots__ = (
+        "assigned",
+        "call_version",
+        "chunks",
+        "context_version",
+        "process",
+        "rss_before",
+        "stopped",
+    )
 
     def __init__(self, process: WorkerProcess):
         self.process = process
@@ -117,6 +129,7 @@ class _PoolProcess:
         self.context_version = -1  # which caller's context it has (see ProcessPool.begin)
         self.assigned = 0  # items sent to it over its life (for max_tasks_per_child)
         self.stopped = False
+        self.rss_before = 0  # max_memory: its RSS between items, as last known
 
 
 def _running(worker: _PoolProcess, now: float) -> RunningItem | None:
@@ -172,6 +185,8 @@ class ProcessPool:
         self._max_fds = MAX_OUT_OF_BAND  # descriptors a DONE may pass (see _passable_fds)
         self._items_out_of_band = OUT_OF_BAND  # false once a worker could not take them
         self._n_workers = 0
+        self._memory: MemoryGovernor | None = None  # this call's, where memory is known
+        self._pending: deque[Chunk] = deque()  # submitted, held back until memory allows
         self._closed = False
         self._killed_at_exit = False
         self._announced = ""  # how workers start, as last logged
@@ -270,7 +285,7 @@ class ProcessPool:
             or body != previous.pickled.body
         ):
             self._call_version += 1
-        self._context.refresh()
+        self._context.refresh(thread_variables(options, n_workers))
         self._max_fds = _passable_fds()
         self._items_out_of_band = OUT_OF_BAND
         self._stop_on_error = options.stop_chunk_on_error
@@ -286,14 +301,26 @@ class ProcessPool:
             ):  # an earlier call's item: item_timeout must not see it
                 worker.process.current_item[0] = NO_ITEM
         self._active = self._workers[:n_workers]
+        # A large pickled call is not hashed: it is remembered while it stays the current one.
+        measured = self._sizes.get(
+            body if len(body) <= _REMEMBERED_BLOB_BYTES else self._call_version
+        )
+        self._memory = self._govern_memory(options, n_workers)
+        if self._memory is not None:
+            self._memory.remember(measured)
         while len(self._active) < n_workers:
             self._start_worker()
         # With max_tasks_per_child, sizes also decide when workers are replaced: a remembered
         # size right after the one-item first chunks would leave allowances unused.
-        if self._max_tasks is not None:
-            return None
-        # A large pickled call is not hashed: it is remembered while it stays the current one.
-        return self._sizes.get(body if len(body) <= _REMEMBERED_BLOB_BYTES else self._call_version)
+        return None if self._max_tasks is not None else measured
+
+    def _govern_memory(self, options: Options, n_workers: int) -> MemoryGovernor | None:
+        """This call's memory governor: None where there is no budget to keep (the
+        memory available cannot be read)."""
+        held = sum(rss(w.process.pid) or 0 for w in self._active)
+        given = options.max_memory  # bytes: Options parsed a size given as a string
+        budget = memory_budget(given if isinstance(given, int) else None, held)
+        return None if budget is None else MemoryGovernor(budget, n_workers, given is None)
 
     def _announce(self, n_workers: int) -> None:
         """Say how workers start, once per pool and again when that changes."""
@@ -323,25 +350,63 @@ class ProcessPool:
             or worker.assigned + size <= self._max_tasks
         )
 
-    def _pick(self, size: int) -> _PoolProcess:
-        """The least loaded worker that can take a chunk of ``size`` items; starts one if needed."""
+    def _pick(self, size: int, per_worker: int = chunks_per_worker) -> _PoolProcess:
+        """The least loaded worker that can take a chunk of ``size`` items (holding fewer
+        than ``per_worker`` chunks); starts one if needed."""
         for worker in list(self._active):
             if not worker.chunks and not self._fits(worker, size):
                 self._stop_worker(worker, kill=False)  # max_tasks_per_child reached: replace it
-        candidates = [
-            w
-            for w in self._active
-            if len(w.chunks) < self.chunks_per_worker and self._fits(w, size)
-        ]
+        candidates = [w for w in self._active if len(w.chunks) < per_worker and self._fits(w, size)]
         if len(self._active) < self._n_workers or not candidates:
             return self._start_worker()
-        return min(candidates, key=lambda w: len(w.chunks))
+        # Of equally loaded workers, the one whose running chunk is oldest: it is likely
+        # to be free first (chunk ids grow in submission order).
+        return min(candidates, key=lambda w: (len(w.chunks), next(iter(w.chunks), -1)))
+
+    def _pick_within_memory(self, size: int) -> _PoolProcess | None:
+        """max_memory: the worker for a chunk of ``size`` items, or None while starting
+        another item would not fit (the busy workers' memory is read first)."""
+        memory = self._memory
+        assert memory is not None
+        busy = self._sample_busy(memory)
+        if memory.queues:
+            return self._pick(size)
+        if len(busy) >= memory.allowed:
+            return None
+        return self._pick(size, per_worker=1)
+
+    def _sample_busy(self, memory: MemoryGovernor) -> list[_PoolProcess]:
+        """The busy workers; their RSS is read when a read is due (items measured as
+        they run)."""
+        busy = [w for w in self._active if w.chunks]
+        if memory.sample_due(time.monotonic()):
+            memory.running([(w.rss_before, rss(w.process.pid) or 0) for w in busy])
+        return busy
+
+    def _release_pending(self) -> None:
+        """max_memory: send held-back chunks while another item fits."""
+        while self._pending:
+            worker = self._pick_within_memory(len(self._pending[0].items))
+            if worker is None:
+                return
+            self._send(self._pending.popleft(), worker)
 
     def submit(self, chunk: Chunk) -> None:
+        memory = self._memory
+        if memory is not None and memory.ample and not self._pending:
+            self._sample_busy(memory)  # a long item may turn out larger than the others
+        if memory is None or memory.ample and not self._pending:
+            self._send(chunk, self._pick(len(chunk.items)))
+        else:
+            self._pending.append(chunk)
+            self._release_pending()
+
+    def _send(self, chunk: Chunk, worker: _PoolProcess) -> None:
         pickled, has_bad_items = encode_items(
             chunk, self._stop_on_error, self._launcher.forks, self._items_out_of_band
         )
-        worker = self._pick(len(chunk.items))
+        if self._memory is not None and not worker.rss_before:  # later: as the worker reports
+            worker.rss_before = rss(worker.process.pid) or 0
         worker.chunks[chunk.id] = chunk
         worker.assigned += len(chunk.items)
         outbox = worker.process.outbox
@@ -362,12 +427,15 @@ class ProcessPool:
                 self._report_starts,
                 self._item_timeout is not None,
                 self._max_fds,
+                self._memory is not None and self._memory.measure_next(),
             )
             send_with_buffers(outbox, encode(Kind.CHUNK, header), pickled)
         except OSError:
             pass  # the worker died; poll() sees its sentinel and requeues or reports the chunk
 
     def poll(self, timeout: float | None) -> list[Outcome]:
+        if self._pending:  # workers killed since (item_timeout) left room
+            self._release_pending()
         handles: dict[int, _PoolProcess] = {}  # file descriptors: results, and death
         for worker in self._workers:
             if worker.chunks:
@@ -381,6 +449,8 @@ class ProcessPool:
             self._receive(worker, outcomes)  # results it sent before dying still count
             if handle != worker.process.inbox.fd:
                 self._worker_died(worker, outcomes)
+        if self._pending:
+            self._release_pending()
         return outcomes
 
     def _receive(self, worker: _PoolProcess, outcomes: list[Outcome]) -> None:
@@ -446,6 +516,9 @@ class ProcessPool:
         outcomes: list[Outcome],
     ) -> None:
         chunk = worker.chunks.pop(header.chunk_id)
+        if self._memory is not None:
+            self._memory.chunk_done(header.rss_start, header.rss_peak)
+            worker.rss_before = header.rss_start or worker.rss_before
         result = decode_result(body, chunk, self._stop_on_error, buffers)
         if result is None:
             outcomes.append(Split(chunk))
@@ -469,7 +542,10 @@ class ProcessPool:
             self._closed = True  # its replacements would fail alike
             raise start_crash_error(worker.process.pid, worker.process.exitcode())
         chunks = list(worker.chunks.values())
-        self._lose(worker, [crash_outcome(worker.process, chunks[0])] if chunks else [], outcomes)
+        memory = self._memory
+        short = memory is not None and memory.killed_for_memory(worker.process.exitcode())
+        crashed: list[Outcome] = [crash_outcome(worker.process, chunks[0], short)] if chunks else []
+        self._lose(worker, crashed, outcomes)
 
     def _lose(self, worker: _PoolProcess, running: list[Outcome], outcomes: list[Outcome]) -> None:
         """Kill ``worker`` (dead, or overdue): report ``running``, requeue the chunks it had not started."""
@@ -496,6 +572,7 @@ class ProcessPool:
 
     def abort(self) -> None:
         """Kill every worker that is running or holding chunks of this call."""
+        self._pending.clear()
         for worker in list(self._workers):
             if worker.chunks:
                 worker.chunks.clear()
@@ -504,6 +581,8 @@ class ProcessPool:
 
     def end(self) -> None:
         self._active = []
+        self._pending.clear()
+        self._memory = None
         if self._setup is not None:
             self._setup.close()  # the call's shared memory
         if self._max_tasks is not None:
@@ -511,6 +590,13 @@ class ProcessPool:
                 if worker.assigned >= self._max_tasks and not worker.chunks:
                     self._stop_worker(worker, kill=False)
         self._join_stopped()
+
+
+def thread_variables(options: Options, n_workers: int) -> dict[str, str]:
+    """The native thread pools' sizes in the workers' environment: ``inner_threads``, or
+    the CPUs shared out among the workers where the caller's environment does not say."""
+    default = max(1, num_cpus() // max(1, n_workers))
+    return worker_variables(options.inner_threads, default, os.environ)
 
 
 def pool_spec(options: Options) -> PoolSpec:

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from fastparallel import cpus
+from fastparallel import cpus, native_threads
 from fastparallel.backends.processes.wire.channel import (
     BuffersLost,
     Channel,
@@ -75,6 +75,7 @@ __all__ = [
 ]
 
 _PARENT_CHECK_SECONDS = 0.25
+_native_limits = None  # threadpoolctl's limiter for the pools loaded before the context came
 
 # True in a child process that fn forked and that returned into this loop: it runs no
 # more items, reports nothing and exits (the worker itself goes on).
@@ -240,12 +241,19 @@ def apply_context(body: memoryview) -> None:
     if last is None or context.argv != last.argv:
         sys.argv[:] = context.argv
     _apply_environ(context.environ, None if last is None else last.environ)
+    if last is None or _thread_variables_changed(context.environ, last.environ):
+        global _native_limits
+        _native_limits = native_threads.limit_loaded(os.environ)  # pools loaded before: resized
     if last is None or context.warnings != last.warnings:
         _apply_warnings(context.warnings)
     importlib.invalidate_caches()  # modules written since the last call are found
 
 
 _received: list[Context | None] = [None]  # the last context the caller sent
+
+
+def _thread_variables_changed(new: dict[str, str], last: dict[str, str]) -> bool:
+    return any(new.get(name) != last.get(name) for name in native_threads.VARIABLES)
 
 
 def _change_directory(cwd: str | None) -> None:
@@ -310,11 +318,18 @@ def _run_chunk_message(
 
 
 def _send_done(
-    outbound: Channel, header: ChunkHeader, values: list[Any], errors: PackedErrors, seconds: float
+    outbound: Channel,
+    header: ChunkHeader,
+    values: list[Any],
+    errors: PackedErrors,
+    seconds: float,
+    rss_start: int | None,
 ) -> None:
     """Send a chunk's results; large buffers among them in shared memory where possible:
-    at most ``header.max_fds`` of them, else all through the pipe."""
-    head = encode(Kind.DONE, DoneHeader(header.chunk_id, seconds))
+    at most ``header.max_fds`` of them, else all through the pipe. ``rss_start``: with
+    ``measure_memory``, this process's RSS when the chunk started."""
+    peak = (cpus.peak_rss() or 0) if rss_start is not None else 0
+    head = encode(Kind.DONE, DoneHeader(header.chunk_id, seconds, rss_start or 0, peak))
     if not outbound.passes_buffers or not header.max_fds:
         outbound.send(head, encode_result(values, errors))
         return
@@ -324,6 +339,12 @@ def _send_done(
         outbound.send(head, encode_result(values, errors))
         return
     send_with_buffers(outbound, head, Pickled(body, buffers, lambda: encode_result(values, errors)))
+
+
+def _start_measuring() -> int:
+    """max_memory: this process's RSS now, from which a new peak starts."""
+    cpus.reset_peak_rss()
+    return cpus.rss(os.getpid()) or 0
 
 
 def serve(
@@ -362,13 +383,14 @@ def serve(
             if isinstance(buffers, BuffersLost):  # the caller sends it again, in band
                 outbound.send(encode(Kind.LOST, LostHeader(header.chunk_id)))
                 continue
+            rss_start = _start_measuring() if header.measure_memory else None
             values, errors, seconds = _run_chunk_message(
                 call, header, body, buffers, current_item, outbound
             )
             del frame, body, buffers
             if _forked[0]:
                 _exit_now(0)  # a child of fn's: the worker itself reports this chunk
-            _send_done(outbound, header, values, errors, seconds)
+            _send_done(outbound, header, values, errors, seconds, rss_start)
             del values, errors  # before waiting for the next chunk: release the results' memory
         elif kind == Kind.SETUP:
             current_item[0] = NO_ITEM  # started: a crash from here on is pinned on the call's items

@@ -8,12 +8,14 @@ frame. A frame is a message: its :class:`Kind` (one byte), a fixed header for th
                        INIT                                    body: pickled (initializer, initargs)
                        SETUP                                   body: pickled (fn, args, kwargs)
                        CHUNK  ChunkHeader(chunk_id, start, stop_on_error, has_bad_items,
-                                          pool_size, report_start, timed, max_fds)
+                                          pool_size, report_start, timed, max_fds,
+                                          measure_memory)
                                                                body: pickled list of items
                        STOP
     worker -> caller   STARTED StartedHeader(chunk_id, time)   (only if report_start: pause)
                        LOST   LostHeader(chunk_id)   the chunk's buffers were dropped: send it in band
-                       DONE   DoneHeader(chunk_id, seconds)    body: pickled (values, errors)
+                       DONE   DoneHeader(chunk_id, seconds, rss_start, rss_peak)
+                                                               body: pickled (values, errors)
                        INIT_FAILED                             body: pickled (StartStage, packed exception)
 
 A new worker first gets CONTEXT (the caller's working directory, ``sys.path``,
@@ -115,6 +117,7 @@ if TYPE_CHECKING:
         # The most descriptors the DONE may pass (the caller's room under RLIMIT_NOFILE);
         # results with more large buffers come through the pipe.
         max_fds: int = MAX_OUT_OF_BAND
+        measure_memory: bool = False  # report the RSS at the chunk's start and its peak
 
     class StartedHeader(NamedTuple):
         chunk_id: int
@@ -126,6 +129,8 @@ if TYPE_CHECKING:
     class DoneHeader(NamedTuple):
         chunk_id: int
         seconds: float  # time spent calling fn
+        rss_start: int = 0  # measure_memory: the worker's RSS when the chunk started (bytes)
+        rss_peak: int = 0  # measure_memory: its peak RSS while the chunk ran (0: unknown)
 
     class ChunkResult(NamedTuple):
         """A chunk's results as the caller reads them from a DONE body: ``values[i]`` for
@@ -147,12 +152,15 @@ if TYPE_CHECKING:
 else:
     ChunkHeader = namedtuple(
         "ChunkHeader",
-        "chunk_id start stop_on_error has_bad_items pool_size report_start timed max_fds",
-        defaults=(False, False, MAX_OUT_OF_BAND),
+        "chunk_id start stop_on_error has_bad_items pool_size report_start timed max_fds "
+        "measure_memory",
+        defaults=(False, False, MAX_OUT_OF_BAND, False),
         module=__name__,
     )
     StartedHeader = namedtuple("StartedHeader", "chunk_id time", module=__name__)
-    DoneHeader = namedtuple("DoneHeader", "chunk_id seconds", module=__name__)
+    DoneHeader = namedtuple(
+        "DoneHeader", "chunk_id seconds rss_start rss_peak", defaults=(0, 0), module=__name__
+    )
     LostHeader = namedtuple("LostHeader", "chunk_id", module=__name__)
     Context = namedtuple("Context", "cwd path environ argv warnings", module=__name__)
     ChunkResult = namedtuple("ChunkResult", "values errors nbytes", module=__name__)
@@ -232,8 +240,12 @@ class ContextTracker:
         self.message = b""  # the pickled context
         self.version = 0  # bumped when the caller's context changes
 
-    def refresh(self) -> None:
+    def refresh(self, environ: dict[str, str] | None = None) -> None:
+        """Capture the caller's context again; ``environ``: variables that the workers'
+        environment holds beside the caller's (the native thread pools' sizes)."""
         context = capture_context()
+        if environ:
+            context = context._replace(environ={**context.environ, **environ})
         if context != self.context:
             self.context = context
             self.message = dumps(tuple(context))
@@ -241,8 +253,8 @@ class ContextTracker:
 
 
 _HEADERS: dict[Kind, tuple[struct.Struct, type[Any]]] = {
-    Kind.CHUNK: (struct.Struct("<BqqBBIBBH"), ChunkHeader),
-    Kind.DONE: (struct.Struct("<Bqd"), DoneHeader),
+    Kind.CHUNK: (struct.Struct("<BqqBBIBBHB"), ChunkHeader),
+    Kind.DONE: (struct.Struct("<Bqdqq"), DoneHeader),
     Kind.STARTED: (struct.Struct("<Bqd"), StartedHeader),
     Kind.LOST: (struct.Struct("<Bq"), LostHeader),
 }

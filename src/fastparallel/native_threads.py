@@ -1,0 +1,114 @@
+"""How many threads the native libraries' pools (BLAS, OpenMP, MKL, numexpr...) may use.
+
+NumPy, SciPy, scikit-learn and PyTorch start thread pools sized to the whole machine. In
+each of ``n`` worker processes that makes ``n`` times too many busy threads, which thrash
+instead of helping. Process workers therefore get ``inner_threads`` (by default the CPUs
+shared out among the workers) in two ways:
+
+* before a library loads: the environment variables the libraries read when they start
+  (:data:`VARIABLES`) are set in the worker's environment, which it takes over from the
+  caller before it unpickles the call (:func:`worker_variables`);
+* where a library is already loaded (a worker forked from a caller that had imported
+  NumPy, or a template that preloaded it): ``threadpoolctl``, when it can be imported,
+  sets the pools' sizes at run time (:func:`limit_loaded`).
+
+The caller's own settings win, as in joblib: a variable set in its environment is kept,
+and ``OMP_NUM_THREADS``, which every one of these libraries falls back on, stands for
+the variables it did not set. Only an explicit ``inner_threads`` overrides them.
+
+This module imports nothing of fastparallel's (worker processes import it) and imports
+``threadpoolctl`` only where a limit must be applied at run time.
+"""
+
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False  # worker processes import this module: no typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+__all__ = ["VARIABLES", "limit_here", "limit_loaded", "worker_variables"]
+
+# The variables, and the threadpoolctl internal API (a pool's implementation) each sets.
+VARIABLES = {
+    "OMP_NUM_THREADS": "openmp",
+    "OPENBLAS_NUM_THREADS": "openblas",
+    "MKL_NUM_THREADS": "mkl",
+    "BLIS_NUM_THREADS": "blis",
+    "FLEXIBLAS_NUM_THREADS": "flexiblas",
+    "VECLIB_MAXIMUM_THREADS": "",  # macOS Accelerate: no run-time control
+    "NUMEXPR_NUM_THREADS": "",  # numexpr reads it at import
+}
+# Modules whose presence means native pools may already have started with the machine's size.
+_NATIVE_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr", "mkl", "threadpoolctl")
+
+
+def worker_variables(
+    inner_threads: int | None, default: int, environ: Mapping[str, str]
+) -> dict[str, str]:
+    """The thread variables for a worker's environment.
+
+    ``inner_threads`` given: every variable says it. Else each keeps the caller's value
+    (``environ``), falls back on the caller's ``OMP_NUM_THREADS``, and else says
+    ``default`` (the CPUs shared out among the workers).
+
+    Example:
+        >>> worker_variables(None, 2, {"OMP_NUM_THREADS": "3"})["OPENBLAS_NUM_THREADS"]
+        '3'
+        >>> worker_variables(None, 2, {"MKL_NUM_THREADS": "1"})["MKL_NUM_THREADS"]
+        '1'
+        >>> worker_variables(4, 2, {"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"]
+        '4'
+    """
+    if inner_threads is not None:
+        return dict.fromkeys(VARIABLES, str(inner_threads))
+    fallback = environ.get("OMP_NUM_THREADS") or str(default)
+    return {name: environ.get(name) or fallback for name in VARIABLES}
+
+
+def _limits(environ: Mapping[str, str]) -> dict[str, int]:
+    """threadpoolctl's limits by internal API, from the variables in ``environ``."""
+    limits = {}
+    for name, api in VARIABLES.items():
+        value = environ.get(name, "")
+        if api and value.isdigit() and int(value) > 0:
+            limits[api] = int(value)
+    return limits
+
+
+def limit_loaded(environ: Mapping[str, str]) -> Any:
+    """In a worker whose environment now holds the thread variables: size the native
+    pools already loaded to match (with threadpoolctl, where it can be imported). Does
+    nothing where no such library is loaded: those that load later read the variables.
+    Returns threadpoolctl's limiters, or None."""
+    if not any(name in sys.modules for name in _NATIVE_MODULES):
+        return None
+    limits = _limits(environ)
+    if not limits:
+        return None
+    try:
+        import threadpoolctl
+    except ImportError:
+        return None
+    try:
+        controller = threadpoolctl.ThreadpoolController()
+        return [controller.select(internal_api=api).limit(limits=n) for api, n in limits.items()]
+    except AttributeError:  # threadpoolctl < 3: by user API only
+        blas = min((n for api, n in limits.items() if api != "openmp"), default=None)
+        by_user_api = {"openmp": limits.get("openmp"), "blas": blas}
+        return threadpoolctl.threadpool_limits(limits=by_user_api)
+    except Exception:  # a library threadpoolctl fails to drive: keep the run going
+        return None
+
+
+def limit_here(threads: int) -> Any:
+    """Size this process's native pools to ``threads`` (for a call on threads or serial
+    with ``inner_threads``); returns threadpoolctl's limiter, whose
+    ``restore_original_limits()`` undoes it, or None where threadpoolctl is missing."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return None
+    return threadpoolctl.threadpool_limits(limits=threads)

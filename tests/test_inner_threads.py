@@ -1,0 +1,102 @@
+"""inner_threads: the native thread pools (BLAS, OpenMP...) of each worker process are
+sized to the CPUs shared out among the workers, the caller's environment wins, and an
+explicit inner_threads wins over both."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import inner_threads_helpers as th
+import pytest
+
+from fastparallel import num_cpus, parallel, shutdown
+from fastparallel.native_threads import VARIABLES, limit_loaded, worker_variables
+
+pytestmark = pytest.mark.integration
+
+np = pytest.importorskip("numpy")
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch):
+    """Neither the caller's thread variables nor warm workers from an earlier test."""
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    shutdown()
+    yield
+    shutdown()
+
+
+def pools(results: list[dict[str, int]]) -> set[int]:
+    """Every native pool's thread count, over every worker's report."""
+    assert all(results), "no native thread pool was loaded"
+    return {threads for report in results for threads in report.values()}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("n_workers", [1, 2])
+def test_by_default_each_worker_gets_its_share_of_the_cpus(n_workers):
+    expected = max(1, num_cpus() // n_workers)
+    fresh = parallel(th.matmul_threads, range(2 * n_workers), n_workers=n_workers)
+    assert pools(fresh) == {expected}  # set in the environment before NumPy loaded
+    # warm workers of an earlier call with another share: resized at run time
+    other = 1 if expected > 1 else 2
+    resized = parallel(th.matmul_threads, range(2), n_workers=n_workers, inner_threads=other)
+    assert pools(resized) == {other}
+    again = parallel(th.matmul_threads, range(2 * n_workers), n_workers=n_workers)
+    assert pools(again) == {expected}
+
+
+@pytest.mark.timeout(120)
+def test_the_callers_omp_num_threads_wins(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    # OpenBLAS takes at most the machine's CPUs from its environment when it loads
+    assert pools(parallel(th.matmul_threads, range(4), n_workers=2)) == {min(3, num_cpus())}
+    assert parallel(th.environment, range(1), n_workers=2)[0]["MKL_NUM_THREADS"] == "3"
+
+
+@pytest.mark.timeout(120)
+def test_inner_threads_given_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert pools(parallel(th.matmul_threads, range(4), n_workers=2, inner_threads=2)) == {2}
+    env = parallel(th.environment, range(1), n_workers=2, inner_threads=2)[0]
+    assert env == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+
+
+@pytest.mark.timeout(120)
+def test_workers_forked_from_a_caller_that_loaded_numpy_are_resized():
+    # NumPy is loaded here, its pools sized to the machine: a forked worker inherits them
+    before = pools([th.matmul_threads(0)])
+    results = parallel(th.matmul_threads, range(4), n_workers=2, method="fork")
+    assert pools(results) == {max(1, num_cpus() // 2)}
+    assert pools([th.matmul_threads(0)]) == before  # the caller's own pools are untouched
+
+
+@pytest.mark.timeout(120)
+def test_threads_are_left_alone_unless_inner_threads_is_given():
+    before = pools([th.matmul_threads(0)])
+    assert pools(parallel(th.matmul_threads, range(2), n_workers=2, threadpool=True)) == before
+    during = parallel(th.matmul_threads, range(2), n_workers=2, threadpool=True, inner_threads=1)
+    assert pools(during) == {1}
+    assert pools([th.matmul_threads(0)]) == before  # restored after the call
+
+
+@pytest.mark.unit
+def test_inner_threads_is_checked_and_refused_with_an_executor():
+    with ThreadPoolExecutor(1) as executor, pytest.raises(ValueError, match="inner_threads"):
+        parallel(abs, [1], executor=executor, inner_threads=2)
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises((TypeError, ValueError), match="inner_threads"):
+            parallel(abs, [1], inner_threads=bad)
+
+
+@pytest.mark.unit
+def test_worker_variables_and_nothing_loaded():
+    assert set(worker_variables(None, 4, {})) == set(VARIABLES)
+    assert set(worker_variables(None, 4, {}).values()) == {"4"}
+    mixed = worker_variables(None, 4, {"OPENBLAS_NUM_THREADS": "2"})
+    assert mixed["OPENBLAS_NUM_THREADS"] == "2" and mixed["OMP_NUM_THREADS"] == "4"
+    assert limit_loaded({}) is None  # nothing to apply
+    assert os.environ.get("OMP_NUM_THREADS") is None  # nothing here was changed
