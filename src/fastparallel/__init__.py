@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs (``as``: re-exported); the same 
     from fastparallel.errors import RemoteError as RemoteError
     from fastparallel.errors import TaskExitError as TaskExitError
     from fastparallel.errors import WorkerDiedError as WorkerDiedError
+    from fastparallel.executor import Executor as Executor
     from fastparallel.options import ProgressCallback as ProgressCallback
     from fastparallel.options import ReturnAs as ReturnAs
     from fastparallel.options import Threadpool as Threadpool
@@ -44,6 +45,7 @@ del TYPE_CHECKING  # not a public name
 _WHERE = {
     "parallel": "fastparallel.api",
     "advise": "fastparallel.api",
+    "Executor": "fastparallel.executor",
     "Advice": "fastparallel.auto.advice",
     "Measurements": "fastparallel.auto.model",  # Advice.measured
     "PickleCost": "fastparallel.auto.model",  # Measurements.item and .result

@@ -78,6 +78,10 @@ class ExecutorBackend:
     def __init__(self, executor: Any):
         self._executor = executor
         self._dask = is_dask_client(executor)
+        # fastparallel.Executor runs a chunk as its own (its future's result is the chunk's
+        # Outcome): no second wrapping of the call, no packed results.
+        self._native: Any = getattr(executor, "_fastparallel_run_chunk", None)
+        self._call: Call | None = None
         self._done: queue.SimpleQueue[tuple[Chunk, Any]] = queue.SimpleQueue()
         self._futures: dict[int, Any] = {}
         self._stop_on_error = True
@@ -86,6 +90,9 @@ class ExecutorBackend:
 
     def begin(self, call: Call, n_workers: int, options: Options) -> None:
         self._stop_on_error = options.stop_chunk_on_error
+        if self._native is not None:
+            self._call = call
+            return
         self._token = uuid.uuid4().hex
         payload = dumps(tuple(call))
         # On Dask, send the pickled call to every worker once; chunks refer to it.
@@ -94,11 +101,18 @@ class ExecutorBackend:
         )
 
     def submit(self, chunk: Chunk) -> None:
+        if self._native is not None:
+            assert self._call is not None
+            self._track(chunk, self._native(self._call, chunk))
+            return
         args = (self._token, self._payload, dumps(chunk.items), chunk.start, self._stop_on_error)
         if self._dask:
             future = self._executor.submit(run_remote_chunk, *args, pure=False)
         else:
             future = self._executor.submit(run_remote_chunk, *args)
+        self._track(chunk, future)
+
+    def _track(self, chunk: Chunk, future: Any) -> None:
         self._futures[chunk.id] = future
         future.add_done_callback(lambda f, chunk=chunk: self._done.put((chunk, f)))
 
@@ -110,8 +124,11 @@ class ExecutorBackend:
             outcomes.append(self._outcome(chunk, future))
         return outcomes
 
-    def _outcome(self, chunk: Chunk, future: Any) -> Done | Split:
+    def _outcome(self, chunk: Chunk, future: Any) -> Outcome:
         try:
+            if self._native is not None:
+                outcome: Outcome = future.result()
+                return outcome
             body, seconds = future.result()
         except BaseException as exc:  # the executor itself failed: a lost worker, a transport error
             error = RemoteError(
@@ -145,6 +162,7 @@ class ExecutorBackend:
     def end(self) -> None:
         self._futures.clear()
         self._payload = None
+        self._call = None
 
     def shutdown(self) -> None:
         """Nothing of ours to stop: the executor is the user's, and goes on."""

@@ -57,7 +57,48 @@ else:
 
 _NEVER = (False,)  # ``cancelled`` for a run that nothing cancels
 
-__all__ = ["Call", "ChunkRun", "CurrentItem", "is_coroutine_function", "run_chunk"]
+__all__ = [
+    "Call",
+    "ChunkRun",
+    "CurrentItem",
+    "Task",
+    "is_coroutine_function",
+    "run_chunk",
+    "run_task",
+]
+
+
+class Task:
+    """One call, ``fn(*args, **kwargs)``: an item of :class:`fastparallel.Executor`'s
+    chunks, whose :class:`Call` is :func:`run_task` (so that one pickled call serves every
+    task, and each task's function travels with it). Its repr is the call, for errors.
+
+    Example:
+        >>> Task(divmod, (7, 2), {})
+        divmod(7, 2)
+        >>> run_task(Task(divmod, (7, 2), {}))
+        (3, 1)
+    """
+
+    __slots__ = ("args", "fn", "kwargs")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Task, (self.fn, self.args, self.kwargs))
+
+    def __repr__(self) -> str:
+        name = getattr(self.fn, "__qualname__", None) or repr(self.fn)
+        words = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"{name}({', '.join(words)})"
+
+
+def run_task(task: Task) -> Any:
+    """Call ``task``: what every chunk of :class:`fastparallel.Executor` maps over."""
+    return task.fn(*task.args, **task.kwargs)
 
 
 def is_coroutine_function(fn: Any) -> bool:

@@ -54,6 +54,9 @@ _ABANDONED = (
 )
 
 
+_WAKE = object()  # put among the outcomes by wake()
+
+
 class _InitFailed(Exception):
     def __init__(self, error: BaseException):
         self.error = error
@@ -93,7 +96,7 @@ class ThreadPool:
         self._tasks: queue.SimpleQueue[tuple[Call, Chunk, bool, bool, bool] | None] = (
             queue.SimpleQueue()
         )
-        self._outcomes: queue.SimpleQueue[Outcome | _InitFailed] = queue.SimpleQueue()
+        self._outcomes: queue.SimpleQueue[Outcome | _InitFailed | object] = queue.SimpleQueue()
         self._workers: list[_PoolThread] = []
         self._lock = (
             threading.Lock()
@@ -118,6 +121,11 @@ class ThreadPool:
 
     def kill_at_exit(self) -> None:
         """Nothing to do: daemon threads never hold up interpreter exit."""
+
+    def wake(self) -> None:
+        """End the :meth:`poll` in progress in another thread (or the next one) now: for
+        an owner that other threads hand work to (``fastparallel.Executor``'s manager)."""
+        self._outcomes.put(_WAKE)
 
     def _start_threads(self, n: int) -> None:
         while len(self._workers) < n:
@@ -159,6 +167,9 @@ class ThreadPool:
                     return  # its item ran past item_timeout: already reported, and replaced
                 worker.chunk = None
                 self._outcomes.put(outcome)
+            # Before waiting for the next task: keep no reference to this chunk's items
+            # and results (an idle thread would keep them alive).
+            del task, call, chunk, outcome
 
     @staticmethod
     def _run(
@@ -193,10 +204,12 @@ class ThreadPool:
     def poll(self, timeout: float | None) -> list[Outcome]:
         outcomes: list[Outcome] = []
         for outcome in wait_and_drain(self._outcomes, timeout):
+            if outcome is _WAKE:
+                continue
             if isinstance(outcome, _InitFailed):
                 self.shutdown()
                 raise initializer_error(outcome.error, "a worker thread")
-            outcomes.append(outcome)
+            outcomes.append(outcome)  # type: ignore[arg-type]  # neither _WAKE nor _InitFailed
         return outcomes
 
     def item_deadline(self) -> float | None:

@@ -190,6 +190,26 @@ class ProcessPool:
         self._closed = False
         self._killed_at_exit = False
         self._announced = ""  # how workers start, as last logged
+        self._wake: tuple[int, int] | None = None  # a pipe that ends poll() early: see wake()
+
+    def wake(self) -> None:
+        """End the :meth:`poll` in progress in another thread (or the next one) now, with
+        the outcomes so far: for an owner that other threads hand work to
+        (``fastparallel.Executor``'s manager). Its first call, by the polling thread,
+        sets up the pipe; the owner never calls it after :meth:`shutdown`."""
+        if self._wake is None:
+            read, write = os.pipe()
+            os.set_blocking(write, False)
+            self._wake = (read, write)
+            return
+        with contextlib.suppress(BlockingIOError):  # full: poll() wakes anyway
+            os.write(self._wake[1], b"w")
+
+    def _close_wake(self) -> None:
+        if self._wake is not None:
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
 
     # -- workers -------------------------------------------------------------------
     def _start_worker(self) -> _PoolProcess:
@@ -252,6 +272,7 @@ class ProcessPool:
         for worker in list(self._workers):
             self._stop_worker(worker, kill=False)
         self._join_stopped(block=True)
+        self._close_wake()
 
     def kill_at_exit(self) -> None:
         """At interpreter exit, for a pool still in use (an open generator, a daemon
@@ -441,8 +462,12 @@ class ProcessPool:
             if worker.chunks:
                 handles[worker.process.inbox.fd] = worker
                 handles[worker.process.sentinel] = worker
+        wake = [] if self._wake is None else [self._wake[0]]
         outcomes: list[Outcome] = []
-        for handle in wait_ready(list(handles), timeout):
+        for handle in wait_ready([*handles, *wake], timeout):
+            if handle not in handles:  # woken: drain the pipe
+                os.read(handle, 4096)
+                continue
             worker = handles[handle]
             if worker.stopped:
                 continue
