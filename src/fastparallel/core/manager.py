@@ -46,7 +46,7 @@ from fastparallel.backends.base import (
     Started,
 )
 from fastparallel.backends.runner import Call, Task, run_task
-from fastparallel.errors import TaskExitError, describe_exit, worker_died_error
+from fastparallel.errors import TaskExitError, worker_died_error
 from fastparallel.options import Options
 
 __all__ = ["Batch", "Manager", "broken_error", "interpreter_exiting"]
@@ -126,6 +126,9 @@ class Manager:
         self._work = threading.Event()  # set: something to do while nothing runs
         self._pending: deque[Batch] = deque()
         self._running: dict[int, Batch] = {}  # by chunk id: sent to the pool
+        # Chunks kept in flight: one running and one queued per worker, as parallel()'s pools.
+        self.room = 2 * n_workers
+        self._ready = 0  # claimed batches among the pending: sent next
         self._ids = itertools.count()
         self._numbered = 0  # tasks numbered so far: errors name a task by its number
         self._backend: Backend | None = None
@@ -144,7 +147,14 @@ class Manager:
             start = self._numbered if native is None else native.start
             if native is None:
                 self._numbered += len(tasks)
-            self._pending.append(Batch(tasks, list(futures), start, native))
+            batch = Batch(tasks, list(futures), start, native)
+            # Claimed now if the pool has room for it, as CPython's pools queue a call for
+            # their workers at once: it is running, and shutdown(cancel_futures=True)
+            # leaves it be. The others are pending until the room frees up.
+            if len(self._running) + self._ready < self.room:
+                batch.claim()
+                self._ready += 1
+            self._pending.append(batch)
             if self.thread is None:
                 self._start_thread()
             self._wake()
@@ -153,10 +163,10 @@ class Manager:
     def _check_open(self) -> None:
         if self.broken is not None:
             raise broken_error(self.threads, str(self.broken))
-        if self.shutting_down:
-            raise RuntimeError("cannot schedule new futures after shutdown")
         if interpreter_exiting():
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        if self.shutting_down:
+            raise RuntimeError("cannot schedule new futures after shutdown")
 
     def _start_thread(self) -> None:
         _watch(self)
@@ -218,19 +228,19 @@ class Manager:
 
     def _finished(self) -> bool:
         with self._lock:
-            if self._abort and self._running:
-                self._kill_running()
+            if self._abort:
+                self._terminate()
             return self.shutting_down and not self._pending and not self._running
 
     # -- step 1 --------------------------------------------------------------------------------
     def _send_while_room(self) -> None:
         assert self._backend is not None
-        room = self._backend.chunks_per_worker * self.n_workers
-        while len(self._running) < room:
+        while len(self._running) < self.room:
             with self._lock:
                 if not self._pending:
                     return
                 batch = self._pending.popleft()
+                self._ready -= batch.claimed
             if not batch.claim():
                 continue  # cancelled: it never runs
             chunk = Chunk(next(self._ids), batch.start, list(batch.tasks))
@@ -286,24 +296,25 @@ class Manager:
     def _again(self, batches: list[Batch]) -> None:
         with self._lock:
             self._pending.extendleft(reversed(batches))
+            self._ready += len(batches)  # claimed: they go first
 
     # -- the end -------------------------------------------------------------------------------
-    def _kill_running(self) -> None:
-        """(Under the lock, in the manager thread.) terminate_workers(): kill the workers
-        that run tasks; their futures fail."""
+    def _terminate(self) -> None:
+        """(Under the lock, in the manager thread.) terminate_workers(): the tasks claimed
+        but not sent never start, and the workers running tasks are killed (threads
+        cannot be: their tasks finish); all their futures fail."""
         assert self._backend is not None
-        if self.threads:
-            return  # a thread cannot be stopped: its task finishes, as after shutdown()
-        self._backend.abort()
-        error = worker_died_error()(
-            f"the worker process running this task {describe_exit(-9)} by "
-            "terminate_workers() or kill_workers()"
-        )
-        for batch in self._running.values():
+        stopped = [b for b in self._pending if b.claimed]
+        self._pending.clear()  # the others were cancelled
+        self._ready = 0
+        if not self.threads:
+            self._backend.abort()
+            stopped.extend(self._running.values())
+            self._running.clear()
+        for batch in stopped:
             for future in batch.futures:
                 if not future.done():
-                    future.set_exception(error)
-        self._running.clear()
+                    future.set_exception(_terminated(self.threads))
 
     def _break(self, exc: BaseException) -> None:
         """The loop cannot go on: every future fails with a ``BrokenExecutor``."""
@@ -321,6 +332,7 @@ class Manager:
             batches = [*self._running.values(), *self._pending]
             self._running.clear()
             self._pending.clear()
+            self._ready = 0
         for batch in batches:
             for future in batch.futures:
                 if batch.claimed or future.set_running_or_notify_cancel():
@@ -340,6 +352,15 @@ class Manager:
             backend.shutdown()
         except Exception:  # pragma: no cover - best effort
             logs.debug("error while stopping an executor's workers", exc_info=True)
+
+
+def _terminated(threads: bool) -> BaseException:
+    if threads:
+        return broken_error(True, "terminate_workers() stopped it before this task started")
+    return worker_died_error()(
+        "the worker process running this task was killed by terminate_workers() or "
+        "kill_workers() (or the task had not started yet)"
+    )
 
 
 def _renamed(outcome: Outcome, chunk: Chunk) -> Outcome:
