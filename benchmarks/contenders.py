@@ -232,6 +232,23 @@ def _load_futures(method: str | None = None) -> SessionFactory:
     return FuturesSession
 
 
+def _load_loky() -> SessionFactory:
+    from loky import get_reusable_executor
+
+    class LokySession(Session):
+        def __init__(self, mode: Mode, n_workers: int) -> None:
+            super().__init__(mode, n_workers)
+            self.executor = get_reusable_executor(max_workers=n_workers)
+
+        def map(self, job: Job) -> list[Any]:
+            return list(self.executor.map(job.bound, job.items))
+
+        def close(self) -> None:
+            self.executor.shutdown()
+
+    return LokySession
+
+
 def _load_tqdm() -> SessionFactory:
     from tqdm.contrib.concurrent import process_map, thread_map
 
@@ -388,6 +405,15 @@ CONTENDERS: dict[str, Contender] = {
                 "thread": "its thread pool is the ThreadPoolExecutor measured under futures"
             },
             only_in=FORKSERVER_WORKLOADS,
+        ),
+        Contender(
+            name="loky",
+            label="loky",
+            load=_load_loky,
+            apis={"process": "get_reusable_executor().submit / .map"},
+            unsupported={"thread": "loky has processes only"},
+            import_stmt="from loky import get_reusable_executor",
+            only_in=("submit",),
         ),
         Contender(
             name="tqdm",

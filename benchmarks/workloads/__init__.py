@@ -7,6 +7,7 @@ from .compute import CPU, SCALING
 from .coroutines import COROUTINES
 from .datasci import IMAGES, TREES
 from .endtoend import END_TO_END
+from .executors import SUBMIT
 from .imports import IMPORT
 from .inner import INNER
 from .io import HTTP, SLEEP
@@ -37,6 +38,7 @@ WORKLOADS: dict[str, Workload] = {
         INNER,
         IMPORT,
         PROGRESS,
+        SUBMIT,
     ]
 }
 

@@ -52,6 +52,8 @@ from fastparallel.options import Options
 __all__ = ["Batch", "Manager", "broken_error", "interpreter_exiting"]
 
 _TASK_CALL = Call(run_task, (), {})
+_PACK_SECONDS = 0.002  # work per chunk when short tasks travel together
+_PACK_MAX = 64  # tasks per chunk at most
 
 
 class Batch:
@@ -129,6 +131,7 @@ class Manager:
         # Chunks kept in flight: one running and one queued per worker, as parallel()'s pools.
         self.room = 2 * n_workers
         self._ready = 0  # claimed batches among the pending: sent next
+        self._per_task: float | None = None  # seconds a task takes, as measured (a moving mean)
         self._ids = itertools.count()
         self._numbered = 0  # tasks numbered so far: errors name a task by its number
         self._backend: Backend | None = None
@@ -137,6 +140,9 @@ class Manager:
         self.shutting_down = False
         self.broken: BaseException | None = None
         self._abort = False  # terminate_workers() / kill_workers()
+        # Its class's module is imported now: at interpreter exit it could not be any more
+        # (concurrent.futures.process registers an exit hook when imported).
+        broken_error(self.threads, "")
 
     # -- the submitters' side --------------------------------------------------------------
     def add(self, tasks: list[Task], native: Chunk | None = None) -> list[Future[Any]]:
@@ -239,13 +245,43 @@ class Manager:
             with self._lock:
                 if not self._pending:
                     return
-                batch = self._pending.popleft()
-                self._ready -= batch.claimed
-            if not batch.claim():
+                batch = self._next_batch(self.room - len(self._running))
+            if batch is None:
                 continue  # cancelled: it never runs
             chunk = Chunk(next(self._ids), batch.start, list(batch.tasks))
             self._running[chunk.id] = batch
             self._backend.submit(chunk)
+
+    def _next_batch(self, free: int) -> Batch | None:
+        """(Under the lock.) The next batch to send; None if it was cancelled.
+
+        Tasks measured to take under :data:`_PACK_SECONDS` travel together while many
+        wait (consecutive single submits, up to that much work per chunk, spread over
+        the free room): a worker's round trip per task would cost more than the task.
+        Each keeps its own future, and a crash still fails only the one that ran it.
+        """
+        batch = self._pending.popleft()
+        self._ready -= batch.claimed
+        pack = 1 if self._per_task is None else int(_PACK_SECONDS / max(self._per_task, 1e-7))
+        pack = min(pack, _PACK_MAX, len(self._pending) // max(1, free))
+        if batch.native is not None or len(batch.tasks) != 1 or pack < 2:
+            return batch if batch.claim() else None
+        packed = Batch([], [], batch.start)
+        packed.claimed = True
+        for taken in range(1, pack + 1):
+            if batch.claim():
+                if not packed.tasks:
+                    packed.start = batch.start
+                packed.tasks.extend(batch.tasks)
+                packed.futures.extend(batch.futures)
+            nxt = self._pending[0] if self._pending and taken < pack else None
+            if nxt is None or nxt.native is not None or len(nxt.tasks) != 1:
+                break
+            if nxt.start != packed.start + len(packed.tasks):
+                break  # tasks are named by number: a chunk's are consecutive
+            batch = self._pending.popleft()
+            self._ready -= batch.claimed
+        return packed if packed.tasks else None
 
     # -- step 2 --------------------------------------------------------------------------------
     def _wait(self) -> list[Outcome]:
@@ -273,6 +309,7 @@ class Manager:
         if batch.native is not None:
             batch.futures[0].set_result(_renamed(outcome, batch.native))
         elif isinstance(outcome, Done):
+            self._measured(outcome)
             errors = dict(outcome.errors)
             for offset, future in enumerate(batch.futures):
                 if offset in errors:
@@ -285,6 +322,11 @@ class Manager:
             self._again([batch])
         else:  # Split: each task on its own, so that a failure lands on one
             self._again([batch.single(o) for o in range(len(batch.tasks))])
+
+    def _measured(self, outcome: Done) -> None:
+        per_task = outcome.seconds / max(1, len(outcome.values))
+        last = self._per_task
+        self._per_task = per_task if last is None else 0.8 * last + 0.2 * per_task
 
     def _crashed(self, batch: Batch, outcome: Crashed) -> None:
         """Only the task that was running fails; the chunk's others run again, each alone."""
