@@ -230,6 +230,13 @@ def test_garbage_collection_stops_the_workers():
     h.wait_gone(pids, 30, "the collected executor's workers")
 
 
+def test_inner_threads_takes_parallels_own_option_path():
+    # the pools read options.inner_threads for the executor's workers as for parallel()'s
+    assert Executor(2, inner_threads=3)._manager.options.inner_threads == 3
+    with pytest.raises(ValueError, match="inner_threads"):
+        Executor(2, inner_threads=0)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="max_workers must be greater than 0"):
         Executor(0)

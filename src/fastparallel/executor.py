@@ -54,8 +54,8 @@ class Executor(_StandardExecutor):
         method: how worker processes start: None (fastparallel's template process),
             ``"fork"``, ``"spawn"``, ``"forkserver"`` or a multiprocessing context (what
             ``ProcessPoolExecutor`` calls ``mp_context``).
-        inner_threads: the threads each task may use for numerical libraries, as
-            ``parallel(inner_threads=...)``.
+        inner_threads: the threads each worker's native pools may use (BLAS, OpenMP...),
+            as ``parallel(inner_threads=...)``; the same option, read by the same pools.
 
     Example:
         >>> from fastparallel import Executor
@@ -78,9 +78,6 @@ class Executor(_StandardExecutor):
     ) -> None:
         if max_workers is not None and (type(max_workers) is not int or max_workers <= 0):
             raise ValueError(f"max_workers must be greater than 0, got {max_workers!r:.60}")
-        given: dict[str, Any] = {}
-        if inner_threads is not None:
-            given["inner_threads"] = inner_threads
         options = Options(
             n_workers=max_workers,
             threadpool=bool(threadpool),
@@ -89,7 +86,7 @@ class Executor(_StandardExecutor):
             max_tasks_per_child=max_tasks_per_child,
             method=method,
             return_exceptions=True,  # one task's error is its future's, never the others'
-            **given,
+            inner_threads=inner_threads,  # the pools read it from the options, as for parallel()
         )
         assert options.n_workers is not None
         self._max_workers = options.n_workers  # read by parallel(executor=...) for n_workers
