@@ -25,24 +25,31 @@ import pytest
 
 import fastparallel
 
-try:
-    from test.test_concurrent_futures import (
-        executor as cpython_executor,
-    )
-    from test.test_concurrent_futures import (
-        test_as_completed,
-        test_deadlock,
-        test_init,
-        test_shutdown,
-        test_wait,
-        util,
-    )
-except ImportError as exc:  # e.g. Debian's python3 without python3-test
-    pytest.skip(
-        f"this interpreter has no test.test_concurrent_futures ({exc}); run on one that ships "
-        "CPython's test package (pyenv's 3.13 does)",
-        allow_module_level=True,
-    )
+
+def _cpython_tests():
+    """The groups' modules: a package from Python 3.12.1 on, one module before."""
+    import importlib
+
+    try:
+        package = importlib.import_module("test.test_concurrent_futures")
+    except ImportError as exc:  # e.g. Debian's python3 without python3-test
+        pytest.skip(
+            f"this interpreter has no test.test_concurrent_futures ({exc}); run on one that "
+            "ships CPython's test package (pyenv's 3.13 does)",
+            allow_module_level=True,
+        )
+    if not hasattr(package, "__path__"):  # one module holds every group
+        return {name: package for name in _PARTS}
+    return {name: importlib.import_module(f"{package.__name__}.{name}") for name in _PARTS}
+
+
+_PARTS = ("executor", "test_wait", "test_as_completed", "test_init", "test_shutdown")
+_PARTS = (*_PARTS, "test_deadlock", "util")
+_MODULES = _cpython_tests()
+cpython_executor, util = _MODULES["executor"], _MODULES["util"]
+test_wait, test_as_completed = _MODULES["test_wait"], _MODULES["test_as_completed"]
+test_init, test_shutdown = _MODULES["test_init"], _MODULES["test_shutdown"]
+test_deadlock = _MODULES["test_deadlock"]
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
