@@ -11,7 +11,7 @@ import inner_threads_helpers as th
 import pytest
 
 from fastparallel import num_cpus, parallel, shutdown
-from fastparallel.native_threads import VARIABLES, limit_loaded, worker_variables
+from fastparallel.backends.native_threads import VARIABLES, limit_loaded, worker_variables
 
 pytestmark = pytest.mark.integration
 

@@ -119,9 +119,11 @@ OPTIONS: tuple[Option, ...] = (
         "method",
         "str | multiprocessing.context.BaseContext | None",
         None,
-        "start method for processes: None (forks of fastparallel's template process where "
-        "``os.fork`` exists, else 'spawn'), 'forkserver', 'spawn', 'fork' or a "
-        "multiprocessing context.",
+        "start method for processes: None (on Linux, forks of the caller when that is "
+        "safe, else of fastparallel's template process; the template on macOS; else "
+        "'spawn'), 'template', 'forkserver', 'spawn', 'fork' or a multiprocessing "
+        "context. None reads the environment variable ``FASTPARALLEL_METHOD`` (the same "
+        "names) at each call.",
     ),
     Option(
         "return_exceptions",

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fastparallel import logs, native_threads
-from fastparallel.backends import registry
+from fastparallel import logs
+from fastparallel.backends import native_threads, registry
 from fastparallel.backends.base import (
     Backend,
     Chunk,

@@ -34,6 +34,7 @@ from fastparallel.backends.base import (
     Split,
     Started,
 )
+from fastparallel.backends.native_threads import worker_variables
 from fastparallel.backends.processes.crashes import crash_outcome, timeout_outcome
 from fastparallel.backends.processes.fds import wait_ready
 from fastparallel.backends.processes.launch import (
@@ -77,7 +78,6 @@ from fastparallel.backends.slots import (
 )
 from fastparallel.cpus import num_cpus, rss
 from fastparallel.errors import start_crash_error, worker_start_error
-from fastparallel.native_threads import worker_variables
 from fastparallel.serialize.pickling import MAX_OUT_OF_BAND, loads
 
 if TYPE_CHECKING:

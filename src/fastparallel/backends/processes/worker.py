@@ -27,7 +27,8 @@ import sys
 import threading
 import time
 
-from fastparallel import cpus, native_threads
+from fastparallel import cpus
+from fastparallel.backends import native_threads
 from fastparallel.backends.processes.wire.channel import (
     BuffersLost,
     Channel,
