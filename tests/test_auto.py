@@ -151,8 +151,9 @@ def test_pure_python_runs_on_processes_when_chosen(loops_40ms, chooses):
     assert [r[0] for r in results] == list(range(24))
     pids = Counter(r[1] for r in results)
     others = {pid for pid in pids if pid != os.getpid()}
-    assert others, pids  # the pool's processes ran the items after the probe
-    assert sum(pids[p] for p in others) >= 12, pids
+    # The probe ran the first items here (how many depends on the load); the pool's
+    # processes ran the rest, the last one included.
+    assert results[-1][1] in others, pids
 
 
 def test_sleeps_run_on_threads(caplog):
