@@ -13,11 +13,17 @@ from fastparallel import parallel
 
 pytestmark = pytest.mark.integration
 
+_ENVIRON = dict(os.environ)
 distributed = pytest.importorskip("distributed")
+# Importing distributed sets OMP_NUM_THREADS=1 and friends in this process's environment
+# (meant for its worker processes), at collection, for every later test: put it back.
+os.environ.clear()
+os.environ.update(_ENVIRON)
 
 
 @pytest.fixture(scope="module")
 def client():
+    environ = dict(os.environ)  # starting worker processes sets OMP_NUM_THREADS=1 here too
     cluster = distributed.LocalCluster(
         n_workers=2,
         threads_per_worker=1,
@@ -29,6 +35,8 @@ def client():
     yield client
     client.close()
     cluster.close()
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def square(x):

@@ -39,6 +39,11 @@ TEMPLATE_MODULE = "fastparallel.backends.processes.template.server"
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FASTPARALLEL_METHOD", raising=False)
     fastparallel.shutdown()  # each test decides how its pool starts
+    # Threads that earlier tests left in this process (Dask's offload thread, say) would
+    # rightly send every pool to the template; each test here judges only its own threads.
+    earlier = {t for t in threading.enumerate() if t is not threading.main_thread()}
+    judge = forksafe._thread_reason
+    monkeypatch.setattr(forksafe, "_thread_reason", lambda t: "" if t in earlier else judge(t))
 
 
 def _cmdline(pid: int) -> str:

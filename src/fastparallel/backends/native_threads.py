@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-__all__ = ["VARIABLES", "limit_here", "limit_loaded", "worker_variables"]
+__all__ = ["VARIABLES", "limit_here", "limit_loaded", "limit_openmp_here", "worker_variables"]
 
 # The variables, and the threadpoolctl internal API (a pool's implementation) each sets.
 VARIABLES = {
@@ -112,3 +112,15 @@ def limit_here(threads: int) -> Any:
     except ImportError:
         return None
     return threadpoolctl.threadpool_limits(limits=threads)
+
+
+def limit_openmp_here(threads: int) -> Any:
+    """Size the OpenMP pools this thread starts to ``threads``: OpenMP keeps that number
+    per thread, so a call on threads with ``inner_threads`` sets it in each pool thread (BLAS
+    pools are per process: :func:`limit_here` sized them). Returns the limiter to restore,
+    or None where threadpoolctl or OpenMP is missing."""
+    if "threadpoolctl" not in sys.modules:  # limit_here imported it, if it could
+        return None
+    import threadpoolctl
+
+    return threadpoolctl.threadpool_limits(limits=threads, user_api="openmp")

@@ -21,8 +21,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from fastparallel.backends import native_threads
 from fastparallel.backends.base import (
     Chunk,
     Crashed,
@@ -55,6 +56,17 @@ _ABANDONED = (
 
 
 _WAKE = object()  # put among the outcomes by wake()
+
+
+class _Task(NamedTuple):
+    """A chunk to run, with what the call asks of the thread that runs it."""
+
+    call: Call
+    chunk: Chunk
+    stop_on_error: bool
+    report_start: bool
+    timed: bool
+    inner_threads: int | None  # OpenMP's thread count is per thread: set in each pool thread
 
 
 class _InitFailed(Exception):
@@ -93,7 +105,7 @@ class ThreadPool:
         self._initializer = initializer
         self._initargs = tuple(initargs)
         # (call, chunk, stop_on_error, report_start, timed), or None: stop
-        self._tasks: queue.SimpleQueue[tuple[Call, Chunk, bool, bool, bool] | None] = (
+        self._tasks: queue.SimpleQueue[_Task | None] = (
             queue.SimpleQueue()
         )
         self._outcomes: queue.SimpleQueue[Outcome | _InitFailed | object] = queue.SimpleQueue()
@@ -106,6 +118,7 @@ class ThreadPool:
         self._stop_on_error = True
         self._report_starts = False
         self._item_timeout: float | None = None
+        self._inner_threads: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -152,16 +165,22 @@ class ThreadPool:
             task = self._tasks.get()
             if task is None or self._closed:
                 return
-            call, chunk, stop_on_error, report_start, timed = task
-            if timed:  # before the chunk: the caller reads them once it sees the chunk
+            chunk = task.chunk
+            if task.timed:  # before the chunk: the caller reads them once it sees the chunk
                 worker.finished, worker.began = ([], []), time.monotonic()
             worker.chunk = chunk
-            if report_start:
+            if task.report_start:
                 self._outcomes.put(Started(chunk, time.monotonic()))
+            limiter = None
             try:
-                outcome = self._run(worker, call, chunk, stop_on_error, timed)
+                if task.inner_threads is not None:
+                    limiter = native_threads.limit_openmp_here(task.inner_threads)
+                outcome = self._run(worker, task.call, chunk, task.stop_on_error, task.timed)
             except BaseException as exc:  # never fn's (run_chunk records those): a fault of ours
                 outcome = internal_failure(chunk, exc)
+            finally:
+                if limiter is not None:
+                    limiter.restore_original_limits()
             with self._lock:
                 if worker.abandoned:
                     return  # its item ran past item_timeout: already reported, and replaced
@@ -169,7 +188,7 @@ class ThreadPool:
                 self._outcomes.put(outcome)
             # Before waiting for the next task: keep no reference to this chunk's items
             # and results (an idle thread would keep them alive).
-            del task, call, chunk, outcome
+            del task, chunk, outcome
 
     @staticmethod
     def _run(
@@ -194,12 +213,22 @@ class ThreadPool:
         self._stop_on_error = options.stop_chunk_on_error
         self._report_starts = bool(options.pause)
         self._item_timeout = options.item_timeout
+        self._inner_threads = options.inner_threads
         self._start_threads(n_workers)
 
     def submit(self, chunk: Chunk) -> None:
         assert self._call is not None
         timed = self._item_timeout is not None
-        self._tasks.put((self._call, chunk, self._stop_on_error, self._report_starts, timed))
+        self._tasks.put(
+            _Task(
+                self._call,
+                chunk,
+                self._stop_on_error,
+                self._report_starts,
+                timed,
+                self._inner_threads,
+            )
+        )
 
     def poll(self, timeout: float | None) -> list[Outcome]:
         outcomes: list[Outcome] = []
