@@ -376,3 +376,50 @@ def test_the_wait_step_wakes_for_the_earliest_item_deadline():
     )
     assert all(isinstance(v, ItemTimeoutError) for v in out), out
     assert backend.poll_timeouts and all(t is not None and t <= 0.05 for t in backend.poll_timeouts)
+
+
+class ShiftedClock:
+    """The dispatcher's clock: real time plus ``shift``, which a test moves on to stand for
+    time that passed (a consumer's) without waiting for it."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.shift
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@pytest.fixture
+def shifted(monkeypatch) -> ShiftedClock:
+    from fastparallel.core import dispatch
+
+    clock = ShiftedClock()
+    monkeypatch.setattr(dispatch, "time", clock)
+    return clock
+
+
+@pytest.mark.timeout(30)
+def test_the_time_a_consumer_keeps_a_piece_does_not_count_against_the_timeout(shifted):
+    run = dispatcher(FakeBackend(), range(12), deadline=shifted.monotonic() + 5, timeout=5.0).run()
+    got = []
+    for _, vs in run:
+        got.extend(vs)
+        shifted.shift += 60  # the consumer spends a minute on each piece
+    assert got == [x * 10 for x in range(12)]
+
+
+@pytest.mark.timeout(30)
+def test_what_finished_by_the_deadline_is_delivered_then_nothing_more_starts():
+    backend = FakeBackend()
+    run = dispatcher(backend, range(20), deadline=time.monotonic() - 1, timeout=1.0).run()
+    got = []
+    with pytest.raises(ParallelTimeoutError, match="8 items finished"):
+        for _, vs in run:
+            got.extend(vs)
+    # The four chunks in flight (two per worker) had finished: none is dropped.
+    assert got == [x * 10 for x in range(8)]
+    assert len(backend.submitted) == 4

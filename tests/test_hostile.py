@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +273,45 @@ def test_items_go_through_the_pipe_when_a_worker_is_short_of_descriptors() -> No
     ]
     out = parallel(hh.total, items, n_workers=NW, initializer=hh.leave_four, progress=False)
     assert out == [float(i * hh.ARRAYS * hh.ARRAY_BYTES // 8) for i in range(4)]
+
+
+# -- fault 8: a streamed timeout counts the time the call waits, not the consumer's ------------
+
+
+class _ShiftedClock:
+    """The dispatcher's clock moved on by ``shift``: the consumer's time, without waiting."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.shift
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_a_slow_consumer_of_a_generator_gets_every_result(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastparallel.core import dispatch
+
+    clock = _ShiftedClock()
+    monkeypatch.setattr(dispatch, "time", clock)
+    got = []
+    stream = parallel(
+        hh.identity,
+        range(6),
+        timeout=30,
+        return_as="generator",
+        progress=False,
+        **BACKENDS[backend],
+    )
+    for value in stream:
+        got.append(value)
+        clock.shift += 60  # the consumer keeps each result twice the timeout
+    assert got == list(range(6))

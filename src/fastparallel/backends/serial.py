@@ -30,6 +30,7 @@ class SerialBackend:
 
     chunks_per_worker = 1
     reports_starts = True
+    runs_on_poll = True  # each poll() runs one chunk, here
     reusable = False  # a new one for each call: it holds nothing worth keeping
 
     def __init__(self) -> None:

@@ -200,6 +200,7 @@ class Dispatcher:
         self.retry = RetryQueue(options) if options.retries else None
         self.timed_out = 0  # item attempts that ran past item_timeout
         self.out_of_memory: set[int] = set()  # items run again once: the OOM killer hit them
+        self.expired = False  # past the deadline: the finished items go out, then it raises
 
     def run(self) -> Iterator[Piece]:
         ok = False
@@ -208,7 +209,8 @@ class Dispatcher:
         try:
             while self._submit_while_room():
                 for outcome in self._wait():
-                    yield from self._handle(outcome)
+                    for piece in self._handle(outcome):
+                        yield from self._hand_over(piece)
             ok = True
         except BaseException:
             if self.inflight:
@@ -217,6 +219,17 @@ class Dispatcher:
         finally:
             if self.progress is not None:
                 self.progress.close(ok)
+
+    def _hand_over(self, piece: Piece) -> Iterator[Piece]:
+        """Yield ``piece``; with a deadline, the time the consumer keeps it (a streamed
+        call waits in the consumer's loop) moves the deadline on: ``timeout`` counts the
+        time the call waits for its items, not the time the consumer spends on them."""
+        if self.deadline is None:
+            yield piece
+            return
+        handed = time.monotonic()
+        yield piece
+        self.deadline += time.monotonic() - handed
 
     # -- step 1: submit ------------------------------------------------------------------
     def _more_to_submit(self) -> bool:
@@ -227,7 +240,7 @@ class Dispatcher:
         if self.retry:  # items whose next attempt is due go first
             self.todo.extendleft(reversed(self.retry.due(time.monotonic())))
         pause = self.pause
-        while len(self.inflight) < self.max_inflight:
+        while len(self.inflight) < self.max_inflight and not self.expired:
             if pause and (
                 self.awaiting_start is not None or time.monotonic() < self.next_start_time
             ):
@@ -263,6 +276,12 @@ class Dispatcher:
         retry or the deadline of the earliest running item (then overdue items fail)."""
         now = time.monotonic()
         if self.deadline is not None and self.deadline <= now:
+            # What finished by the deadline is delivered, never dropped; nothing more starts.
+            self.expired = True
+            collect = self.inflight and not getattr(self.backend, "runs_on_poll", False)
+            finished = self.backend.poll(0) if collect else []
+            if finished:
+                return finished
             raise ParallelTimeoutError(self._timeout_message())
         wake = [self.deadline]
         if self._paused_start_due():
