@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -315,3 +316,65 @@ def test_a_slow_consumer_of_a_generator_gets_every_result(
         got.append(value)
         clock.shift += 60  # the consumer keeps each result twice the timeout
     assert got == list(range(6))
+
+
+# -- fault 9: a pool nested in fn, handed a function of the script --------------------------------
+
+_NESTED_MAIN_POOL = """
+import multiprocessing
+import pickle
+
+def square(x):
+    return x * x
+
+def outer(n):
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        return sum(pool.map(square, range(n)))
+
+def nested_parallel(n):
+    return sum(parallel(square, range(n), n_workers=2, progress=False))
+
+if __name__ == "__main__":
+    report = {"nested_parallel": parallel(nested_parallel, [3, 4], n_workers=2, progress=False)}
+    try:
+        parallel(outer, [3, 4], n_workers=2, progress=False)
+    except Exception as exc:
+        report["type"] = type(exc).__name__
+        report["picklingerror"] = isinstance(exc, pickle.PicklingError)
+        report["notes"] = list(getattr(exc, "__notes__", []))
+    print(json.dumps(report))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_a_pool_nested_in_fn_with_a_function_of_the_script_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from faults_helpers import run_script
+
+    done = run_script(tmp_path, _NESTED_MAIN_POOL, timeout=150)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["nested_parallel"] == [5, 14]  # what the note offers works
+    assert report["picklingerror"], report
+    notes = "\n".join(report["notes"])
+    assert "workers do not import it" in notes
+    assert "Define that function in a module" in notes
+    assert "fastparallel.parallel() inside fn" in notes
+    assert re.search(r"raised by fn on item \d \(\d\)", notes)
+
+
+@pytest.mark.unit
+def test_only_pickle_failing_on_main_gets_the_nested_pool_note() -> None:
+    import pickle
+
+    from fastparallel.backends.processes.wire.remote_errors import _names_main
+
+    assert _names_main(pickle.PicklingError("attribute lookup f on __main__ failed"))
+    assert _names_main(AttributeError("Can't get attribute 'f' on <module '__main__'>"))
+    assert not _names_main(pickle.PicklingError("cannot pickle '_thread.lock' object"))
+    assert not _names_main(ValueError("__main__"))
+    assert _names_main(RemoteError("_pickle.PicklingError: on __main__", "_pickle.PicklingError"))

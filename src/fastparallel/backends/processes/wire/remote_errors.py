@@ -51,6 +51,7 @@ else:  # worker processes import this module: no typing at run time
 
 __all__ = [
     "ITEM_NOT_PICKLABLE",
+    "NESTED_MAIN_POOL",
     "ErrorKind",
     "PackedException",
     "pack_exception",
@@ -204,12 +205,36 @@ def unpack_exception(packed: PackedException) -> BaseException:
     return exc
 
 
+NESTED_MAIN_POOL = (
+    "fastparallel: fn ran in a worker process, whose __main__ is not your script (workers "
+    "do not import it), so a function defined in the script cannot be found there by name: "
+    "a pool started inside fn (multiprocessing.Pool, ProcessPoolExecutor) cannot pickle it "
+    "for its own workers. Define that function in a module and import it, or call "
+    "fastparallel.parallel() inside fn instead (it sends __main__ functions by value, "
+    "with cloudpickle), or run the outer call with threadpool=True"
+)
+
+
+def _names_main(exc: BaseException) -> bool:
+    """Whether ``exc`` is pickle failing to find an object of ``__main__`` by name."""
+    if not isinstance(exc, (pickle.PicklingError, AttributeError, RemoteError)):
+        return False
+    if isinstance(exc, RemoteError) and "Pickl" not in exc.type_name:
+        return False
+    try:
+        return "__main__" in str(exc)
+    except Exception:
+        return False
+
+
 def remote_item_error(
     kind: ErrorKind, packed: PackedException, index: int, item: Any
 ) -> BaseException:
     """The exception to deliver for an item that failed in a worker process."""
     exc = unpack_exception(packed)
     if kind == ErrorKind.FN:
+        if _names_main(exc):  # a pool nested in fn, handed a function of the script
+            add_note(exc, NESTED_MAIN_POOL)
         return item_error(exc, index, item)
     add_note(exc, _NOTES[kind].format(where=describe_item(index, item)))
     return exc
