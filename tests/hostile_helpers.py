@@ -84,6 +84,14 @@ class OnlyInWorkerError(Exception):
         return (_only_in_the_worker, (self.caller, str(self)))
 
 
+class KeepsAnError(Exception):
+    """Keeps, as an attribute, an exception that cannot travel whole (a frozen one)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.original = FrozenError(3)
+
+
 def make(kind: str, caller: int = 0) -> BaseException:
     """A new exception of ``kind``; ``caller`` is the process id of the caller."""
     if kind == "frozen":
@@ -98,6 +106,10 @@ def make(kind: str, caller: int = 0) -> BaseException:
         return LockedAttributeError("holds a lock")
     if kind == "required_args":
         return RequiredArgsError(1, 2)
+    if kind == "keeps_an_error":
+        return KeepsAnError("keeps an error")
+    if kind == "group":
+        return ExceptionGroup("a group", [ValueError("a"), FrozenError(4)])  # noqa: F821 - 3.11+
     if kind == "only_in_worker":
         return OnlyInWorkerError("rebuilt only in the worker", caller)
     raise ValueError(kind)
@@ -148,3 +160,14 @@ def leave_four() -> None:
 
 def identity(x: Any) -> Any:
     return x
+
+
+class ExitsWhenPickled:
+    """A result whose pickling raises SystemExit."""
+
+    def __reduce__(self) -> Any:
+        raise SystemExit(3)
+
+
+def exits_when_pickled_on_one(x: int) -> Any:
+    return ExitsWhenPickled() if x == FAILING else x

@@ -184,6 +184,44 @@ def test_an_exception_that_cannot_be_rebuilt_here_names_its_type_and_message() -
     assert "raise_on_one" in str(exc.__cause__)
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_an_exception_kept_by_an_exception_travels_with_it() -> None:
+    fn = functools.partial(hh.raise_on_one, kind="keeps_an_error")
+    exc = _caught(fn, n_workers=NW)
+    assert type(exc) is hh.KeepsAnError
+    assert type(exc.original) is hh.FrozenError and exc.original.code == 3
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is new in 3.11")
+def test_an_exception_group_from_a_worker_keeps_its_members() -> None:
+    fn = functools.partial(hh.raise_on_one, kind="group")
+    exc = _caught(fn, n_workers=NW)
+    assert type(exc).__name__ == "ExceptionGroup" and str(exc) == "a group (2 sub-exceptions)"
+    assert [type(e) for e in exc.exceptions] == [ValueError, hh.FrozenError]
+    assert exc.exceptions[1].code == 4
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_result_whose_pickling_raises_system_exit_fails_its_item_only() -> None:
+    from fastparallel import TaskExitError
+
+    out = parallel(
+        hh.exits_when_pickled_on_one,
+        range(4),
+        n_workers=NW,
+        chunksize=4,
+        return_exceptions=True,
+        progress=False,
+    )
+    assert out[0] == 0 and out[2:] == [2, 3]  # the worker lived on: the others came back
+    assert type(out[1]) is TaskExitError and type(out[1].__cause__) is SystemExit
+    assert "item 1 (1)" in str(out[1])
+
+
 # -- a fault of fastparallel's own in a pool thread ends the call, never hangs it --------------
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "WorkerDiedError",
     "add_note",
     "attempts_note",
+    "deliverable",
     "describe_exit",
     "describe_item",
     "initializer_error",
@@ -255,8 +256,9 @@ def set_cause(exc: BaseException, cause: BaseException) -> None:
         set_attribute(exc, "__cause__", cause)
 
 
-def _deliverable(exc: BaseException, origin: str) -> BaseException:
-    """``exc`` with a note saying where it came from, or wrapped if it would end the caller.
+def deliverable(exc: BaseException, origin: str) -> BaseException:
+    """``exc`` with the note ``"fastparallel: " + origin``, or wrapped in a
+    :class:`TaskExitError` if it would end the caller (not an ``Exception``).
 
     Never raises: whatever ``exc`` refuses, the caller gets it (or its wrapper)."""
     if isinstance(exc, Exception):
@@ -279,12 +281,12 @@ def item_error(exc: BaseException, index: int, item: Any) -> BaseException:
     An ``Exception`` is returned as it is, with a note naming the item. Anything else
     (``SystemExit``, ``KeyboardInterrupt``, ...) is wrapped in :class:`TaskExitError`.
     """
-    return _deliverable(exc, f"raised by fn on {describe_item(index, item)}")
+    return deliverable(exc, f"raised by fn on {describe_item(index, item)}")
 
 
 def initializer_error(exc: BaseException, where: str) -> BaseException:
     """The exception to deliver when the ``initializer`` raised ``exc`` in ``where``."""
-    return _deliverable(exc, f"raised by the initializer of {where}")
+    return deliverable(exc, f"raised by the initializer of {where}")
 
 
 # Why a worker process could not start, by the stage where it failed (protocol.StartStage).
@@ -299,7 +301,7 @@ _START_STAGES = {
 def worker_start_error(exc: BaseException, stage: str) -> BaseException:
     """The exception to deliver when a worker process could not start: ``exc``, raised
     there at ``stage`` (a ``StartStage`` name), with the worker's traceback as its cause."""
-    return _deliverable(exc, f"a worker process could not start: {_START_STAGES[stage]}")
+    return deliverable(exc, f"a worker process could not start: {_START_STAGES[stage]}")
 
 
 def start_crash_error(pid: int, exitcode: int | None) -> WorkerDiedError:

@@ -367,13 +367,13 @@ def encode_result(
     """
     try:
         return dumps_values(values, lambda v: (v, errors), buffers=buffers)
-    except Exception:
+    except BaseException:  # even a __reduce__ that raises SystemExit: the results still go
         pass
     errors = list(errors)
     for offset, value in enumerate(values):
         try:
             dumps(value)
-        except Exception as exc:
+        except BaseException as exc:
             values[offset] = None
             errors.append((offset, ErrorKind.RESULT, pack_exception(exc, dumps)))
     return dumps_values(values, lambda v: (v, errors), buffers=buffers)

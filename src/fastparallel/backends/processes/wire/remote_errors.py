@@ -16,6 +16,7 @@ from enum import IntEnum
 from fastparallel.errors import (
     RemoteError,
     add_note,
+    deliverable,
     describe_item,
     item_error,
     set_attribute,
@@ -106,14 +107,35 @@ def _round_trips(blob: bytes) -> bool:
         return False
 
 
-def _picklable_or_repr(value: Any, dumps: Dumps) -> Any:
-    """``value`` if it pickles and unpickles, else its short repr."""
+# An exception among another's arguments or attributes (an ExceptionGroup's members, an
+# exception kept as an attribute) that cannot travel whole travels packed, as this.
+_Nested = namedtuple("_Nested", "packed", module=__name__)
+_NESTING = 4  # exceptions inside exceptions are packed this deep, then stand as reprs
+
+
+def _portable(value: Any, dumps: Dumps, depth: int) -> Any:
+    """``value`` if it pickles and unpickles; else an exception packed, a list or tuple of
+    portable values, or its short repr."""
     try:
         if _round_trips(dumps(value)):
             return value
     except Exception:
         pass
+    if depth < _NESTING:
+        if isinstance(value, BaseException):
+            return _Nested(pack_exception(value, dumps, depth + 1))
+        if type(value) in (list, tuple):
+            return type(value)(_portable(v, dumps, depth + 1) for v in value)
     return short_repr(value)
+
+
+def _restore(value: Any) -> Any:
+    """The inverse of :func:`_portable`, in the caller."""
+    if isinstance(value, _Nested):
+        return unpack_exception(value.packed)
+    if type(value) in (list, tuple):
+        return type(value)(_restore(v) for v in value)
+    return value
 
 
 def _format_traceback(exc: BaseException) -> str:
@@ -126,18 +148,18 @@ def _format_traceback(exc: BaseException) -> str:
         return f"Traceback (most recent call last):\n{frames}<formatting it failed: {failed!r}>\n"
 
 
-def _parts(exc: BaseException, dumps: Dumps) -> bytes | None:
-    """``exc``'s arguments and attributes pickled, each replaced by its repr where it
-    cannot travel; None where even that fails."""
+def _parts(exc: BaseException, dumps: Dumps, depth: int) -> bytes | None:
+    """``exc``'s arguments and attributes pickled, each made portable (:func:`_portable`)
+    where it cannot travel as it is; None where even that fails."""
     try:
-        args = tuple(_picklable_or_repr(a, dumps) for a in exc.args)
-        state = {k: _picklable_or_repr(v, dumps) for k, v in vars(exc).items()}
+        args = tuple(_portable(a, dumps, depth) for a in exc.args)
+        state = {k: _portable(v, dumps, depth) for k, v in vars(exc).items()}
         return dumps((args, state))
     except Exception:
         return None
 
 
-def pack_exception(exc: BaseException, dumps: Dumps) -> PackedException:
+def pack_exception(exc: BaseException, dumps: Dumps, depth: int = 0) -> PackedException:
     """Turn ``exc`` into a :class:`PackedException`; never raises.
 
     ``dumps`` is the serializer to use (plain pickle with a cloudpickle fallback). An
@@ -146,7 +168,8 @@ def pack_exception(exc: BaseException, dumps: Dumps) -> PackedException:
     ``args``, it refuses ``__setstate__``) its class, arguments and attributes travel
     separately, each replaced by a repr where it cannot. Its name, message and
     traceback always travel, for the :class:`~fastparallel.RemoteError` that stands in
-    when nothing else can be rebuilt in the caller.
+    when nothing else can be rebuilt in the caller. Exceptions among its arguments and
+    attributes (an ``ExceptionGroup``'s) are packed alike, ``depth`` levels down already.
     """
     cls = type(exc)
     name = f"{cls.__module__}.{cls.__qualname__}"
@@ -165,7 +188,7 @@ def pack_exception(exc: BaseException, dumps: Dumps) -> PackedException:
         cls_blob: bytes | None = dumps(cls)
     except Exception:
         cls_blob = None
-    return PackedException(None, cls_blob, _parts(exc, dumps), name, message, tb)
+    return PackedException(None, cls_blob, _parts(exc, dumps, depth), name, message, tb)
 
 
 def _rebuild(packed: PackedException) -> BaseException | None:
@@ -182,6 +205,8 @@ def _rebuild(packed: PackedException) -> BaseException | None:
             args, state = (packed.message,), {}
         else:
             args, state = pickle.loads(packed.parts_blob)
+            args = _restore(args)
+            state = {k: _restore(v) for k, v in state.items()}
         if isinstance(cls, type) and issubclass(cls, BaseException):
             # As pickle rebuilds an exception, without calling __init__ (which may need
             # other arguments) or __setattr__ (which a frozen dataclass refuses).
@@ -236,5 +261,5 @@ def remote_item_error(
         if _names_main(exc):  # a pool nested in fn, handed a function of the script
             add_note(exc, NESTED_MAIN_POOL)
         return item_error(exc, index, item)
-    add_note(exc, _NOTES[kind].format(where=describe_item(index, item)))
-    return exc
+    note = _NOTES[kind].format(where=describe_item(index, item))
+    return deliverable(exc, note.removeprefix("fastparallel: "))
