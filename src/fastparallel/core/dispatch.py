@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from fastparallel import logs
@@ -136,26 +135,39 @@ def run(
             backend.end()
 
 
-@contextmanager
-def _native_limits(options: Options, name: BackendName) -> Iterator[None]:
+class _native_limits:  # lower case: it reads as the function it replaced
     """``inner_threads`` for a call that runs in this process (threads, serial,
     coroutines): the process's native pools take that size for the call's length.
-    (Worker processes get theirs from their environment: see the process pool.)"""
-    if options.inner_threads is None or name in ("processes", "external"):
-        yield
-        return
-    limiter = native_threads.limit_here(options.inner_threads)
-    if limiter is None:
-        logs.warning(
-            "inner_threads=%d in this process needs threadpoolctl (pip install threadpoolctl): "
-            "the native thread pools are left as they are",
-            options.inner_threads,
-        )
-    try:
-        yield
-    finally:
-        if limiter is not None:
-            limiter.restore_original_limits()
+    (Worker processes get theirs from their environment: see the process pool.)
+
+    A class rather than ``@contextmanager``: the user's exceptions pass through it, and
+    contextlib's generator wrapper assigns their ``__traceback__``, which an exception
+    that refuses attributes (a frozen dataclass) turns into a ``FrozenInstanceError``.
+    """
+
+    __slots__ = ("_limiter", "_name", "_options")
+
+    def __init__(self, options: Options, name: BackendName) -> None:
+        self._options = options
+        self._name = name
+        self._limiter: Any = None
+
+    def __enter__(self) -> None:
+        inner_threads = self._options.inner_threads
+        if inner_threads is None or self._name in ("processes", "external"):
+            return
+        self._limiter = native_threads.limit_here(inner_threads)
+        if self._limiter is None:
+            logs.warning(
+                "inner_threads=%d in this process needs threadpoolctl (pip install "
+                "threadpoolctl): the native thread pools are left as they are",
+                inner_threads,
+            )
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._limiter is not None:
+            self._limiter.restore_original_limits()
+            self._limiter = None
 
 
 class Dispatcher:
