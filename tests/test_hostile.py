@@ -7,6 +7,7 @@ note naming the item is added where it can be, and a pool thread never dies of i
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import os
 import re
@@ -220,6 +221,23 @@ def test_a_result_whose_pickling_raises_system_exit_fails_its_item_only() -> Non
     assert out[0] == 0 and out[2:] == [2, 3]  # the worker lived on: the others came back
     assert type(out[1]) is TaskExitError and type(out[1].__cause__) is SystemExit
     assert "item 1 (1)" in str(out[1])
+
+
+class _FailingExecutor(concurrent.futures.Executor):
+    """An executor whose every future fails with an exception whose str() and repr() raise."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        future.set_exception(hh.HostileStrError("transport"))
+        return future
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_an_executor_failure_whose_repr_raises_still_names_the_chunk() -> None:
+    exc = _caught(abs, executor=_FailingExecutor())
+    assert type(exc) is RemoteError and exc.type_name == "HostileStrError"
+    assert "item 0 (0)" in str(exc) and type(exc.__cause__) is hh.HostileStrError
 
 
 # -- a fault of fastparallel's own in a pool thread ends the call, never hangs it --------------

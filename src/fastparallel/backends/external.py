@@ -24,7 +24,7 @@ from fastparallel.backends.processes.wire.protocol import decode_result
 from fastparallel.backends.processes.worker import run_packed
 from fastparallel.backends.runner import Call
 from fastparallel.cpus import num_cpus
-from fastparallel.errors import RemoteError, describe_item
+from fastparallel.errors import RemoteError, describe_item, short_repr
 from fastparallel.serialize.pickling import dumps, loads
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class ExecutorBackend:
         except BaseException as exc:  # the executor itself failed: a lost worker, a transport error
             error = RemoteError(
                 f"the executor failed to run the chunk starting at "
-                f"{describe_item(chunk.start, chunk.items[0])}: {exc!r}",
+                f"{describe_item(chunk.start, chunk.items[0])}: {short_repr(exc)}",
                 type(exc).__name__,
             )
             error.__cause__ = exc
