@@ -142,6 +142,26 @@ def test_a_coroutine_that_raises_an_exception_refusing_notes(kind: str, n_worker
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["frozen", "tuple_notes"])
+def test_parallel_async_delivers_an_exception_refusing_notes(kind: str) -> None:
+    import asyncio
+
+    from fastparallel.aio import parallel_async
+
+    async def main() -> BaseException:
+        try:
+            await parallel_async(functools.partial(hh.araise_on_one, kind=kind), ITEMS)
+        except Exception as exc:
+            return exc
+        raise AssertionError("no exception")
+
+    exc = asyncio.run(main())
+    assert type(exc) is type(hh.make(kind))
+    assert "item 1 (1)" in _notes(exc)
+
+
+@pytest.mark.integration
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("backend", ["threads", "processes"])
 def test_return_exceptions_keeps_a_frozen_exception_in_its_slot(backend: str) -> None:
