@@ -171,3 +171,7 @@ class ExitsWhenPickled:
 
 def exits_when_pickled_on_one(x: int) -> Any:
     return ExitsWhenPickled() if x == FAILING else x
+
+
+def plus_total(x: float, arrays: list[Any]) -> float:
+    return x + total(arrays)

@@ -352,6 +352,24 @@ def test_items_go_through_the_pipe_when_a_worker_is_short_of_descriptors() -> No
     assert out == [float(i * hh.ARRAYS * hh.ARRAY_BYTES // 8) for i in range(4)]
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_large_arguments_reach_a_worker_short_of_descriptors() -> None:
+    np = pytest.importorskip("numpy")
+    arrays = [np.full(hh.ARRAY_BYTES // 8, 1.0) for _ in range(hh.ARRAYS)]
+    out = parallel(
+        hh.plus_total,
+        range(4),
+        arrays=arrays,
+        n_workers=NW,
+        initializer=hh.leave_four,
+        method="template",  # workers forked from the template: the call comes as a message
+        progress=False,
+    )
+    assert out == [x + hh.ARRAYS * hh.ARRAY_BYTES / 8 for x in range(4)]
+
+
 # -- fault 8: a streamed timeout counts the time the call waits, not the consumer's ------------
 
 

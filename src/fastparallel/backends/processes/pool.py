@@ -437,7 +437,7 @@ class ProcessPool:
                 worker.context_version = self._context.version
             if worker.call_version != self._call_version:
                 assert self._setup is not None
-                self._setup.send(outbox)
+                self._setup.send(outbox, self._items_out_of_band)
                 worker.call_version = self._call_version
             header = ChunkHeader(
                 chunk.id,
@@ -493,7 +493,7 @@ class ProcessPool:
                     self._chunk_done(worker, header, body, buffers, outcomes)
                 elif kind == Kind.LOST:  # the worker is short of descriptors
                     assert isinstance(header, LostHeader)
-                    self._resend_in_band(worker.chunks.pop(header.chunk_id), outcomes)
+                    self._resend_in_band(worker, header.chunk_id, outcomes)
                 elif kind == Kind.STARTED:
                     assert isinstance(header, StartedHeader)
                     outcomes.append(Started(worker.chunks[header.chunk_id], header.time))
@@ -521,10 +521,13 @@ class ProcessPool:
         )
         outcomes.append(Requeue(worker.chunks.pop(header.chunk_id)))
 
-    def _resend_in_band(self, chunk: Chunk, outcomes: list[Outcome]) -> None:
-        """A chunk whose buffers a worker could not take (at its limit of open files): it
-        goes again, and this call's items go through the pipe."""
+    def _resend_in_band(self, worker: _PoolProcess, chunk_id: int, outcomes: list[Outcome]) -> None:
+        """A chunk whose buffers (or its call's) a worker could not take, at its limit of
+        open files: it goes again, after the call, and this call's items and the call
+        itself go through the pipe."""
+        chunk = worker.chunks.pop(chunk_id)
         self._items_out_of_band = False
+        worker.call_version = -1  # it may have lost the call's buffers: it gets the call again
         logs.debug(
             "fastparallel: a worker process was short of file descriptors for the shared "
             "memory of %d items: this call's items go through the pipe",

@@ -381,7 +381,8 @@ def serve(
         kind, header, body = decode(frame)
         if kind == Kind.CHUNK:
             assert isinstance(header, ChunkHeader)
-            if isinstance(buffers, BuffersLost):  # the caller sends it again, in band
+            # Its buffers, or the call's, were dropped: the caller sends them again, in band.
+            if isinstance(buffers, BuffersLost) or isinstance(call, BuffersLost):
                 outbound.send(encode(Kind.LOST, LostHeader(header.chunk_id)))
                 continue
             rss_start = _start_measuring() if header.measure_memory else None

@@ -219,14 +219,16 @@ class Broadcast:
         self._in_band_body: bytes | None = None
         self._fds: list[int] | None = None  # None: not shared yet
 
-    def send(self, channel: Channel) -> None:
+    def send(self, channel: Channel, out_of_band: bool = True) -> None:
+        """Send the message on ``channel``; through the pipe alone if not ``out_of_band``
+        (its receiver has no room for descriptors)."""
         pickled = self.pickled
         if not self.out_of_band:
             channel.send(self.head, pickled.body)
             return
-        if self._fds is None:
+        if self._fds is None and out_of_band:
             self._fds = _share(pickled.buffers)
-        if self._fds and channel.passes_buffers:
+        if self._fds and channel.passes_buffers and out_of_band:
             try:
                 channel.send(self.head, pickled.body, fds=self._fds, sizes=_sizes(pickled.buffers))
                 return
