@@ -175,3 +175,23 @@ def exits_when_pickled_on_one(x: int) -> Any:
 
 def plus_total(x: float, arrays: list[Any]) -> float:
     return x + total(arrays)
+
+
+def _exit_in(caller: int) -> Any:
+    if os.getpid() == caller:
+        raise SystemExit(4)
+    return "rebuilt"
+
+
+class ExitsWhenUnpickledInCaller:
+    """A result that unpickles in the worker but raises SystemExit in the caller."""
+
+    def __init__(self, caller: int):
+        self.caller = caller
+
+    def __reduce__(self) -> Any:
+        return (_exit_in, (self.caller,))
+
+
+def exits_in_caller_on_one(x: int, caller: int) -> Any:
+    return ExitsWhenUnpickledInCaller(caller) if x == FAILING else x

@@ -260,6 +260,18 @@ def test_an_executor_failure_whose_repr_raises_still_names_the_chunk() -> None:
     assert "item 0 (0)" in str(exc) and type(exc.__cause__) is hh.HostileStrError
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_result_whose_unpickling_raises_system_exit_here_fails_its_item_only() -> None:
+    from fastparallel import TaskExitError
+
+    fn = functools.partial(hh.exits_in_caller_on_one, caller=os.getpid())
+    out = parallel(fn, range(4), n_workers=NW, return_exceptions=True, progress=False)
+    assert out[0] == 0 and out[2:] == [2, 3]
+    assert type(out[1]) is TaskExitError and type(out[1].__cause__) is SystemExit
+    assert "item 1 (1)" in str(out[1]) and "could not be unpickled" in str(out[1])
+
+
 # -- a fault of fastparallel's own in a pool thread ends the call, never hangs it --------------
 
 

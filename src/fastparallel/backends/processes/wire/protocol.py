@@ -42,7 +42,7 @@ from fastparallel.backends.processes.wire.remote_errors import (
     pack_exception,
     remote_item_error,
 )
-from fastparallel.errors import add_note, describe_item
+from fastparallel.errors import add_note, deliverable, describe_item
 from fastparallel.serialize.pickling import MAX_OUT_OF_BAND, dumps, dumps_values, loads
 
 TYPE_CHECKING = False
@@ -391,15 +391,14 @@ def decode_result(
     nbytes = memoryview(body).nbytes + sum(b.nbytes for b in buffers)
     try:
         values, packed_errors = loads(body, buffers=buffers)
-    except Exception as exc:
+    except KeyboardInterrupt:  # a real Ctrl-C, here
+        raise
+    except BaseException as exc:  # even SystemExit from a result's reconstructor
         if len(chunk.items) > 1:
             return None
-        add_note(
-            exc,
-            f"fastparallel: the result of {describe_item(chunk.start, chunk.items[0])} "
-            "could not be unpickled in this process",
-        )
-        return ChunkResult([None], [(0, exc)], nbytes)
+        where = describe_item(chunk.start, chunk.items[0])
+        error = deliverable(exc, f"the result of {where} could not be unpickled in this process")
+        return ChunkResult([None], [(0, error)], nbytes)
     errors: list[tuple[int, BaseException]] = []
     for offset, kind, packed in packed_errors:
         offsets: Sequence[int] = [offset]

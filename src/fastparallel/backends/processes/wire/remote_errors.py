@@ -197,7 +197,9 @@ def _rebuild(packed: PackedException) -> BaseException | None:
         try:
             exc: BaseException = pickle.loads(packed.blob)
             return exc
-        except Exception:  # its class or an attribute is not importable here
+        except KeyboardInterrupt:  # a real Ctrl-C, here
+            raise
+        except BaseException:  # its class or an attribute is not importable here
             return None
     try:
         cls = pickle.loads(packed.cls_blob) if packed.cls_blob is not None else None
@@ -214,7 +216,9 @@ def _rebuild(packed: PackedException) -> BaseException | None:
             set_attribute(exc, "args", args)
             exc.__dict__.update(state)
             return exc
-    except Exception:
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
         pass
     return None
 
