@@ -26,6 +26,7 @@ class FakeBackend:
 
     chunks_per_worker = 2
     reports_starts = False
+    runs_on_poll = False
 
     def __init__(self, fn=lambda x: x * 10, script=None, reverse=False, stall=False):
         self.fn = fn

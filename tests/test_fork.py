@@ -67,6 +67,16 @@ def test_workers_are_forks_of_the_caller_when_that_is_safe(
 
 
 @pytest.mark.timeout(60)
+def test_workers_fork_from_a_caller_whose_stderr_has_no_descriptor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # as pytest's capsys, a GUI's console
+    assert _parents() == [os.getpid(), os.getpid()]
+
+
+@pytest.mark.timeout(60)
 def test_a_thread_of_the_callers_sends_workers_to_the_template(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -185,6 +185,7 @@ class FakeProbe:
 class FakeBackend:
     chunks_per_worker = 2
     reports_starts = False
+    runs_on_poll = False
 
     def __init__(self):
         self.submitted: list[Chunk] = []

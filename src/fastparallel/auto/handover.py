@@ -38,7 +38,7 @@ class HandedOver:
         self.probe = probe
         self.chunks_per_worker = inner.chunks_per_worker
         self.reports_starts = inner.reports_starts
-        self.runs_on_poll = getattr(inner, "runs_on_poll", False)
+        self.runs_on_poll = inner.runs_on_poll
         self._arrived: dict[int, Outcome] = {o.chunk.id: o for o in probe.finished}
         self._probes: set[int] = set(self._arrived) | {c.id for c in probe.running}
         self._submitted: dict[

@@ -157,7 +157,7 @@ class Backend(Pool, Protocol):
     runs_on_poll: bool
     """Whether :meth:`poll` runs the next chunk in the calling thread (the serial backend):
     nothing finishes between polls, so past the deadline there is nothing to collect, and
-    polling would start more work. False where absent."""
+    polling would start more work."""
 
     def begin(self, call: Call, n_workers: int, options: Options) -> Measured | None:
         """Prepare for a call of ``call`` on ``n_workers`` workers (pickle it, start workers...).

@@ -87,6 +87,7 @@ class EventLoopThread:
         1  # a chunk is one task: n_workers chunks in flight, n_workers items at once
     )
     reports_starts = True
+    runs_on_poll = False
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()

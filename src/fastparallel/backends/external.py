@@ -71,9 +71,9 @@ class ExecutorBackend:
 
     chunks_per_worker = 4  # a cluster round trip takes milliseconds: keep more queued
     reusable = False  # a wrapper for one call; the executor itself is the user's to keep
-    reports_starts = (
-        False  # its workers' clocks may not compare with ours: pause spaces submissions
-    )
+    # Its workers' clocks may not compare with ours: pause spaces submissions.
+    reports_starts = False
+    runs_on_poll = False
 
     def __init__(self, executor: Any):
         self._executor = executor

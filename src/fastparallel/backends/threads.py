@@ -100,14 +100,13 @@ class ThreadPool:
 
     chunks_per_worker = 2
     reports_starts = True
+    runs_on_poll = False
 
     def __init__(self, initializer: Callable[..., Any] | None = None, initargs: Iterable[Any] = ()):
         self._initializer = initializer
         self._initargs = tuple(initargs)
         # (call, chunk, stop_on_error, report_start, timed), or None: stop
-        self._tasks: queue.SimpleQueue[_Task | None] = (
-            queue.SimpleQueue()
-        )
+        self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._outcomes: queue.SimpleQueue[Outcome | _InitFailed | object] = queue.SimpleQueue()
         self._workers: list[_PoolThread] = []
         self._lock = (

@@ -290,7 +290,7 @@ class Dispatcher:
         if self.deadline is not None and self.deadline <= now:
             # What finished by the deadline is delivered, never dropped; nothing more starts.
             self.expired = True
-            collect = self.inflight and not getattr(self.backend, "runs_on_poll", False)
+            collect = self.inflight and not self.backend.runs_on_poll
             finished = self.backend.poll(0) if collect else []
             if finished:
                 return finished

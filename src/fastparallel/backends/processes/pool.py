@@ -160,6 +160,7 @@ class ProcessPool:
 
     chunks_per_worker = 2
     reports_starts = True
+    runs_on_poll = False
 
     def __init__(
         self,

@@ -365,7 +365,9 @@ def serve(
     if outbound.passer is not None:
         _held.append(outbound.passer.fileno())
     at_fork_in_child(_after_fork_in_child)
-    faulthandler.enable()
+    # On descriptor 2, not sys.stderr: a worker forked from a caller whose sys.stderr was
+    # replaced (pytest's capture, a GUI's console) has one without a descriptor.
+    faulthandler.enable(file=2)
     inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
     reader = threading.Thread(
         target=_read_inbound,
