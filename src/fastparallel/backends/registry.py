@@ -10,6 +10,8 @@ on first use, so that ``import fastparallel`` stays fast.
 
 from __future__ import annotations
 
+import sys
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fastparallel.backends.base import PoolSpec
@@ -36,9 +38,10 @@ def pool_spec(name: BackendName, options: Options) -> PoolSpec:
         from fastparallel.backends import external
 
         return external.pool_spec(options)
-    if options.method is None:
+    if options.method == "template" or (options.method is None and sys.platform == "darwin"):
         # The template process that starts workers boots (~20 ms) while this process
-        # imports the pool's modules: start it first.
+        # imports the pool's modules: start it first. (On Linux the default forks the
+        # caller when that is safe: the template starts only if it is not.)
         from fastparallel.backends.processes.template.client import start_early
 
         start_early()
