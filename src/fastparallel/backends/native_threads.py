@@ -22,6 +22,7 @@ This module imports nothing of fastparallel's (worker processes import it) and i
 
 from __future__ import annotations
 
+import os
 import sys
 
 TYPE_CHECKING = False  # worker processes import this module: no typing at run time
@@ -29,7 +30,15 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-__all__ = ["VARIABLES", "limit_here", "limit_loaded", "limit_openmp_here", "worker_variables"]
+__all__ = [
+    "VARIABLES",
+    "limit_here",
+    "limit_loaded",
+    "limit_openmp_here",
+    "one_thread_for_imports",
+    "unset",
+    "worker_variables",
+]
 
 # The variables, and the threadpoolctl internal API (a pool's implementation) each sets.
 VARIABLES = {
@@ -43,6 +52,24 @@ VARIABLES = {
 }
 # Modules whose presence means native pools may already have started with the machine's size.
 _NATIVE_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr", "mkl", "threadpoolctl")
+
+
+def one_thread_for_imports() -> list[str]:
+    """Before the template process imports modules for its workers: the thread variables
+    its environment does not set say 1, so that NumPy and the like start no pool of
+    threads there (a forked worker would inherit it, and the template must stay single-
+    threaded to fork safely); returns them, for :func:`unset` after the imports. Each
+    worker then sizes its pools at run time (:func:`limit_loaded`)."""
+    added = [name for name in VARIABLES if name not in os.environ]
+    for name in added:
+        os.environ[name] = "1"
+    return added
+
+
+def unset(names: list[str]) -> None:
+    """Remove the variables ``names`` from this process's environment."""
+    for name in names:
+        os.environ.pop(name, None)
 
 
 def worker_variables(

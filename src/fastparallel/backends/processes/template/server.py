@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 
+from fastparallel.backends import native_threads
 from fastparallel.backends.processes.template.messages import (
     IMPORT,
     PID,
@@ -130,11 +131,15 @@ class _Template:
             return False
         with warnings.catch_warnings():  # the workers' business, if they import it again
             warnings.simplefilter("ignore")
+            # NumPy and friends start no thread pool here (the template stays single-
+            # threaded); each worker sizes its pools when its context comes.
+            added = native_threads.one_thread_for_imports()
             for name in marshal.loads(payload):
                 try:  # noqa: SIM105 - no contextlib in worker processes
                     __import__(name)
                 except (Exception, SystemExit):
                     pass  # a worker that needs it fails there, with the caller's context
+            native_threads.unset(added)
         from fastparallel.backends.processes.forksafe import unsafe_reason
 
         self.unsafe = unsafe_reason()
