@@ -96,3 +96,14 @@ def test_pools_in_use_are_killed_at_exit(monkeypatch):
         pools._at_exit()
         assert busy.killed
     assert busy.shut  # not kept once the interpreter exits
+
+
+def test_a_warm_process_pool_serves_any_memory_budget_and_inner_threads():
+    # Both are applied per call (the pool's memory governor, the workers' context), so
+    # they must not split the warm pools: a loop of calls with them keeps its workers.
+    from fastparallel.backends.processes.pool import pool_spec
+    from fastparallel.options import Options
+
+    plain = pool_spec(Options(n_workers=2))
+    limited = pool_spec(Options(n_workers=2, max_memory="1GB", inner_threads=3))
+    assert plain.key == limited.key
