@@ -20,6 +20,7 @@ for _dep in ("fastcore", "mpire", "joblib", "tqdm", "numpy", "sklearn", "PIL", "
     pytest.importorskip(_dep)
 
 ROOT = Path(__file__).resolve().parent.parent
+QUICK_RUN_TIMEOUT = 900
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +33,15 @@ def quick_run(
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=280,
+        # A bound against a hang, not a speed: 150 s with two busy loops beside it, over 280 s
+        # on a machine with a load of 10 on 2 cores.
+        timeout=QUICK_RUN_TIMEOUT,
         check=False,
     )
     return done, out
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(QUICK_RUN_TIMEOUT + 60)  # the quick run is in the setup
 def test_quick_suite_runs_every_combination_correctly(
     quick_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -61,7 +64,7 @@ def test_quick_suite_runs_every_combination_correctly(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(QUICK_RUN_TIMEOUT + 60)  # the quick run is in the setup
 def test_quick_suite_writes_reports(
     quick_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
