@@ -102,15 +102,17 @@ def run(
         return
     if reader.exhausted:
         n_workers = max(1, len(head))
-    if not head:
-        name = "serial"  # the probe read everything: no pool to start, no initializer to run
+    if not head:  # the probe read everything: no pool to start
+        name = "serial"
     with (
         _native_limits(options, name),
         pools.checkout(registry.pool_spec(name, options)) as backend,
     ):
         if handoff is not None:
             backend = handoff.around(backend)
-        if head or options.retries:  # (what the probe ran may run again)
+        # Without a chunk of its own, the backend runs nothing (no initializer either),
+        # but a retry of what the probe ran.
+        if head or options.retries:
             sizer.resume(backend.begin(call, n_workers, options))
         try:
             # Streamed in order, a slow item holds back the pieces after it; the window
