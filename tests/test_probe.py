@@ -90,6 +90,10 @@ def test_items_wait_needs_one_batch_alone_after_the_first():
     assert not items_wait([slept, slept], cores=0.5)  # the process computed meanwhile
     assert not items_wait([slept, _alone(0.03)], cores=0.01)  # the second computed
     assert not items_wait([slept, _pair(0, 0.0, 0.03)], cores=0.0)  # only batches alone count
+    # On a busy machine: on a CPU 2 ms of 30, but it waited 27 ms for one: it computes.
+    starved = _alone(0.03, cpu=0.002, starved=0.027)
+    assert not items_wait([slept, starved], cores=0.05)
+    assert second_alone([starved], sampling_gil=True) and not second_alone([starved], False)
 
 
 def test_pair_due():

@@ -116,7 +116,8 @@ def cores_busy(start: CpuMark, end: CpuMark, baseline: float) -> float:
 
 def items_wait(batches: Sequence[Batch], cores: float) -> bool:
     """With ``settle``: whether the batches run alone, the first aside, show items that
-    wait (their thread and the process on a CPU less than ``WAITING_SHARE`` of the time).
+    wait (their thread and the process on a CPU less than ``WAITING_SHARE`` of the time,
+    the time the thread waited for a CPU aside).
 
     Example:
         >>> slept = Batch(0, True, 1, wall=0.03, cpu=0.0001, starved=0, began=0, ended=0.03)
@@ -126,7 +127,8 @@ def items_wait(batches: Sequence[Batch], cores: float) -> bool:
     typical = [b for b in batches if b.alone][1:]
     if len(typical) < WAITING_BATCHES:
         return False
-    busy = sum(b.cpu for b in typical) / max(sum(b.wall for b in typical), 1e-9)
+    # Time spent waiting for a CPU held by other programs is not the item's waiting.
+    busy = sum(b.cpu for b in typical) / max(sum(b.wall - b.starved for b in typical), 1e-9)
     return busy < WAITING_SHARE and cores < WAITING_SHARE
 
 
@@ -171,7 +173,8 @@ def second_alone(alone: Sequence[Batch], sampling_gil: bool) -> bool:
 
 
 def _computes(batch: Batch) -> bool:
-    return batch.cpu >= WAITING_SHARE * batch.wall
+    """Whether the batch's thread was on a CPU a fair share of the time it could be."""
+    return batch.cpu >= WAITING_SHARE * (batch.wall - batch.starved)
 
 
 def _overlap(batches: Sequence[Batch], per_item_alone: float) -> float | None:
