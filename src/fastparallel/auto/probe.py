@@ -326,13 +326,15 @@ class Probe:
         sampler = GilSampler()
         self._sampling = sampler.enabled
         baseline = sampler.calibrate()
-        now = time.monotonic()
-        end = now + seconds if deadline is None else min(now + seconds, deadline)
-        self._clock = _Clock(CpuMark.now(), end, now + SOLO_SHARE * (end - now), baseline)
+        # The time to measure counts from when the threads run: on a busy machine a new
+        # thread may wait a good part of a second for its first turn on a CPU.
         for index in range(len(self._inboxes)):
             threading.Thread(
                 target=self._work, args=(index,), daemon=True, name=f"fastparallel-probe-{index}"
             ).start()
+        now = time.monotonic()
+        end = now + seconds if deadline is None else min(now + seconds, deadline)
+        self._clock = _Clock(CpuMark.now(), end, now + SOLO_SHARE * (end - now), baseline)
         try:
             self._next(0, now)
             while self._running and time.monotonic() < end:
