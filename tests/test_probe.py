@@ -66,6 +66,15 @@ def test_two_threads_that_keep_pace_overlap_twice_and_ones_that_take_turns_once(
     assert free.seconds == pytest.approx([0.04] * 3) and free.thread_cpu == pytest.approx(1.0)
 
 
+def test_the_gaps_between_a_threads_batches_are_the_probes_not_the_items():
+    # Each thread waited 20 ms for its next batch (the calling thread was slow to hand it
+    # over on a busy machine): the items themselves ran at full speed on both.
+    batches = _computing(0.01, 0.01)[:4]
+    batches += [_pair(t, 0.05 + i * 0.03, 0.01) for t in (0, 1) for i in range(3)]
+    sample = summarize(batches, cores=1.0, gil=0.0, finished=10, read=10, running=0.0)
+    assert sample.overlap == pytest.approx(2.0)
+
+
 def test_time_waiting_for_a_cpu_is_taken_out_of_the_shares_not_the_item_times():
     # Half of each batch alone the thread waited for a CPU held by another program.
     batches = [_alone(0.02), *(_alone(0.02, cpu=0.01, starved=0.01) for _ in range(3))]

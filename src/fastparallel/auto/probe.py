@@ -179,15 +179,15 @@ def _computes(batch: Batch) -> bool:
 
 def _overlap(batches: Sequence[Batch], per_item_alone: float) -> float | None:
     """Items per second of the two threads together over one thread's alone (None:
-    both did not run). Each thread's rate is over its own span, the time it waited for
-    a CPU taken out."""
+    both did not run). Each thread's rate is over the time its batches ran, the time
+    it waited for a CPU taken out; not over the gaps between them, which are the probe's
+    (a thread waits for the calling thread to hand it its next batch)."""
     rates = []
     for thread in (0, 1):
         mine = [b for b in batches if not b.alone and b.thread == thread and b.items]
-        span = max((b.ended for b in mine), default=0.0) - min((b.began for b in mine), default=0.0)
-        starved = sum(b.starved for b in mine)
-        if mine and span > starved:
-            rates.append(sum(b.items for b in mine) / (span - starved))
+        running = sum(b.wall - b.starved for b in mine)
+        if mine and running > 0:
+            rates.append(sum(b.items for b in mine) / running)
     return sum(rates) * per_item_alone if len(rates) == 2 and per_item_alone > 0 else None
 
 
