@@ -135,6 +135,29 @@ def test_shutdown_cancel_futures_and_terminate_workers(tmp_path):
         pool.submit(pow, 2, 2)
 
 
+def test_done_callbacks_may_submit_even_while_terminating(tmp_path):
+    seen = []
+    with Executor(1) as pool:
+        first = pool.submit(pow, 2, 3)
+        first.add_done_callback(lambda f: seen.append(pool.submit(pow, 2, 4)))
+        assert first.result(timeout=30) == 8
+        h.wait_for(lambda: seen, 30, "the callback's submit")
+        assert seen[0].result(timeout=30) == 16
+        blocked = pool.submit(block_until, str(tmp_path / "never"))
+        refused = []
+
+        def again(future):
+            try:
+                pool.submit(pow, 2, 5)
+            except RuntimeError as exc:
+                refused.append(exc)
+
+        blocked.add_done_callback(again)
+        pool.terminate_workers()
+        assert isinstance(blocked.exception(timeout=30), WorkerDiedError)
+    assert refused and "shutdown" in str(refused[0])
+
+
 def test_map_buffersize_reads_an_endless_input_lazily():
     with Executor(2) as pool:
         seen = []

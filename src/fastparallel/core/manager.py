@@ -124,7 +124,9 @@ class Manager:
         self.options = options
         self.n_workers = n_workers
         self.threads = options.backend == "threads"
-        self._lock = threading.Lock()
+        # Reentrant: a future's done-callbacks run where its result is set, and one may
+        # call submit() (which then raises if the executor is stopping).
+        self._lock = threading.RLock()
         self._work = threading.Event()  # set: something to do while nothing runs
         self._pending: deque[Batch] = deque()
         self._running: dict[int, Batch] = {}  # by chunk id: sent to the pool
