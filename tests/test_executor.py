@@ -188,7 +188,12 @@ def test_map_timeout_and_leaving_early_cancels_the_rest(tmp_path):
 def test_max_tasks_per_child_replaces_workers():
     with Executor(1, max_tasks_per_child=2) as pool:
         pids = [pool.submit(os.getpid).result() for _ in range(6)]
-    assert len(set(pids)) == 3
+        assert len(set(pids)) == 3
+        # chunks of map(), and short tasks travelling together, hold no more than that
+        mapped = list(pool.map(h.getpid, range(12), chunksize=5))
+        many = [f.result() for f in [pool.submit(os.getpid) for _ in range(200)]]
+    assert max(mapped.count(pid) for pid in mapped) <= 2
+    assert max(many.count(pid) for pid in many) <= 2
 
 
 def test_initializer_runs_in_every_worker_and_its_failure_breaks_the_executor():

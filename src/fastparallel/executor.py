@@ -144,6 +144,8 @@ class Executor(_StandardExecutor):
             raise TypeError("buffersize must be an integer or None")
         if buffersize is not None and buffersize < 1:
             raise ValueError("buffersize must be None or > 0")
+        # A chunk goes to one worker whole: never more tasks than it may run.
+        chunksize = min(chunksize, self._manager.options.max_tasks_per_child or chunksize)
         end = None if timeout is None else time.monotonic() + timeout
         args = zip(*iterables, strict=False)  # as map(): the shortest input ends it
         batches = iter(lambda: list(itertools.islice(args, chunksize)), [])

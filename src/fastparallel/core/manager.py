@@ -265,7 +265,9 @@ class Manager:
         batch = self._pending.popleft()
         self._ready -= batch.claimed
         pack = 1 if self._per_task is None else int(_PACK_SECONDS / max(self._per_task, 1e-7))
-        pack = min(pack, _PACK_MAX, len(self._pending) // max(1, free))
+        # A chunk goes to one worker whole: never more than max_tasks_per_child.
+        pack = min(pack, self.options.max_tasks_per_child or _PACK_MAX, _PACK_MAX)
+        pack = min(pack, len(self._pending) // max(1, free))
         if batch.native is not None or len(batch.tasks) != 1 or pack < 2:
             return batch if batch.claim() else None
         packed = Batch([], [], batch.start)
