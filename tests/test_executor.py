@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures.process import BrokenProcessPool
 
 import faults_helpers as h
@@ -102,6 +103,15 @@ def test_map_with_chunks_pins_a_crash_on_one_task(executor):
     assert got == [0, 1, 4, (3,)]
     # the chunk's other tasks ran again on their own: the executor goes on
     assert list(executor.map(crash_three, [4, 5], chunksize=2)) == [16, 25]
+
+
+def test_a_worker_killed_while_idle_is_replaced_before_it_gets_a_task():
+    with Executor(1) as pool:
+        pid = pool.submit(os.getpid).result(timeout=30)
+        os.kill(pid, signal.SIGKILL)
+        h.wait_gone([pid], 30, "the killed idle worker")
+        time.sleep(0.1)  # not synchronisation: the pool begins again after 0.05 s idle
+        assert pool.submit(pow, 2, 3).result(timeout=30) == 8
 
 
 def test_cancelled_futures_never_run(tmp_path):

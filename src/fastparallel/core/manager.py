@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -54,6 +55,7 @@ __all__ = ["Batch", "Manager", "broken_error", "interpreter_exiting"]
 _TASK_CALL = Call(run_task, (), {})
 _PACK_SECONDS = 0.002  # work per chunk when short tasks travel together
 _PACK_MAX = 64  # tasks per chunk at most
+_IDLE_SECONDS = 0.05  # idle longer, and the pool begins again before the next send
 
 
 class Batch:
@@ -133,6 +135,7 @@ class Manager:
         # Chunks kept in flight: one running and one queued per worker, as parallel()'s pools.
         self.room = 2 * n_workers
         self._ready = 0  # claimed batches among the pending: sent next
+        self._busy_until = time.monotonic()  # the last time it sent or handled something
         self._per_task: float | None = None  # seconds a task takes, as measured (a moving mean)
         self._ids = itertools.count()
         self._numbered = 0  # tasks numbered so far: errors name a task by its number
@@ -243,6 +246,13 @@ class Manager:
     # -- step 1 --------------------------------------------------------------------------------
     def _send_while_room(self) -> None:
         assert self._backend is not None
+        if not self._running and time.monotonic() - self._busy_until > _IDLE_SECONDS:
+            # Idle for a while: begin again, as parallel() does per call, so that workers
+            # that died meanwhile (the OOM killer) are replaced rather than handed a task,
+            # and workers take over the caller's directory, sys.path and environment. (Not
+            # after every task: it costs a few hundred microseconds.)
+            self._backend.begin(_TASK_CALL, self.n_workers, self.options)
+        self._busy_until = time.monotonic()
         while len(self._running) < self.room:
             with self._lock:
                 if not self._pending:
@@ -305,6 +315,8 @@ class Manager:
         # gone once it returns, not kept while the loop waits (futures hold no stale values).
         for outcome in outcomes:
             self._handle(outcome)
+        if outcomes:
+            self._busy_until = time.monotonic()
 
     def _handle(self, outcome: Outcome) -> None:
         batch = self._running.pop(outcome.chunk.id, None)
