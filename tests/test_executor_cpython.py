@@ -76,9 +76,9 @@ EXCLUDED = {
     "test_error_during_result_unpickle_in_result_handler": _OWN_ERROR.format(
         what="the UnpicklingError raised while unpickling the result in this process"
     ),
-    "test_exit_during_result_pickle_on_worker": "a SystemExit raised while pickling a result "
-    "ends fastparallel's worker as it would any Python process: the future fails with "
-    "WorkerDiedError (a BrokenProcessPool) rather than SystemExit, and the worker is replaced",
+    "test_exit_during_result_unpickle_in_result_handler": _OWN_ERROR.format(
+        what="the SystemExit raised while unpickling the result in this process"
+    ),
 }
 
 
