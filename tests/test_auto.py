@@ -499,7 +499,7 @@ def test_other_arguments_or_shutdown_measure_again(caplog, loops_40ms):
     assert "as measured" not in _auto_messages(caplog)[0]
 
 
-def test_a_call_that_ran_whole_while_measuring_is_remembered_for_warm_workers(monkeypatch):
+def test_a_call_that_ran_whole_while_measuring_is_remembered_for_warm_workers(caplog, monkeypatch):
     from fastparallel.auto import choose as auto
     from fastparallel.auto.costs import WARM_START
 
@@ -511,8 +511,12 @@ def test_a_call_that_ran_whole_while_measuring_is_remembered_for_warm_workers(mo
         return real(m, n_items, workers)
 
     monkeypatch.setattr(auto, "recommend", spy)
+    caplog.set_level(logging.INFO, logger="fastparallel")
     fastparallel.shutdown()  # no idle pool from another test: this call's estimate is a cold start
     assert parallel(abs, range(-5, 5), threadpool="auto") == [abs(x) for x in range(-5, 5)]
-    # The call's own prediction, then the one remembered for the next call like it: with
-    # the workers this call would leave warm.
-    assert len(starts) == 2 and starts[1] == WARM_START and starts[0] > WARM_START, starts
+    assert starts[0] > WARM_START, starts
+    # On a quiet machine the ten items run while measuring (test_model checks the same
+    # logic with injected measurements): the call's own prediction, then the one
+    # remembered for the next call like it, with the workers this call would leave warm.
+    if "all 10 items ran while measuring them" in caplog.text:
+        assert len(starts) == 2 and starts[1] == WARM_START, starts

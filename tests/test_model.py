@@ -298,3 +298,30 @@ def test_items_too_short_to_release_the_gil_are_taken_to_hold_it():
         assert (tiny.gil, tiny.overlap) == (1.0, 1.0)
         assert recommend(tiny, 6_000_000, WORKERS)[0] == "serial"
     assert (longer.gil, longer.overlap) == (0.2, 1.4)  # long enough: measured as it was
+
+
+def test_the_chooser_remembers_for_a_call_that_ran_whole_the_mode_with_warm_workers():
+    """With injected measurements (no threads, no clocks): 64 pure-Python items of 2 ms
+    that all ran while measuring stay serial for this call, and a later call like it is
+    to start on the processes this call's choice would have left warm."""
+    from types import SimpleNamespace
+
+    from fastparallel.auto import choose
+    from fastparallel.auto.costs import WARM_START
+
+    small = _m(seconds_per_item=0.002, start_seconds=0.1)
+    probe = SimpleNamespace(read=64, exhausted=True, running=[], finished=[])
+    options = SimpleNamespace(total=None, stop_chunk_on_error=True)
+    key = ("test", "ran whole")
+    try:
+        summary = choose._summarize(small, probe, options, WORKERS, key)
+        assert summary.why is Why.RAN_WHOLE and summary.items == 64
+        remembered = choose._recall(key)
+        assert remembered is not None and remembered.mode == "processes"
+        assert recommend(replace(small, start_seconds=WARM_START), 64, WORKERS)[0] == "processes"
+        # More to come: the mode for the rest is chosen, and remembered as it is.
+        probe.exhausted = False
+        summary = choose._summarize(small, probe, options, WORKERS, key)
+        assert summary.why is Why.MEASURED and summary.verdict == choose._recall(key)
+    finally:
+        choose.forget()
