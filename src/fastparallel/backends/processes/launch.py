@@ -212,6 +212,10 @@ class MultiprocessingLauncher:
         enlarge_pipe(to_worker.fileno())
         enlarge_pipe(worker_out.fileno())
         passer, worker_passer = new_passers()
+        if worker_passer is not None:
+            import socket  # multiprocessing hands a child socket.socket objects, not _socket's
+
+            worker_passer = socket.socket(fileno=worker_passer.detach())
         current_item = ctx.RawArray("q", 2)  # the item's index, and its start time (item_timeout)
         current_item[0] = STARTING
         process = ctx.Process(

@@ -22,7 +22,6 @@ import importlib
 import os
 import queue
 import signal
-import socket
 import sys
 import threading
 import time
@@ -418,9 +417,7 @@ def serve(
     _exit_now(0)
 
 
-def process_main(
-    inbound: Any, outbound: Any, current_item: Any, passer: socket.socket | None = None
-) -> None:
+def process_main(inbound: Any, outbound: Any, current_item: Any, passer: Any = None) -> None:
     """Entry point of a worker started by :mod:`multiprocessing` (the ``target`` of its Process).
 
     ``inbound`` and ``outbound`` are :class:`multiprocessing.connection.Connection` objects

@@ -14,8 +14,10 @@ a socket, and most frames are tiny.
 
 from __future__ import annotations
 
+# _socket, not socket: socket's Python half (its enums) costs ~2 ms on every first call.
+import _socket
+import array
 import os
-import socket
 import struct
 
 from fastparallel.backends.processes.wire.buffers import available, close_all, receive, share
@@ -36,6 +38,8 @@ __all__ = [
     "channel_from",
     "descriptor_room",
     "new_passers",
+    "recv_fds",
+    "send_fds",
     "send_with_buffers",
 ]
 
@@ -43,7 +47,7 @@ _WORD = struct.Struct("<Q")  # a frame's size, and in the top bits how many buff
 _COUNT_SHIFT = 48
 _SIZE_MASK = (1 << _COUNT_SHIFT) - 1
 _NO_BUFFERS: list[memoryview] = []  # never appended to: what frames without buffers come with
-_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+_CLOEXEC = getattr(_socket, "MSG_CMSG_CLOEXEC", 0)
 _PLENTY = 1 << 30  # descriptor_room() where the limit is unknown or infinite
 
 
@@ -75,7 +79,7 @@ class Channel:
 
     __slots__ = ("fd", "passer")
 
-    def __init__(self, fd: int, passer: socket.socket | None = None):
+    def __init__(self, fd: int, passer: _socket.socket | None = None):
         self.fd = fd
         self.passer = passer
 
@@ -108,7 +112,7 @@ class Channel:
         # The sizes travel too: the memory's own size may be rounded up to whole pages (macOS).
         assert self.passer is not None and len(sizes) == len(fds)
         try:
-            socket.send_fds(self.passer, [struct.pack(f"<{len(sizes)}Q", *sizes)], fds)
+            send_fds(self.passer, struct.pack(f"<{len(sizes)}Q", *sizes), fds)
         except ConnectionError:  # the worker (or the caller) is gone
             raise
         except OSError as exc:  # ETOOMANYREFS: more descriptors in flight than RLIMIT_NOFILE
@@ -139,7 +143,7 @@ class Channel:
     def _receive_buffers(self, frame: bytearray, count: int) -> list[memoryview]:
         """The buffers passed with ``frame``: ``BuffersLost`` if some descriptors were dropped."""
         assert self.passer is not None
-        data, fds, _, _ = socket.recv_fds(self.passer, 8 * count, count, _CLOEXEC)
+        data, fds = recv_fds(self.passer, 8 * count, count, _CLOEXEC)
         try:
             while 0 < len(data) < 8 * count:  # the rest of the sizes, should they come apart
                 more = self.passer.recv(8 * count - len(data))
@@ -248,7 +252,7 @@ class Broadcast:
 
 def can_pass_buffers() -> bool:
     """Whether buffers can travel by shared memory here (else they stay in the pickle)."""
-    return available() and hasattr(socket, "send_fds") and hasattr(socket, "AF_UNIX")
+    return available() and hasattr(_socket.socket, "sendmsg") and hasattr(_socket, "AF_UNIX")
 
 
 def descriptor_room() -> int:
@@ -271,14 +275,35 @@ def descriptor_room() -> int:
     return _PLENTY
 
 
-def new_passers() -> tuple[socket.socket, socket.socket] | tuple[None, None]:
+def new_passers() -> tuple[_socket.socket, _socket.socket] | tuple[None, None]:
     """The caller's and the worker's ends of a new passer; none where buffers cannot travel
     by shared memory."""
-    return socket.socketpair() if can_pass_buffers() else (None, None)
+    return _socket.socketpair() if can_pass_buffers() else (None, None)
 
 
-def channel_from(connection: Any, passer: socket.socket | None) -> Channel:
+def channel_from(connection: Any, passer: _socket.socket | None) -> Channel:
     """A :class:`Channel` on the file descriptor of a multiprocessing ``Connection`` (closed)."""
     fd = os.dup(connection.fileno())
     connection.close()
     return Channel(fd, passer)
+
+
+def send_fds(sock: _socket.socket, data: bytes, fds: Sequence[int]) -> None:
+    """Send ``data`` over the Unix socket ``sock`` with copies of the descriptors ``fds``."""
+    rights = array.array("i", fds)
+    sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)] if fds else [])
+
+
+def recv_fds(
+    sock: _socket.socket, size: int, max_fds: int, flags: int = 0
+) -> tuple[bytes, list[int]]:
+    """Up to ``size`` bytes from ``sock`` and the descriptors (at most ``max_fds``) that
+    came with them."""
+    rights = array.array("i")
+    data, ancillary, _, _ = sock.recvmsg(size, _socket.CMSG_SPACE(max_fds * rights.itemsize), flags)
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            # A descriptor cut short by a small buffer is none.
+            whole = len(payload) - len(payload) % rights.itemsize
+            rights.frombytes(payload[:whole])
+    return data, rights.tolist()
