@@ -424,3 +424,42 @@ def test_what_finished_by_the_deadline_is_delivered_then_nothing_more_starts():
     # The four chunks in flight (two per worker) had finished: none is dropped.
     assert got == [x * 10 for x in range(8)]
     assert len(backend.submitted) == 4
+
+
+class DeepBackend(FakeBackend):
+    """A backend that may hold up to 8 short chunks per worker; its items take
+    ``item_seconds`` each, as a worker would report."""
+
+    short_chunks_per_worker = 8
+
+    def __init__(self, item_seconds: float):
+        super().__init__()
+        self.item_seconds = item_seconds
+
+    def poll(self, timeout):
+        return [
+            o._replace(seconds=self.item_seconds * len(o.chunk.items))
+            for o in super().poll(timeout)
+        ]
+
+
+@pytest.mark.parametrize(
+    ("item_seconds", "most_queued"),
+    [
+        (1e-7, 2 * 8),  # chunks of 0.2 us: up to 8 per worker
+        (1e-3, 2 * 2),  # chunks of 2 ms: about QUEUED_SECONDS (5 ms) is 2 per worker
+        (0.1, 2 * 2),  # long chunks: chunks_per_worker, never fewer
+    ],
+)
+def test_short_chunks_queue_deeper_on_a_backend_that_takes_them(item_seconds, most_queued):
+    backend = DeepBackend(item_seconds)
+    pieces = list(dispatcher(backend, range(200), chunksize=2).run())
+    assert values(pieces) == [x * 10 for x in range(200)]
+    assert backend.max_queued == most_queued
+
+
+def test_the_first_chunks_queue_as_usual_before_anything_is_measured():
+    backend = DeepBackend(1e-7)
+    run = dispatcher(backend, range(200), chunksize=2).run()
+    next(run)  # the first piece: the backend was polled once
+    assert len(backend.submitted) == 2 * FakeBackend.chunks_per_worker

@@ -37,6 +37,7 @@ class HandedOver:
         self.inner = inner
         self.probe = probe
         self.chunks_per_worker = inner.chunks_per_worker
+        self.short_chunks_per_worker = getattr(inner, "short_chunks_per_worker", 0)
         self.reports_starts = inner.reports_starts
         self.runs_on_poll = inner.runs_on_poll
         self._arrived: dict[int, Outcome] = {o.chunk.id: o for o in probe.finished}

@@ -66,10 +66,21 @@ class ChunkSizer:
         measured.seconds += seconds
         measured.nbytes += nbytes
 
+    def _known(self) -> Measured:
+        """This call's measurements, or an earlier call's until this one has its own."""
+        return self._measured if self._measured.items or self._memory is None else self._memory
+
+    def chunk_seconds(self) -> float | None:
+        """About how long the next chunk will take, from the measurements; None before any."""
+        measured = self._known()
+        if not measured.items:
+            return None
+        return measured.seconds / measured.items * self.next_size()
+
     def next_size(self) -> int:
         if self.fixed is not None:
             return self.fixed
-        measured = self._measured if self._measured.items or self._memory is None else self._memory
+        measured = self._known()
         if not measured.items:
             return 1
         per_item = measured.seconds / measured.items

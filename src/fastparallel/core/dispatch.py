@@ -42,6 +42,10 @@ __all__ = ["Dispatcher", "Piece", "run"]
 
 Piece = tuple[int, list[Any]]
 MAX_WAIT = 3600.0  # seconds of one wait for outcomes, at most
+# Work queued per worker when chunks are short: a worker that finishes a chunk of 0.3 ms
+# would otherwise idle until the dispatcher is scheduled again (milliseconds on a busy
+# machine), and more queued than this could leave one worker behind the others.
+QUEUED_SECONDS = 0.005
 
 
 def input_error(exc: BaseException, reader: ChunkReader) -> BaseException:
@@ -200,6 +204,9 @@ class Dispatcher:
         self.pause = options.pause or 0.0
         # With pause, one chunk (of one item) per worker: a queued item would start late.
         self.max_inflight = n_workers if self.pause else backend.chunks_per_worker * n_workers
+        self.n_workers = n_workers
+        # Chunks a worker may hold when they are short (see _inflight_limit).
+        self.deepest = 1 if self.pause else getattr(backend, "short_chunks_per_worker", 0)
         self.todo: deque[Chunk] = deque(head)  # read or requeued, not yet submitted
         self.inflight: dict[int, Chunk] = {}  # submitted, no outcome yet
         self.note = note  # for the progress bar: threadpool="auto"'s choice
@@ -254,7 +261,8 @@ class Dispatcher:
         if self.retry:  # items whose next attempt is due go first
             self.todo.extendleft(reversed(self.retry.due(time.monotonic())))
         pause = self.pause
-        while len(self.inflight) < self.max_inflight and not self.expired:
+        limit = self._inflight_limit()
+        while len(self.inflight) < limit and not self.expired:
             if pause and (
                 self.awaiting_start is not None or time.monotonic() < self.next_start_time
             ):
@@ -270,6 +278,16 @@ class Dispatcher:
                 else:  # best effort: space the submissions
                     self.next_start_time = time.monotonic() + pause
         return bool(self.inflight) or self._more_to_submit()
+
+    def _inflight_limit(self) -> int:
+        """Chunks in flight at most: ``chunks_per_worker`` per worker, or, on a backend
+        that takes more (``short_chunks_per_worker``), as many short chunks as make
+        about ``QUEUED_SECONDS`` of work per worker."""
+        seconds = self.sizer.chunk_seconds() if self.deepest else None
+        if seconds is None or self.n_workers * self.deepest <= self.max_inflight:
+            return self.max_inflight
+        per_worker = int(QUEUED_SECONDS / max(seconds, 1e-9))
+        return max(self.max_inflight, self.n_workers * min(self.deepest, per_worker))
 
     def _next_chunk(self) -> Chunk | None:
         if self.todo:

@@ -159,6 +159,7 @@ class ProcessPool:
     """Worker processes started by ``launcher``; serves one call at a time."""
 
     chunks_per_worker = 2
+    short_chunks_per_worker = 8  # the dispatcher queues more chunks when they are short
     reports_starts = True
     runs_on_poll = False
 
@@ -372,7 +373,7 @@ class ProcessPool:
             or worker.assigned + size <= self._max_tasks
         )
 
-    def _pick(self, size: int, per_worker: int = chunks_per_worker) -> _PoolProcess:
+    def _pick(self, size: int, per_worker: int = short_chunks_per_worker) -> _PoolProcess:
         """The least loaded worker that can take a chunk of ``size`` items (holding fewer
         than ``per_worker`` chunks); starts one if needed."""
         for worker in list(self._active):
