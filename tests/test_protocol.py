@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from fastparallel.backends.processes.launch import enlarge_pipe
+from fastparallel.backends.processes.wire import channel as wire_channel
 from fastparallel.backends.processes.wire.buffers import close_all, share
 from fastparallel.backends.processes.wire.channel import (
     BuffersLost,
@@ -167,7 +168,7 @@ def test_a_refused_message_goes_in_band(passing_pipe, monkeypatch):
     def refuse(*args):
         raise OSError(errno.ETOOMANYREFS, "Too many references")
 
-    monkeypatch.setattr(socket, "send_fds", refuse)
+    monkeypatch.setattr(wire_channel, "send_fds", refuse)
     value = bytearray(b"v" * 200_000)
     buffers: list[pickle.PickleBuffer] = []
     body = dumps(pickle.PickleBuffer(value), buffers=buffers)
@@ -196,12 +197,12 @@ def test_dropped_descriptors_raise_buffers_lost_and_close_those_that_came(
     passing_pipe, monkeypatch
 ):
     reader, writer = passing_pipe
-    send_fds = socket.send_fds
+    send_fds = wire_channel.send_fds
 
     def drop_last(sock, buffers, fds):  # as the kernel does when the receiver has no room
         return send_fds(sock, buffers, fds[:-1])
 
-    monkeypatch.setattr(socket, "send_fds", drop_last)
+    monkeypatch.setattr(wire_channel, "send_fds", drop_last)
     data = [bytearray(b"d" * 200_000) for _ in range(3)]
     fds = share([pickle.PickleBuffer(d) for d in data])
     writer.send(b"frame", fds=fds, sizes=[len(d) for d in data])
