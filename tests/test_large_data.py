@@ -275,7 +275,7 @@ def test_when_descriptors_cannot_travel_messages_go_in_band(
     def refuse(*args: Any) -> None:
         raise OSError(109, "Too many references")  # ETOOMANYREFS
 
-    monkeypatch.setattr(channel.socket, "send_fds", refuse)
+    monkeypatch.setattr(channel, "send_fds", refuse)
     array = np.arange(MIB // 2, dtype="f8")
     seen = parallel(ld.look_at_bound, range(2), array, n_workers=2)  # SETUP in band
     assert all(not s["shared"] and s["negative"] for s in seen)
