@@ -16,7 +16,6 @@ from __future__ import annotations
 
 # _socket, not socket: socket's Python half (its enums) costs ~2 ms on every first call.
 import _socket
-import array
 import os
 import struct
 
@@ -290,6 +289,8 @@ def channel_from(connection: Any, passer: _socket.socket | None) -> Channel:
 
 def send_fds(sock: _socket.socket, data: bytes, fds: Sequence[int]) -> None:
     """Send ``data`` over the Unix socket ``sock`` with copies of the descriptors ``fds``."""
+    import array  # here: only large buffers travel this way, and a first call need not load it
+
     rights = array.array("i", fds)
     sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)] if fds else [])
 
@@ -299,6 +300,8 @@ def recv_fds(
 ) -> tuple[bytes, list[int]]:
     """Up to ``size`` bytes from ``sock`` and the descriptors (at most ``max_fds``) that
     came with them."""
+    import array
+
     rights = array.array("i")
     data, ancillary, _, _ = sock.recvmsg(size, _socket.CMSG_SPACE(max_fds * rights.itemsize), flags)
     for level, kind, payload in ancillary:
