@@ -58,8 +58,9 @@ class Advice:
         n_workers: the workers each mode was predicted with (fewer than the CPUs allow
             where the items' memory does not fit more at once).
         seconds: how long ``advise()`` took.
-        memory_per_item: bytes this process grew by per item running while the sample
-            ran (its peak resident memory, over the items that ran at once), None where
+        memory_per_item: the most this process grew by while the sample ran (its peak
+            resident memory): an item's need, or more where items on the probe's two
+            threads peaked together, so the advice errs on the side of memory; None where
             it cannot be read. (Measuring it resets this process's peak-RSS counter,
             ``VmHWM`` and ``ru_maxrss``, to its current RSS.)
 
@@ -182,8 +183,11 @@ def measure_advice(
     m = measure(call, probe.kept, sample, workers["processes"], idle_pool)
     m = _time_processes(m, call, workers["processes"], began + max_seconds, run, idle_pool)
     per_item = None
-    if before is not None and peak is not None:  # spread over the items that ran at once
-        per_item = max(0, peak - before) // (1 if m.overlap is None else threads)
+    if before is not None and peak is not None:
+        # Not divided by the probe's threads: their items' peaks may or may not have
+        # coincided (a busy machine runs them one after the other), and running out of
+        # memory costs more than a worker too few.
+        per_item = max(0, peak - before)
     fit = MemoryFit.of(per_item, options.max_memory, workers)
     n_items = total if total is not None else (sample.read if probe.exhausted else None)
     mode, predicted = recommend(m, n_items if n_items is not None else UNKNOWN_ITEMS, fit.workers)
