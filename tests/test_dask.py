@@ -19,22 +19,27 @@ distributed = pytest.importorskip("distributed")
 # (meant for its worker processes), at collection, for every later test: put it back.
 os.environ.clear()
 os.environ.update(_ENVIRON)
+dask = pytest.importorskip("dask")  # installed with distributed
 
 
 @pytest.fixture(scope="module")
 def client():
     environ = dict(os.environ)  # starting worker processes sets OMP_NUM_THREADS=1 here too
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    )
-    client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
+    # No statistical profiler (in this process and, through the nannies, in the workers): it
+    # reads other threads' frames every 10 ms, which crashed the free-threaded 3.13t under
+    # load (Bus error in distributed/profile.py), and it takes CPU a busy machine lacks.
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+        client = distributed.Client(cluster)
+        yield client
+        client.close()
+        cluster.close()
     os.environ.clear()
     os.environ.update(environ)
 
