@@ -20,12 +20,11 @@ from fastparallel.auto.explain import (
     verdict,
 )
 from fastparallel.auto.model import (
+    EXAMPLE,
     MARGIN,
     Kind,
     Measurements,
     PickleCost,
-    StartHow,
-    StartSource,
     recommend,
 )
 from fastparallel.auto.probe import Probe
@@ -41,29 +40,7 @@ SMALL = PickleCost(8, 1e-7, 1e-7)
 
 def _m(**changes) -> Measurements:
     """Pure-Python items of 40 ms on 2 CPUs, with small items and results."""
-    base = Measurements(
-        seconds_per_item=0.04,
-        spread=0.02,
-        sampled=10,
-        read=10,
-        finished=True,
-        thread_cpu=1.0,
-        cores=1.0,
-        gil=0.98,
-        overlap=1.0,
-        call=SMALL,
-        item=SMALL,
-        result=SMALL,
-        pickle_error=None,
-        warm_up=0.0,
-        start_seconds=0.05,
-        start_source=StartSource(StartHow.ESTIMATED),
-        round_trip=6e-5,
-        thread_round_trip=2e-5,
-        cpus=2,
-        free_threaded=False,
-    )
-    return replace(base, **changes)
+    return replace(EXAMPLE, **changes)
 
 
 def _said(chosen: Verdict) -> str:
