@@ -19,7 +19,11 @@ docs/executor.md); they run as skips that give the reason.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import tempfile
+import threading
 import unittest
+from pathlib import Path
 
 import pytest
 
@@ -105,9 +109,24 @@ class ProcessesMixin(util.ExecutorMixin):
     def get_context(self):
         return None  # the deadlock tests' mp_context: fastparallel's default start
 
+    def create_event(self):
+        """For the tests of CPython's later 3.13 releases that wait on an event in a
+        worker (CPython's own mixin gives a manager's: see event_helpers.FileEvent)."""
+        from event_helpers import FileEvent
+
+        if not hasattr(self, "_events"):
+            folder = tempfile.TemporaryDirectory()
+            self.addCleanup(folder.cleanup)
+            self._events = (Path(folder.name), itertools.count())
+        where, numbers = self._events
+        return FileEvent(str(where / f"event-{next(numbers)}"))
+
 
 class ThreadsMixin(util.ExecutorMixin):
     executor_type = _ThreadArgs
+
+    def create_event(self):
+        return threading.Event()
 
 
 class _OwnLogger:
