@@ -183,24 +183,3 @@ def test_no_memory_information_at_all(tmp_path):
     assert groups.memory_free() is None
     assert cpus.available_memory(groups, str(tmp_path / "none")) is None
     assert cpus.oom_kills(groups, str(tmp_path / "none")) == 0
-
-
-def test_rss_of_this_process_and_its_peak():
-    if not os.path.exists("/proc/self/statm"):
-        pytest.skip("no /proc")
-    cpus.reset_peak_rss()
-    before = cpus.rss(os.getpid())
-    # Every page written (a calloc'd zero-filled block may have pages never touched). RSS is
-    # read right after the reset, not before it: the process's other threads (the pools of
-    # earlier tests) may free memory in between (on 3.13t under load, the peak was only
-    # 48 MiB above an RSS read before the reset).
-    block = b"\x01" * (64 << 20)
-    during = cpus.rss(os.getpid())
-    peak = cpus.peak_rss()
-    del block
-    assert before is not None and during is not None and peak is not None
-    assert during >= before + (56 << 20)  # the block, less what other threads freed meanwhile
-    # The high-water mark since the reset includes the RSS of now (its counters may lag a
-    # few pages behind statm's).
-    assert peak >= during - (1 << 20)
-    assert cpus.rss(2**22 + 12345) is None  # no such process

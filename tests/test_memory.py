@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import memory_helpers as mh
 import pytest
 
-from fastparallel import WorkerDiedError, parallel
+from fastparallel import WorkerDiedError, cpus, parallel
 from fastparallel.backends.processes import memory
 from fastparallel.backends.processes.memory import MemoryGovernor, memory_budget
 from fastparallel.options import Options
@@ -264,3 +268,42 @@ def test_a_warm_pool_remembers_a_calls_memory(fake_machine):
     again = MemoryGovernor(budget=GB, n_workers=4)
     again.remember(remembered)
     assert again.measured and again.allowed == 3  # (1 GB - 4 * 20 MB) // 300 MB
+
+
+_RSS_SCRIPT = """
+import json, os
+from fastparallel import cpus
+cpus.reset_peak_rss()
+before = cpus.rss(os.getpid())
+block = b"\\x01" * (64 << 20)  # every page written
+during = cpus.rss(os.getpid())
+peak = cpus.peak_rss()
+print(json.dumps([before, during, peak]))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_rss_of_a_process_and_its_peak():
+    if not os.path.exists("/proc/self/statm"):
+        pytest.skip("no /proc")
+    # In a fresh interpreter: here, other tests' pool threads may free memory meanwhile
+    # (seen on 3.13t under load), and RSS is the whole process's.
+    src = str(Path(cpus.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    before, during, peak = json.loads(done.stdout)
+    assert before is not None and during is not None and peak is not None
+    assert during >= before + (60 << 20)  # the block
+    # The high-water mark since the reset includes the RSS of now (its counters may lag a
+    # few pages behind statm's).
+    assert peak >= during - (1 << 20)
+    assert cpus.rss(2**22 + 12345) is None  # no such process
