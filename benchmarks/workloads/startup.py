@@ -45,6 +45,23 @@ if __name__ == "__main__":
 """
 
 
+def run_script(script: Path, contender: str, folder: str) -> Measurement:
+    """Run a benchmark script (it prints its own measurement) for ``contender``."""
+    done = subprocess.run(
+        [sys.executable, str(script), contender],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    found = Measurement.from_output(done.stdout)
+    if found is None:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        found = Measurement(None, False, f"exit {done.returncode}, no result: {' | '.join(tail)}")
+    return found
+
+
 class ScriptWorkload(Workload):
     def measure(self, ctx: ChildContext) -> Measurement:
         source = _SCRIPT.format(
@@ -53,21 +70,7 @@ class ScriptWorkload(Workload):
         with tempfile.TemporaryDirectory(prefix="fastparallel-bench-") as folder:
             script = Path(folder) / "slow_top_level.py"
             script.write_text(source)
-            done = subprocess.run(
-                [sys.executable, str(script), ctx.contender.name],
-                cwd=folder,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-        found = Measurement.from_output(done.stdout)
-        if found is None:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            found = Measurement(
-                None, False, f"exit {done.returncode}, no result: {' | '.join(tail)}"
-            )
-        return found
+            return run_script(script, ctx.contender.name, folder)
 
 
 SCRIPT = ScriptWorkload(
@@ -190,21 +193,7 @@ class HeavyImportWorkload(Workload):
                     workers=int(params["workers"]),
                 )
             )
-            done = subprocess.run(
-                [sys.executable, str(script), ctx.contender.name],
-                cwd=folder,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-        found = Measurement.from_output(done.stdout)
-        if found is None:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            found = Measurement(
-                None, False, f"exit {done.returncode}, no result: {' | '.join(tail)}"
-            )
-        return found
+            return run_script(script, ctx.contender.name, folder)
 
 
 HEAVY_IMPORT = HeavyImportWorkload(
