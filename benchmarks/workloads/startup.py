@@ -124,17 +124,20 @@ BATCHES = MapWorkload(
 
 # A library that takes ``import_s`` seconds of CPU to import (as fastai, torch or
 # scikit-learn do), and a function of it that takes ``ms`` of CPU per item.
+# Both spin on the thread's CPU clock, not the wall clock: an import costs CPU, so workers
+# importing it at once on 2 cores take twice as long (a wall-clock spin would let four
+# imports share the cores for free, as four sleeps would).
 _HEAVY_MODULE = """\
 import time
 
-began = time.perf_counter()
-while time.perf_counter() - began < {import_s!r}:
+began = time.thread_time()
+while time.thread_time() - began < {import_s!r}:
     pass
 
 
 def work(x):
-    began = time.perf_counter()
-    while time.perf_counter() - began < {ms!r} / 1000:
+    began = time.thread_time()
+    while time.thread_time() - began < {ms!r} / 1000:
         pass
     return x * 2
 """
