@@ -149,6 +149,7 @@ def _become_worker(
             Channel(worker_out, passer),  # type: ignore[arg-type]
             current_item,
             [alive_w] if alive_w >= 0 else [],
+            caller_fork=True,
         )
     except BaseException:
         import traceback
