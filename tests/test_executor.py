@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from concurrent import futures
 from concurrent.futures.process import BrokenProcessPool
 
@@ -229,6 +230,28 @@ def test_threads():
         )
         assert pool.submit(sys.exit, 3).exception().code == 3  # as concurrent.futures does
     assert threading.get_ident() not in seen
+
+
+class Result:
+    """A result that can be weakly referenced."""
+
+
+def make_result(_):
+    return Result()
+
+
+@pytest.mark.parametrize("threadpool", [True, False], ids=["threads", "processes"])
+def test_a_result_dropped_by_the_caller_is_freed_while_the_pool_idles(threadpool):
+    # On a free-threaded build the last reference to a result, dropped here, hands it back
+    # to the pool's thread that created it, to be freed there: not while that thread waits
+    # for work forever (CPython's test_free_reference, which waits 30 s, failed then).
+    for _ in range(8):  # the hand-back depends on timing: tried on several fresh pools
+        with Executor(5, threadpool=threadpool) as pool:
+            for result in pool.map(make_result, range(10)):
+                freed = weakref.ref(result)
+                del result
+                gc.collect()
+                h.wait_for(lambda: freed() is None, 20, "the dropped result to be freed")
 
 
 def test_asyncio_run_in_executor_100_calls():

@@ -11,6 +11,7 @@ it drives; how many chunks are in flight is the dispatcher's business
 from __future__ import annotations
 
 import queue
+import sys
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from fastparallel.options import Options
 
 __all__ = [
+    "IDLE_WAKE_SECONDS",
     "Backend",
     "Chunk",
     "Crashed",
@@ -37,6 +39,13 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# On a free-threaded build, biased reference counting hands an object that one thread
+# created and another freed last back to its creating thread, which frees it the next
+# time it runs Python code. A pool's thread blocked while idle would keep such objects
+# (a result the caller dropped, however large) alive until its next task, so its idle
+# waits end this often (seconds) and it runs a little. None: a build with a GIL.
+IDLE_WAKE_SECONDS: float | None = 0.5 if "t" in getattr(sys, "abiflags", "") else None
 
 
 class Chunk(NamedTuple):

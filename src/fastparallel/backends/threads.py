@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fastparallel.backends import native_threads
 from fastparallel.backends.base import (
+    IDLE_WAKE_SECONDS,
     Chunk,
     Crashed,
     Done,
@@ -161,7 +162,10 @@ class ThreadPool:
                 self._outcomes.put(_InitFailed(exc))
                 return
         while True:
-            task = self._tasks.get()
+            try:
+                task = self._tasks.get(timeout=IDLE_WAKE_SECONDS)
+            except queue.Empty:
+                continue  # free-threaded: what was handed back to this thread is freed now
             if task is None or self._closed:
                 return
             chunk = task.chunk

@@ -37,6 +37,7 @@ from typing import Any
 from fastparallel import logs
 from fastparallel.backends import registry
 from fastparallel.backends.base import (
+    IDLE_WAKE_SECONDS,
     Backend,
     Chunk,
     Crashed,
@@ -306,7 +307,8 @@ class Manager:
             if self._pending or self.shutting_down:
                 return []
             self._work.clear()  # under the lock: a submitter's set() comes after
-        self._work.wait()
+        while not self._work.wait(IDLE_WAKE_SECONDS):
+            pass  # free-threaded: what was handed back to this thread is freed now
         return []
 
     # -- step 3 --------------------------------------------------------------------------------
