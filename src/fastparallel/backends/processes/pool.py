@@ -88,6 +88,10 @@ __all__ = ["ProcessPool", "RecentMeasurements", "pool_spec"]
 
 
 _JOIN_SECONDS = 2.0
+# A dead worker's exit status (what its error says: "killed by SIGKILL") comes once it is
+# reaped, by this process or the template; on a loaded machine that took over a second.
+# The wait ends as soon as it comes.
+_EXIT_STATUS_SECONDS = 10.0
 _REMEMBERED_CALLS = 8  # calls whose chunk measurements a warm pool keeps
 _REMEMBERED_BLOB_BYTES = 1 << 16  # larger pickled calls are remembered while they stay current
 
@@ -567,7 +571,7 @@ class ProcessPool:
             # The interpreter exits under a call still running in a daemon thread; end that
             # thread quietly (threads ignore SystemExit) rather than report dead workers.
             raise SystemExit("fastparallel: the interpreter is exiting")
-        worker.process.join(1.0)  # for its exit code
+        worker.process.join(_EXIT_STATUS_SECONDS)
         if worker.process.current_item[0] == STARTING:
             self._closed = True  # its replacements would fail alike
             raise start_crash_error(worker.process.pid, worker.process.exitcode())
