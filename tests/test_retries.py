@@ -217,10 +217,12 @@ def test_backoff_doubles_and_holds_no_worker(backend: dict[str, Any], tmp_path: 
     assert len(times) == 4
     for k in (1, 2, 3):  # before attempt k + 1: at least delay * 2 ** (k - 1)
         assert times[k] - times[k - 1] >= delay * 2 ** (k - 1), (k, times)
-    # While item 0 waited between its attempts, its worker ran the other items (a
-    # worker held through the waits would run them only after item 0's last attempt).
+    # While item 0 waited between its attempts, its worker ran the other items: a worker
+    # held through the waits would run them only after item 0's last attempt. (Compared
+    # with that attempt, 2.1 s on: on a loaded machine the seven took over the 0.9 s
+    # before the third.)
     others = [r.attempts(tmp_path, x)[0]["time"] for x in range(1, 8)]
-    assert max(others) < times[2], (others, times)
+    assert max(others) < times[3], (others, times)
 
 
 def test_retries_and_timeouts_are_logged_and_shown(
