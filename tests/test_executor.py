@@ -251,7 +251,9 @@ def test_a_result_dropped_by_the_caller_is_freed_while_the_pool_idles(threadpool
                 freed = weakref.ref(result)
                 del result
                 gc.collect()
-                h.wait_for(lambda: freed() is None, 20, "the dropped result to be freed")
+                h.wait_for(
+                    lambda freed=freed: freed() is None, 20, "the dropped result to be freed"
+                )
 
 
 def test_asyncio_run_in_executor_100_calls():

@@ -174,12 +174,12 @@ class MemoryGovernor:
 
     def _decide(self) -> None:
         room = self.budget - self.n_workers * self.idle
+        # Items measured to add nothing all fit, unless the idle workers alone exceed the
+        # budget (an allocator that keeps freed memory, as 3.13t's mimalloc does, makes an
+        # item that reuses it look free: measured so, it still must not run beside the rest).
+        fits = self.n_workers if room >= 0 else 0
         if self.need > 0:
             fits = room // self.need
-        else:  # items add nothing: all fit, unless the idle workers alone exceed the budget
-            # (an allocator that keeps freed memory, as 3.13t's mimalloc does, makes an item
-            # that reuses it look free: measured so, it still must not run beside the rest)
-            fits = self.n_workers if room >= 0 else 0
         self.allowed = max(1, min(self.n_workers, self.cap, fits))
         if self.allowed != self._said:
             self._said = self.allowed
