@@ -308,16 +308,7 @@ def parallel(
         max_memory=max_memory,
         coroutine=is_coroutine_function(fn),
     )
-    pieces = run(
-        Call(fn, args, kwargs),
-        _iterate(items),
-        options,
-        ordered=return_as == "generator",
-        streaming=return_as != "list",
-    )
-    if return_as == "list":
-        return _collect(pieces)
-    return _stream(pieces)
+    return _returned(Call(fn, args, kwargs), items, options, return_as)
 
 
 def advise(
@@ -389,6 +380,22 @@ def advise(
         run=parallel,
         idle_pool=pools.has_idle("processes"),
     )
+
+
+def _returned(
+    call: Call, items: Iterable[Any], options: Options, return_as: ReturnAs
+) -> list[Any] | Iterator[Any]:
+    """Run ``call`` over ``items``; its results as ``return_as`` says (a list or an iterator)."""
+    pieces = run(
+        call,
+        _iterate(items),
+        options,
+        ordered=return_as == "generator",
+        streaming=return_as != "list",
+    )
+    if return_as == "list":
+        return _collect(pieces)
+    return _stream(pieces)
 
 
 def _iterate(items: Iterable[Any]) -> Iterator[Any]:

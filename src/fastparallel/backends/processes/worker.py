@@ -352,20 +352,11 @@ def _start_measuring() -> int:
     return cpus.rss(os.getpid()) or 0
 
 
-def serve(
-    inbound: Channel,
-    outbound: Channel,
-    current_item: memoryview,
-    held: list[int] | None = None,
-    caller_fork: bool = False,
-) -> None:
-    """The worker's life: take the caller's context, run the initializer, then chunks
-    until STOP or the caller goes away.
-
-    ``held``: more descriptors of this worker that a process ``fn`` forks must not keep
-    (the channels' are closed there anyway), so that the worker's end is seen.
-    ``caller_fork``: this worker was just forked from the caller.
-    """
+def _start(
+    inbound: Channel, outbound: Channel, held: list[int] | None
+) -> queue.SimpleQueue[Received]:
+    """Make this process a worker: signals, the descriptors a forked ``fn`` must not keep,
+    fault reports, and the thread that reads the caller's messages into the inbox returned."""
     # A terminal Ctrl-C goes to the whole process group; only the caller should react.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _forked[0] = False  # a worker forked from a worker starts afresh
@@ -386,6 +377,24 @@ def serve(
     )
     mark_fork_safe(reader, _always)  # it waits in select(), holding nothing: fn may fork
     reader.start()
+    return inbox
+
+
+def serve(
+    inbound: Channel,
+    outbound: Channel,
+    current_item: memoryview,
+    held: list[int] | None = None,
+    caller_fork: bool = False,
+) -> None:
+    """The worker's life: take the caller's context, run the initializer, then chunks
+    until STOP or the caller goes away.
+
+    ``held``: more descriptors of this worker that a process ``fn`` forks must not keep
+    (the channels' are closed there anyway), so that the worker's end is seen.
+    ``caller_fork``: this worker was just forked from the caller.
+    """
+    inbox = _start(inbound, outbound, held)
     call: Call | BaseException = RuntimeError("no SETUP message before the first chunk")
     while True:
         frame, buffers = inbox.get()
