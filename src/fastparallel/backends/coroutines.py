@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastparallel import logs
 from fastparallel.backends.base import (
+    IDLE_WAKE_SECONDS,
     Chunk,
     Done,
     Outcome,
@@ -114,6 +115,8 @@ class EventLoopThread:
     def _serve(self) -> None:
         loop = self._loop
         asyncio.set_event_loop(loop)
+        if IDLE_WAKE_SECONDS is not None:
+            self._wake_while_idle()
         try:
             loop.run_forever()
             # Stopped (shutdown): let the tasks that are left, if any, unwind before closing.
@@ -125,6 +128,12 @@ class EventLoopThread:
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
+
+    def _wake_while_idle(self) -> None:
+        """Free-threaded builds: run every ``IDLE_WAKE_SECONDS``, so that results this thread
+        made and the caller dropped are freed while the loop has nothing to do."""
+        assert IDLE_WAKE_SECONDS is not None
+        self._loop.call_later(IDLE_WAKE_SECONDS, self._wake_while_idle)
 
     @property
     def reusable(self) -> bool:
