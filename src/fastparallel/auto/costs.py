@@ -91,11 +91,12 @@ def estimate_start(workers: int, cpus: int, idle_pool: bool) -> tuple[float, Sta
     rests on: an idle pool kept from an earlier call (``idle_pool``: the dispatcher
     knows), a running template process, or neither."""
     from fastparallel.auto.model import StartHow, StartSource
+    from fastparallel.backends.processes.handles import can_fork_workers
     from fastparallel.backends.processes.template import client as template_client
 
     if idle_pool:
         return WARM_START, StartSource(StartHow.IDLE_POOL)
     waves = -(-workers // max(1, cpus))
-    if template_client.running() or not template_client.available():
+    if template_client.running() or not can_fork_workers():
         return WORKER_START * waves, StartSource(StartHow.ESTIMATED)
     return TEMPLATE_START + WORKER_START * waves, StartSource(StartHow.ESTIMATED_WITH_TEMPLATE)

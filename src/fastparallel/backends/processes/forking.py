@@ -26,9 +26,13 @@ import threading
 from fastparallel import logs
 from fastparallel.backends.processes.fds import enlarge_pipe, wait_ready
 from fastparallel.backends.processes.forksafe import unsafe_reason
-from fastparallel.backends.processes.template.launcher import TemplateLauncher, TemplateWorker
+from fastparallel.backends.processes.handles import WorkerHandle
 from fastparallel.backends.processes.wire.channel import Channel, new_passers
 from fastparallel.backends.slots import new_slot_memory
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fastparallel.backends.processes.template.launcher import TemplateLauncher
 
 __all__ = ["DefaultLauncher", "ForkedWorker", "fork_caller"]
 
@@ -36,9 +40,10 @@ _PR_SET_PDEATHSIG = 1
 _launch_lock = threading.Lock()  # one worker's descriptors at a time: no fork takes another's
 
 
-class ForkedWorker(TemplateWorker):
+class ForkedWorker(WorkerHandle):
     """A worker forked from this process: its sentinel is a pidfd (or a pipe it holds)
-    and this process reaps it."""
+    and this process reaps it, so that until then its pid cannot belong to another
+    process (``kill`` signals the pid)."""
 
     __slots__ = ()
 
@@ -51,15 +56,6 @@ class ForkedWorker(TemplateWorker):
                 self._code = None  # reaped by someone else (SIGCHLD ignored, os.wait())
             self._ended = True
         return self._ended
-
-    def kill(self) -> None:
-        if self._ended_within(0):
-            return
-        # Not yet reaped by us: the pid cannot belong to another process.
-        try:  # noqa: SIM105 - contextlib is not on a worker's way
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _has_pidfd() -> bool:
@@ -201,20 +197,27 @@ class DefaultLauncher:
     forks = False  # a warm pool serves many calls: __main__ objects travel by value
 
     def __init__(self) -> None:
-        self._template = TemplateLauncher()
+        self._template: TemplateLauncher | None = None  # imported the first time fork is unsafe
         self.reason = "not yet checked"  # why the caller cannot be forked ("" if it can)
+
+    def _templates(self) -> TemplateLauncher:
+        if self._template is None:
+            from fastparallel.backends.processes.template.launcher import TemplateLauncher
+
+            self._template = TemplateLauncher()
+        return self._template
 
     def expect(self, fn: object) -> None:
         self.reason = unsafe_reason()
         if self.reason:
-            self._template.expect(fn)
+            self._templates().expect(fn)
 
     def preload(self, modules: list[str]) -> None:
         if self.reason:
-            self._template.preload(modules)
+            self._templates().preload(modules)
 
     def describe(self) -> str:
         return f"template: {self.reason}" if self.reason else "fork of the caller"
 
-    def start(self) -> TemplateWorker:
-        return self._template.start() if self.reason else fork_caller()
+    def start(self) -> WorkerHandle:
+        return self._templates().start() if self.reason else fork_caller()

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from fastparallel import logs
 from fastparallel.backends.processes.fds import enlarge_pipe
+from fastparallel.backends.processes.handles import can_fork_workers
 from fastparallel.backends.processes.wire.channel import Channel, channel_from, new_passers
 from fastparallel.backends.processes.worker import process_main
 from fastparallel.backends.slots import STARTING
@@ -128,9 +129,7 @@ def make_launcher(method: Any) -> tuple[Launcher, Hashable]:
     template.
     """
     if method in (None, "template"):
-        from fastparallel.backends.processes.template import client as template_client
-
-        if template_client.available():
+        if can_fork_workers():
             if method is None and sys.platform.startswith("linux"):
                 from fastparallel.backends.processes.forking import DefaultLauncher
 

@@ -20,6 +20,7 @@ import sys
 import threading
 
 from fastparallel import logs
+from fastparallel.backends.processes.handles import can_fork_workers
 from fastparallel.worker_state import at_fork_in_child
 
 TYPE_CHECKING = False  # nothing more on a first call's way than needed
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
-    "available",
     "fork_worker",
     "preload_cloudpickle",
     "preload_modules",
@@ -39,15 +39,6 @@ __all__ = [
 
 _STOP_SECONDS = 2.0  # at exit: how long to wait for the template to end
 _REAP_SECONDS = 0.5  # shutdown(): how long to wait, so that no exited template stays a zombie
-
-
-def available() -> bool:
-    """Whether workers can be forks of a template here: ``os.fork``, descriptor passing,
-    an interpreter to run."""
-    passes_fds = hasattr(_socket.socket, "sendmsg") and hasattr(
-        _socket.socket, "recvmsg"
-    )  # socket.send_fds
-    return hasattr(os, "fork") and passes_fds and bool(sys.executable)
 
 
 class _Template:
@@ -292,7 +283,7 @@ def running() -> bool:
 def start_early() -> None:
     """Start the template now if it is not running: it boots (~20 ms) while the caller
     goes on importing and preparing the pool."""
-    if available():
+    if can_fork_workers():
         with _templates.lock:
             _templates.running()
 

@@ -10,12 +10,11 @@ worker's sentinel.
 
 from __future__ import annotations
 
-import mmap
 import os
-import signal
 
 from fastparallel import logs
 from fastparallel.backends.processes.fds import enlarge_pipe, wait_ready
+from fastparallel.backends.processes.handles import WorkerHandle
 from fastparallel.backends.processes.template.client import (
     fork_worker,
     preload_cloudpickle,
@@ -29,39 +28,11 @@ from fastparallel.serialize.pickling import needs_cloudpickle
 __all__ = ["TemplateLauncher", "TemplateWorker"]
 
 
-class TemplateWorker:
-    """A worker forked by the template, as the pool sees it (see ``launcher.WorkerProcess``)."""
+class TemplateWorker(WorkerHandle):
+    """A worker forked by the template: the template reaps it and writes its exit code to
+    the status pipe, whose read end is the sentinel."""
 
-    __slots__ = (
-        "_code",
-        "_ended",
-        "_memory",
-        "_pidfd",
-        "current_item",
-        "inbox",
-        "outbox",
-        "pid",
-        "sentinel",
-    )
-
-    def __init__(
-        self,
-        pid: int,
-        pidfd: int | None,
-        status: int,
-        inbox: Channel,
-        outbox: Channel,
-        memory: mmap.mmap,
-    ):
-        self.pid = pid
-        self.sentinel = status  # readable once the template has reaped it and written its exit code
-        self.inbox = inbox  # results come in here
-        self.outbox = outbox  # chunks go out here
-        self.current_item = memoryview(memory).cast("q")
-        self._pidfd = pidfd
-        self._memory = memory
-        self._code: int | None = None
-        self._ended = False
+    __slots__ = ()
 
     def _ended_within(self, timeout: float | None) -> bool:
         if not self._ended and wait_ready([self.sentinel], timeout):
@@ -70,43 +41,6 @@ class TemplateWorker:
             self._code = STATUS.unpack(data)[0] if len(data) == STATUS.size else None
             self._ended = True
         return self._ended
-
-    def is_alive(self) -> bool:
-        return not self._ended_within(0)
-
-    def exitcode(self) -> int | None:
-        """The exit code once it has ended (negative: killed by that signal), else None."""
-        self._ended_within(0)
-        return self._code
-
-    def kill(self) -> None:
-        if self._ended_within(0):
-            return  # reaped: its pid may already belong to another process
-        try:
-            if self._pidfd is not None:
-                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-            else:
-                os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def join(self, timeout: float) -> None:
-        self._ended_within(timeout)
-
-    def close(self) -> None:
-        """Release the channels, the status pipe, the pidfd and the slot (after it has ended)."""
-        self.inbox.close()
-        self.outbox.close()
-        for fd in (self.sentinel, self._pidfd):
-            if fd is not None and fd >= 0:
-                os.close(fd)
-        self.sentinel = -1
-        self._pidfd = None
-        self.current_item.release()
-        self._memory.close()
-
-    # In a forked child of the caller, closing our copies tells the worker nothing.
-    forget_in_child = close
 
 
 class TemplateLauncher:

@@ -248,7 +248,9 @@ class ContextTracker:
             context = context._replace(environ={**context.environ, **environ})
         if context != self.context:
             self.context = context
-            self.message = dumps(tuple(context))
+            # Plain strings, lists and tuples: the default warnings filter's module
+            # "__main__" must not send it through the by-value pickler (and its import).
+            self.message = dumps(tuple(context), main_by_reference=True)
             self.version += 1
 
 
