@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from fastparallel import logs
 from fastparallel.backends.processes.fds import enlarge_pipe
+from fastparallel.backends.processes.forking import DefaultLauncher
 from fastparallel.backends.processes.handles import can_fork_workers
 from fastparallel.backends.processes.wire.channel import Channel, channel_from, new_passers
 from fastparallel.backends.processes.worker import process_main
@@ -131,8 +132,6 @@ def make_launcher(method: Any) -> tuple[Launcher, Hashable]:
     if method in (None, "template"):
         if can_fork_workers():
             if method is None and sys.platform.startswith("linux"):
-                from fastparallel.backends.processes.forking import DefaultLauncher
-
                 return DefaultLauncher(), "default"
             from fastparallel.backends.processes.template.launcher import TemplateLauncher
 

@@ -2,10 +2,9 @@
 
 One template serves every process pool of this process (calls from several threads
 included). It starts on the first call that needs a worker (:func:`start_early`: before
-this process imports the rest of the pool, so that the two overlap), restarts if it
-died, stops with :func:`fastparallel.shutdown` and at interpreter exit, and is
-forgotten in a child forked from this process. This module imports little, so that
-starting the template is the first thing a first call does.
+this process prepares the pool and pickles the call, so that the two overlap), restarts
+if it died, stops with :func:`fastparallel.shutdown` and at interpreter exit, and is
+forgotten in a child forked from this process.
 """
 
 from __future__ import annotations
@@ -282,7 +281,7 @@ def running() -> bool:
 
 def start_early() -> None:
     """Start the template now if it is not running: it boots (~20 ms) while the caller
-    goes on importing and preparing the pool."""
+    goes on preparing the pool."""
     if can_fork_workers():
         with _templates.lock:
             _templates.running()
