@@ -162,11 +162,27 @@ def _up_from(base: str, path: str) -> Iterator[str]:
 
 
 def _read(path: str) -> str | None:
+    """The text of a small file of ``/proc`` or ``/sys``, stripped; None if unreadable.
+
+    With ``os.read`` rather than ``open()``: a process pool reads ~10 of these per call
+    (its memory budget, its workers' RSS), and a text file object costs ~10 us each.
+    """
     try:
-        with open(path) as file:
-            return file.read().strip()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    parts = []
+    try:
+        while True:
+            part = os.read(fd, 65536)
+            if not part:
+                break
+            parts.append(part)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(parts).decode("utf-8", "replace").strip()
 
 
 def _read_int(folder: str, *names: str) -> int | None:
