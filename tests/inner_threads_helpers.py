@@ -18,3 +18,14 @@ def matmul_threads(_item: int) -> dict[str, int]:
 
 def environment(_item: int) -> dict[str, str]:
     return {name: os.environ.get(name, "") for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def native_threads_started(_item: int) -> tuple[int, dict[str, int]]:
+    """The threads of this process that Python did not start (native pools' threads), and
+    every native pool's thread count, with no BLAS call made here."""
+    import threading
+
+    started = len(os.listdir("/proc/self/task")) - threading.active_count()
+    from threadpoolctl import threadpool_info
+
+    return started, {info["internal_api"]: info["num_threads"] for info in threadpool_info()}

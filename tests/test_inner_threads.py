@@ -77,6 +77,21 @@ def test_workers_forked_from_a_caller_that_loaded_numpy_are_resized():
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="threads are counted in /proc")
+@pytest.mark.parametrize("method", [None, "fork"])
+def test_a_worker_forked_from_a_caller_that_loaded_numpy_starts_no_openblas_threads(method):
+    # Sizing OpenBLAS in a forked child restarts all its threads (the fork had stopped
+    # them), which spin for ~0.1 s: fastai's verify_images ran its first items at half
+    # speed. They are stopped again; the size set stays until a BLAS call needs threads.
+    th.matmul_threads(0)  # the caller's own pool has run
+    reports = parallel(th.native_threads_started, range(4), n_workers=2, method=method)
+    share = max(1, num_cpus() // 2)
+    assert [started for started, _ in reports] == [0, 0, 0, 0], reports
+    assert all(sizes.get("openblas") == share for _, sizes in reports), reports
+    assert pools(parallel(th.matmul_threads, range(2), n_workers=2, method=method)) == {share}
+
+
+@pytest.mark.timeout(120)
 def test_threads_are_left_alone_unless_inner_threads_is_given():
     before = pools([th.matmul_threads(0)])
     assert pools(parallel(th.matmul_threads, range(2), n_workers=2, threadpool=True)) == before
@@ -111,3 +126,28 @@ def test_worker_variables_and_nothing_loaded():
     assert mixed["OPENBLAS_NUM_THREADS"] == "2" and mixed["OMP_NUM_THREADS"] == "4"
     assert limit_loaded({}) is None  # nothing to apply
     assert os.environ.get("OMP_NUM_THREADS") is None  # nothing here was changed
+
+
+@pytest.mark.unit
+def test_the_native_pools_listed_before_a_fork_serve_the_worker(monkeypatch):
+    # The process that forks workers lists the loaded pools once (threadpoolctl walks every
+    # loaded library: 3 to 11 ms with PyTorch); a worker uses the list it inherited,
+    # until imports may have loaded more libraries.
+    from fastparallel.backends import native_threads
+
+    native_threads.survey_native_pools()
+    surveyed = native_threads._survey[1]
+    assert surveyed is not None and surveyed.select(internal_api="openblas").lib_controllers
+
+    def no_walk(self: object) -> None:
+        raise AssertionError("the libraries were walked again")
+
+    monkeypatch.setattr(threadpoolctl.ThreadpoolController, "__init__", no_walk)
+    limiters = limit_loaded({"OPENBLAS_NUM_THREADS": "1"})
+    try:
+        assert limiters  # sized through the listed pools
+    finally:
+        for limiter in limiters or ():
+            limiter.restore_original_limits()
+    monkeypatch.setattr(native_threads, "_survey", [-1, surveyed])  # modules imported since
+    assert limit_loaded({"OPENBLAS_NUM_THREADS": "1"}) is None  # walked again: refused here

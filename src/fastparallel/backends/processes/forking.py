@@ -24,6 +24,7 @@ import sys
 import threading
 
 from fastparallel import logs
+from fastparallel.backends import native_threads
 from fastparallel.backends.processes.fds import enlarge_pipe, wait_ready
 from fastparallel.backends.processes.forksafe import unsafe_reason
 from fastparallel.backends.processes.handles import WorkerHandle
@@ -74,6 +75,7 @@ _pidfds: bool | None = None
 
 def fork_caller() -> ForkedWorker:
     """A worker process forked from this one now (the caller checked it is safe)."""
+    native_threads.survey_native_pools()  # each worker inherits the list of native pools
     worker_in, to_worker = os.pipe()
     from_worker, worker_out = os.pipe()
     enlarge_pipe(to_worker)

@@ -246,7 +246,8 @@ def apply_context(body: memoryview, inherited: bool = False) -> None:
     _apply_environ(context.environ, None if last is None else last.environ)
     if last is None or _thread_variables_changed(context.environ, last.environ):
         global _native_limits
-        _native_limits = native_threads.limit_loaded(os.environ)  # pools loaded before: resized
+        # pools loaded before: resized (their threads stopped, on a worker's first context)
+        _native_limits = native_threads.limit_loaded(os.environ, starting=last is None)
     if inherited:
         return
     if last is None or context.warnings != last.warnings:

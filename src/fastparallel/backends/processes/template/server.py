@@ -140,6 +140,7 @@ class _Template:
                 except (Exception, SystemExit):
                     pass  # a worker that needs it fails there, with the caller's context
             native_threads.unset(added)
+        native_threads.survey_native_pools()  # for every worker forked from here
         from fastparallel.backends.processes.forksafe import unsafe_reason
 
         self.unsafe = unsafe_reason()
