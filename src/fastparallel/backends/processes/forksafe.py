@@ -50,8 +50,10 @@ _openmp_cache: tuple[int, list[tuple[int, int, str]]] = (-1, [])
 def unsafe_reason() -> str:
     """Why forking this process now is unsafe, in a few words; ``""`` when it is safe.
 
-    Cheap enough for every pool start (tens of microseconds: it lists this process's
-    threads, and reads two small files per native thread when an OpenMP runtime is loaded).
+    Cheap enough for every pool start: tens of microseconds to list this process's
+    threads. Where native threads run beside a loaded OpenMP runtime, it also reads two
+    small files per native thread, and ``/proc/self/maps`` once per set of imported
+    modules (~4 ms in a process that imported PyTorch, mostly the kernel's).
 
     Example:
         >>> isinstance(unsafe_reason(), str)  # "" here, unless threads run
