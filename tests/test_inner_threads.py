@@ -5,6 +5,8 @@ explicit inner_threads wins over both."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import inner_threads_helpers as th
@@ -78,17 +80,40 @@ def test_workers_forked_from_a_caller_that_loaded_numpy_are_resized():
 
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="threads are counted in /proc")
-@pytest.mark.parametrize("method", [None, "fork"])
-def test_a_worker_forked_from_a_caller_that_loaded_numpy_starts_no_openblas_threads(method):
+def test_a_worker_forked_from_a_caller_that_loaded_numpy_starts_no_openblas_threads():
     # Sizing OpenBLAS in a forked child restarts all its threads (the fork had stopped
     # them), which spin for ~0.1 s: fastai's verify_images ran its first items at half
     # speed. They are stopped again; the size set stays until a BLAS call needs threads.
+    # method="fork": always a fork of this process (the default forks it only while no
+    # other thread runs here, and the template's workers never loaded NumPy).
     th.matmul_threads(0)  # the caller's own pool has run
+    method = "fork"
     reports = parallel(th.native_threads_started, range(4), n_workers=2, method=method)
     share = max(1, num_cpus() // 2)
     assert [started for started, _ in reports] == [0, 0, 0, 0], reports
     assert all(sizes.get("openblas") == share for _, sizes in reports), reports
     assert pools(parallel(th.matmul_threads, range(2), n_workers=2, method=method)) == {share}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the caller is forked on Linux")
+def test_the_default_forks_a_fresh_program_with_numpy_and_starts_no_openblas_threads():
+    # A fresh interpreter runs no other thread, so the default forks it (the INFO line
+    # says so): its list of native pools is made once and inherited by both workers.
+    code = (
+        "import logging, sys\nsys.path.insert(0, sys.argv[1])\n"
+        "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "import inner_threads_helpers as th\nfrom fastparallel import parallel\n"
+        "th.matmul_threads(0)\n"
+        "print(parallel(th.native_threads_started, range(4), n_workers=2))\n"
+    )
+    here = os.path.dirname(os.path.abspath(__file__))
+    command = [sys.executable, "-c", code, here]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "workers start as fork of the caller" in done.stderr, done.stderr
+    share = max(1, num_cpus() // 2)
+    assert done.stdout.strip() == str([(0, {"openblas": share})] * 4), done.stdout
 
 
 @pytest.mark.timeout(120)
