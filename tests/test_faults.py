@@ -185,6 +185,42 @@ def test_crash_before_any_item_of_the_chunk_started_blames_that_chunk() -> None:
     _assert_pool_works()
 
 
+def _receive_fails_on_chunks(inbound: Any) -> Any:
+    """A worker's receive that fails, as importing ctypes to map the first shared memory
+    did once in CI (``ModuleNotFoundError: No module named '_ctypes'``)."""
+    from fastparallel.backends.processes import worker
+
+    frame, buffers = _real_receive(inbound)
+    if worker.decode(frame)[0] == worker.Kind.CHUNK:
+        raise ModuleNotFoundError("No module named '_ctypes'")
+    return frame, buffers
+
+
+_real_receive: Any = None
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_whose_reader_fails_ends_and_fails_its_chunk(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Its reader thread died and the worker waited for chunks forever: so did the caller.
+    global _real_receive
+    from fastparallel.backends.processes import worker
+
+    fastparallel.shutdown()  # workers forked from now on have the failing receive
+    _real_receive = worker._receive
+    monkeypatch.setattr(worker, "_receive", _receive_fails_on_chunks)
+    try:
+        _, err = _catch(parallel, h.square, range(4), n_workers=1, method="fork")
+    finally:
+        fastparallel.shutdown()
+    assert isinstance(err, WorkerDiedError), repr(err)
+    assert err.exitcode == 1, str(err)
+    assert "No module named '_ctypes'" in capfd.readouterr().err
+    monkeypatch.undo()
+    _assert_pool_works()
+
+
 def test_segfault_leaves_python_traceback_on_stderr(tmp_path: Path) -> None:
     body = """
     if __name__ == "__main__":

@@ -168,7 +168,15 @@ def _read_inbound(inbound: Channel, inbox: queue.SimpleQueue[Received], parent_p
             elif os.getppid() != parent_pid:
                 break
     except (EOFError, OSError):
-        pass
+        pass  # the caller went away
+    except BaseException:
+        # Anything else (an import that fails as shared memory is first mapped): this
+        # worker can no longer hear the caller. It says why and ends, so that the caller
+        # sees a dead worker and fails (or retries) its chunk instead of waiting forever.
+        import traceback
+
+        traceback.print_exc()
+        _exit_now(1)
     _exit_now()
 
 
