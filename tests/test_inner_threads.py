@@ -160,8 +160,7 @@ def test_the_native_pools_listed_before_a_fork_serve_the_worker(monkeypatch):
     # until imports may have loaded more libraries.
     from fastparallel.backends import native_threads
 
-    native_threads.survey_native_pools()
-    surveyed = native_threads._survey[1]
+    surveyed = native_threads.survey_native_pools()
     assert surveyed is not None and surveyed.select(internal_api="openblas").lib_controllers
 
     def no_walk(self: object) -> None:
@@ -174,5 +173,7 @@ def test_the_native_pools_listed_before_a_fork_serve_the_worker(monkeypatch):
     finally:
         for limiter in limiters or ():
             limiter.restore_original_limits()
-    monkeypatch.setattr(native_threads, "_survey", [-1, surveyed])  # modules imported since
+    # modules imported since (both fields come back afterwards, for the tests that follow)
+    monkeypatch.setattr(native_threads._survey, "controller", surveyed)
+    monkeypatch.setattr(native_threads._survey, "modules", -1)
     assert limit_loaded({"OPENBLAS_NUM_THREADS": "1"}) is None  # walked again: refused here

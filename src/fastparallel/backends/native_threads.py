@@ -108,20 +108,32 @@ def _limits(environ: Mapping[str, str]) -> dict[str, int]:
     return limits
 
 
-# threadpoolctl's controller of the native pools loaded in this process (None: none, or
-# no threadpoolctl), and len(sys.modules) when it was made: libraries are loaded by imports.
-_survey: list[Any] = [-1, None]
+class _Survey:
+    """threadpoolctl's controller of the native pools loaded in this process (None: none,
+    or no threadpoolctl), and ``len(sys.modules)`` when it was made: libraries are loaded
+    by imports."""
+
+    __slots__ = ("controller", "modules")
+
+    def __init__(self) -> None:
+        self.controller: Any = None
+        self.modules = -1
 
 
-def survey_native_pools() -> None:
+_survey = _Survey()
+
+
+def survey_native_pools() -> Any:
     """Before this process forks workers: list the native pools loaded here, for the
-    workers to inherit. threadpoolctl's controller walks every loaded library (3 to 11 ms
-    in a process that imported PyTorch); made here once, it spares each worker that walk
-    as it starts, where its siblings and the caller compete for the same cores. Made again
-    only when the number of imported modules changed since."""
-    if _survey[0] != len(sys.modules):
-        controller = _controller()
-        _survey[:] = [len(sys.modules), controller]  # after the import of threadpoolctl
+    workers to inherit; returns threadpoolctl's controller of them, or None.
+    threadpoolctl's controller walks every loaded library (3 to 11 ms in a process that
+    imported PyTorch); made here once, it spares each worker that walk as it starts, where
+    its siblings and the caller compete for the same cores. Made again only when the
+    number of imported modules changed since."""
+    if _survey.modules != len(sys.modules):
+        _survey.controller = _controller()
+        _survey.modules = len(sys.modules)  # counted after the import of threadpoolctl
+    return _survey.controller
 
 
 def _controller() -> Any:
@@ -155,21 +167,27 @@ def limit_loaded(environ: Mapping[str, str], starting: bool = False) -> Any:
         import threadpoolctl
     except ImportError:
         return None
+    controller = survey_native_pools()  # inherited from the forking process, if current
+    if controller is None:
+        if hasattr(threadpoolctl, "ThreadpoolController"):
+            return None  # a library threadpoolctl fails to read: keep the run going
+        return _limit_by_user_api(threadpoolctl, limits)
     try:
-        survey_native_pools()  # inherited from the process that forked this one, if current
-        controller = _survey[1] or threadpoolctl.ThreadpoolController()
         limiters = [
             controller.select(internal_api=api).limit(limits=n) for api, n in limits.items()
         ]
-        if starting and "openblas" in limits:
-            _stop_openblas_threads(controller)
-        return limiters
-    except AttributeError:  # threadpoolctl < 3: by user API only
-        blas = min((n for api, n in limits.items() if api != "openmp"), default=None)
-        by_user_api = {"openmp": limits.get("openmp"), "blas": blas}
-        return threadpoolctl.threadpool_limits(limits=by_user_api)
     except Exception:  # a library threadpoolctl fails to drive: keep the run going
         return None
+    if starting and "openblas" in limits:
+        _stop_openblas_threads(controller)
+    return limiters
+
+
+def _limit_by_user_api(threadpoolctl: Any, limits: dict[str, int]) -> Any:
+    """threadpoolctl < 3, which has no controller: the limits by user API only."""
+    blas = min((n for api, n in limits.items() if api != "openmp"), default=None)
+    by_user_api = {"openmp": limits.get("openmp"), "blas": blas}
+    return threadpoolctl.threadpool_limits(limits=by_user_api)
 
 
 def _stop_openblas_threads(controller: Any) -> None:
