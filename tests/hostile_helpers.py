@@ -154,7 +154,16 @@ def leave_room(room: int) -> None:
 
 
 def leave_four() -> None:
-    """An initializer: the worker is left 4 descriptors."""
+    """An initializer: the worker is left 4 descriptors, once it has imported NumPy.
+
+    An import opens descriptors too (a directory to list, a file, a shared library). A
+    worker forked from the template has not imported NumPy when its first item arrives;
+    unpickling that item imports it, and with 4 descriptors left it ran out while its
+    reader thread took the next message (once in CI, on 3.13t). The tests that use this
+    initializer are about where items and calls travel, so the import comes first.
+    """
+    import numpy  # noqa: F401
+
     leave_room(4)
 
 

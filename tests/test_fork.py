@@ -465,7 +465,13 @@ with open(os.environ["IMPORTS_LOG"], "a") as log:
     log.write(f"{__name__} {os.getpid()}\\n")
 if __name__.endswith("threads"):
     import threading
-    threading.Thread(target=threading.Event().wait, daemon=True).start()
+    RELEASE = threading.Event()
+    THREAD = threading.Thread(target=RELEASE.wait, daemon=True)
+    THREAD.start()
+
+    def stop():  # in the caller, after the test: its thread would send later tests' pools to the template
+        RELEASE.set()
+        THREAD.join(10)
 def work(x):
     return x + 1
 """
@@ -473,7 +479,10 @@ def work(x):
 
 @pytest.mark.timeout(120)
 def test_the_template_imports_the_calls_modules_once_and_later_calls_add_more(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
     for name in ("heavy_one", "heavy_two", "heavy_threads"):
         (tmp_path / f"{name}.py").write_text(HEAVY)
@@ -484,6 +493,8 @@ def test_the_template_imports_the_calls_modules_once_and_later_calls_add_more(
     import heavy_one
     import heavy_threads
     import heavy_two
+
+    request.addfinalizer(heavy_threads.stop)
 
     def imports(name: str) -> int:
         return sum(1 for line in log.read_text().splitlines() if line.split()[0] == name)
